@@ -1,0 +1,313 @@
+//! Configuration: `config/default.toml` (embedded in the binary), an optional `--config FILE`
+//! laid over it, then `FACERELAY_*` environment variables; the result is validated into
+//! [`Config`]. Unknown keys are an error at every level, so a typo never goes unnoticed.
+//!
+//! Environment variables name a key as `FACERELAY_<SECTION>__<KEY>`, for example
+//! `FACERELAY_SERVER__LISTEN=0.0.0.0:8080`. The value is read as a TOML value when it parses as
+//! one (`42`, `true`, `["a", "b"]`) and as a plain string otherwise.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The defaults, documented key by key.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+const ENV_PREFIX: &str = "FACERELAY_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid TOML in {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub ice: IceConfig,
+    pub media: MediaConfig,
+    pub rooms: RoomsConfig,
+    pub models: crate::infer::ModelsConfig,
+    pub swap: crate::swap::SwapConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP/WebSocket server binds.
+    pub listen: SocketAddr,
+    /// Folder of static files served at `/`.
+    pub web_root: PathBuf,
+    /// Largest accepted signalling message, bytes.
+    pub max_message_bytes: usize,
+    /// Seconds the first shutdown signal waits for peers to close before exiting anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IceConfig {
+    /// IP address the server advertises in its ICE candidates (1:1 NAT); empty = the real one.
+    pub public_ip: Option<IpAddr>,
+    /// Address the media sockets bind; `0.0.0.0` gathers every interface.
+    pub bind_ip: IpAddr,
+    /// First and last UDP port for media sockets, inclusive; `[0, 0]` = ephemeral ports.
+    pub udp_port_range: [u16; 2],
+    /// STUN/TURN servers handed to browsers.
+    pub servers: Vec<IceServer>,
+    /// Include loopback candidates (tests and single-machine demos).
+    pub include_loopback: bool,
+    /// Seconds without ICE traffic before a participant counts as gone.
+    pub disconnect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Target bitrate of each re-encoded stream, bits per second.
+    pub video_bitrate_bps: u32,
+    /// Frame rate the encoder's rate control assumes.
+    pub max_frame_rate: f32,
+    /// Frames between forced IDRs (0 = only on request).
+    pub keyframe_interval: u32,
+    /// Minimum milliseconds between two PLIs sent to one publisher.
+    pub pli_throttle_ms: u64,
+    /// Largest accepted video frame, pixels (width × height).
+    pub max_frame_pixels: u32,
+    /// Threads for decode/encode work; 0 = one per CPU.
+    pub codec_threads: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Most participants in one room.
+    pub max_participants: usize,
+    /// Most participants on the whole server.
+    pub max_total_participants: usize,
+    /// Longest room name, characters.
+    pub max_name_chars: usize,
+}
+
+impl Config {
+    /// The embedded defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment passed in (tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value = parse_toml(DEFAULT_TOML, "the built-in defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let overlay = parse_toml(&text, &path.display().to_string())?;
+            merge(&mut value, overlay);
+        }
+        let mut vars: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort();
+        for (name, raw) in vars {
+            apply_env(&mut value, &name, &raw)?;
+        }
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults alone (tests and tools).
+    pub fn defaults() -> Self {
+        Self::load_with_env(None, std::iter::empty()).expect("built-in defaults are valid")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        let [lo, hi] = self.ice.udp_port_range;
+        if (lo == 0) != (hi == 0) || lo > hi {
+            return bad("ice.udp_port_range must be [first, last] with first <= last, or [0, 0]");
+        }
+        if self.server.max_message_bytes < 1024 {
+            return bad("server.max_message_bytes must be at least 1024");
+        }
+        if self.media.video_bitrate_bps < 50_000 {
+            return bad("media.video_bitrate_bps must be at least 50000");
+        }
+        if !(1.0..=120.0).contains(&self.media.max_frame_rate) {
+            return bad("media.max_frame_rate must be between 1 and 120");
+        }
+        if self.media.max_frame_pixels < 64 * 64 {
+            return bad("media.max_frame_pixels is too small");
+        }
+        if self.rooms.max_participants < 2 {
+            return bad("rooms.max_participants must be at least 2");
+        }
+        if self.rooms.max_total_participants == 0 || self.rooms.max_name_chars == 0 {
+            return bad("rooms.max_total_participants and rooms.max_name_chars must be positive");
+        }
+        for server in &self.ice.servers {
+            if server.urls.is_empty() {
+                return bad("every ice.servers entry needs at least one URL");
+            }
+        }
+        Ok(())
+    }
+
+    /// Threads of the codec pool.
+    pub fn codec_threads(&self) -> usize {
+        match self.media.codec_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+fn parse_toml(text: &str, origin: &str) -> Result<toml::Value, ConfigError> {
+    text.parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.message().to_owned(),
+        })
+}
+
+/// Lays `overlay` over `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn apply_env(value: &mut toml::Value, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        name: name.to_owned(),
+        message,
+    };
+    let path = &name[ENV_PREFIX.len()..];
+    let Some((section, key)) = path.split_once("__") else {
+        return Err(err(
+            "expected FACERELAY_<SECTION>__<KEY>, e.g. FACERELAY_SERVER__LISTEN".into(),
+        ));
+    };
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    // A bare value (`0.0.0.0:80`) is not TOML; read it as a TOML value where it is one.
+    let parsed = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let table = value
+        .as_table_mut()
+        .and_then(|t| t.get_mut(&section))
+        .and_then(|s| s.as_table_mut())
+        .ok_or_else(|| err(format!("unknown section [{section}]")))?;
+    if !table.contains_key(&key) {
+        return Err(err(format!("unknown key {key} in [{section}]")));
+    }
+    table.insert(key, parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::defaults();
+        assert_eq!(c.media.keyframe_interval, 120);
+        assert!(c.rooms.max_participants >= 2);
+    }
+
+    #[test]
+    fn env_overrides_values_of_any_type() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("FACERELAY_SERVER__LISTEN", "127.0.0.1:9999"),
+                ("FACERELAY_ROOMS__MAX_PARTICIPANTS", "3"),
+                ("FACERELAY_ICE__INCLUDE_LOOPBACK", "true"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.rooms.max_participants, 3);
+        assert!(c.ice.include_loopback);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_everywhere() {
+        let e = Config::load_with_env(None, env(&[("FACERELAY_SERVER__LISTN", "x")]));
+        assert!(matches!(e, Err(ConfigError::Env { .. })), "{e:?}");
+        let e = Config::load_with_env(None, env(&[("FACERELAY_NOPE", "x")]));
+        assert!(matches!(e, Err(ConfigError::Env { .. })), "{e:?}");
+
+        let dir = std::env::temp_dir().join(format!("facerelay-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[server]\nlisen = \"0.0.0.0:1\"\n").unwrap();
+        let e = Config::load_with_env(Some(&file), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        std::fs::write(&file, "[rooms]\nmax_participants = 5\n").unwrap();
+        let c = Config::load_with_env(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.rooms.max_participants, 5);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_values_are_explained() {
+        let e = Config::load_with_env(None, env(&[("FACERELAY_ICE__UDP_PORT_RANGE", "[5000, 10]")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("udp_port_range"), "{e}");
+        let e = Config::load_with_env(None, env(&[("FACERELAY_SERVER__LISTEN", "nonsense")]))
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+    }
+}
