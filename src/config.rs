@@ -182,6 +182,16 @@ impl Config {
         Ok(())
     }
 
+    /// The defaults, on loopback only: an ephemeral HTTP port and loopback ICE candidates.
+    /// For tests and benches that run server and clients in one process.
+    pub fn loopback() -> Self {
+        let mut c = Self::defaults();
+        c.server.listen = "127.0.0.1:0".parse().expect("valid address");
+        c.ice.bind_ip = "127.0.0.1".parse().expect("valid address");
+        c.ice.include_loopback = true;
+        c
+    }
+
     /// Threads of the codec pool.
     pub fn codec_threads(&self) -> usize {
         match self.media.codec_threads {
@@ -303,8 +313,11 @@ mod tests {
 
     #[test]
     fn invalid_values_are_explained() {
-        let e = Config::load_with_env(None, env(&[("FACERELAY_ICE__UDP_PORT_RANGE", "[5000, 10]")]))
-            .unwrap_err();
+        let e = Config::load_with_env(
+            None,
+            env(&[("FACERELAY_ICE__UDP_PORT_RANGE", "[5000, 10]")]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("udp_port_range"), "{e}");
         let e = Config::load_with_env(None, env(&[("FACERELAY_SERVER__LISTEN", "nonsense")]))
             .unwrap_err();

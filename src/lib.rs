@@ -14,6 +14,7 @@
 //! the `webrtc` crate), `media` (frames and codecs), `swap` (face pipeline), `infer` (ONNX
 //! Runtime), `config` (validated configuration).
 
+pub mod bench;
 pub mod config;
 pub mod infer;
 pub mod media;

@@ -2,11 +2,20 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use facerelay::config::Config;
+use facerelay::media::IdentityStage;
+use facerelay::signal::{self, App};
 
 #[derive(Parser)]
-#[command(name = "facerelay", version, about = "Live face-swap video relay over WebRTC")]
+#[command(
+    name = "facerelay",
+    version,
+    about = "Live face-swap video relay over WebRTC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,16 +25,31 @@ struct Cli {
 enum Command {
     /// Run the relay server (web page, signalling, media).
     Serve {
-        /// TOML file laid over the built-in defaults.
+        /// TOML file laid over the built-in defaults (config/default.toml).
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Benchmarks that print figures (a table and JSON).
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Server-added latency of the relay (decode, stage, encode) on loopback.
+    Relay(facerelay::bench::RelayBenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing();
     let result = match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Bench {
+            bench: Bench::Relay(args),
+        } => runtime().and_then(|rt| rt.block_on(facerelay::bench::relay(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -36,7 +60,62 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let _config = facerelay::config::Config::load(config.as_deref())?;
-    anyhow::bail!("serve is not built yet")
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,webrtc=warn,rtc=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    if !config.server.web_root.is_dir() {
+        tracing::warn!(
+            path = %config.server.web_root.display(),
+            "server.web_root is not a folder; the web page will not be served"
+        );
+    }
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let addr = listener.local_addr()?;
+        let (app, drain) = App::new(config, Arc::new(IdentityStage));
+        println!("facerelay listening on http://{addr}/");
+        signal::serve(listener, app, drain, shutdown_signal()).await?;
+        println!("facerelay stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on the first SIGINT/SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    eprintln!("facerelay: shutting down (send the signal again to force)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("facerelay: forced exit");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

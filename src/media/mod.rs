@@ -1,8 +1,13 @@
-//! Frames and codecs: I420 frames, H.264 decode/encode with openh264, and the frame-stage seam.
-//! Nothing here touches the network.
+//! Frames and codecs: I420 frames, H.264 decode/encode with openh264, the per-stream video
+//! pipeline that runs them off tokio's threads, and the frame-stage seam. Nothing here touches
+//! the network.
 
+mod codec;
 mod frame;
+pub mod pipeline;
 mod stage;
+pub mod synthetic;
 
+pub use codec::{y_psnr, CodecError, EncodedFrame, EncoderSettings, VideoDecoder, VideoEncoder};
 pub use frame::{FrameError, I420Frame};
 pub use stage::{FrameStage, IdentityStage, StreamId, StreamProcessor};

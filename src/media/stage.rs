@@ -41,3 +41,15 @@ impl FrameStage for IdentityStage {
         Box::new(Identity)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A processor that does nothing (tests of the pipeline itself).
+    pub struct Nop;
+
+    impl StreamProcessor for Nop {
+        fn process(&mut self, _frame: &mut I420Frame) {}
+    }
+}

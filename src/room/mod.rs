@@ -1,1 +1,365 @@
-//! room
+//! Rooms and participants.
+//!
+//! A [`RoomDirectory`] knows who is in which room and what each participant publishes, and
+//! tells the others when that changes (through each participant's bounded event channel). It
+//! never touches sockets or media. [`InMemoryDirectory`] serves one node; a shared store can
+//! implement the same trait for several.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::rtc::Published;
+
+/// Depth of a participant's room-event channel.
+pub const EVENT_DEPTH: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(pub u64);
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// A validated room name: trimmed, 1 to `max` characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(String);
+
+impl RoomId {
+    pub fn parse(raw: &str, max_chars: usize) -> Result<Self, RoomError> {
+        Ok(Self(
+            clean_name(raw, max_chars).ok_or(RoomError::InvalidRoomName { max_chars })?,
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Trims a user-given name and checks it: non-empty, at most `max_chars`, no control chars.
+pub fn clean_name(raw: &str, max_chars: usize) -> Option<String> {
+    let name = raw.trim();
+    let ok = !name.is_empty()
+        && name.chars().count() <= max_chars
+        && !name.chars().any(char::is_control);
+    ok.then(|| name.to_owned())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub name: String,
+}
+
+/// What the directory tells a participant about the others in its room.
+pub enum RoomEvent {
+    Joined(ParticipantInfo),
+    Left(ParticipantId),
+    Published {
+        owner: ParticipantId,
+        track: Arc<Published>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("room is full ({max} participants)")]
+    RoomFull { max: usize },
+    #[error("server is full ({max} participants)")]
+    ServerFull { max: usize },
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("room name must be 1 to {max_chars} characters without control characters")]
+    InvalidRoomName { max_chars: usize },
+    #[error("display name must be 1 to {max_chars} characters without control characters")]
+    InvalidDisplayName { max_chars: usize },
+}
+
+impl RoomError {
+    /// Stable machine-readable code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RoomError::RoomFull { .. } => "room_full",
+            RoomError::ServerFull { .. } => "server_full",
+            RoomError::ShuttingDown => "shutting_down",
+            RoomError::InvalidRoomName { .. } => "invalid_room",
+            RoomError::InvalidDisplayName { .. } => "invalid_name",
+        }
+    }
+}
+
+/// Someone already in the room, with what they publish.
+pub struct Present {
+    pub info: ParticipantInfo,
+    pub id: ParticipantId,
+    pub tracks: Vec<Arc<Published>>,
+}
+
+pub struct Joined {
+    pub id: ParticipantId,
+    pub present: Vec<Present>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DirectoryStats {
+    pub rooms: usize,
+    pub participants: usize,
+}
+
+pub trait RoomDirectory: Send + Sync + 'static {
+    /// Adds a participant, or says why not. The others are told.
+    fn join(
+        &self,
+        room: &RoomId,
+        name: &str,
+        events: mpsc::Sender<RoomEvent>,
+    ) -> Result<Joined, RoomError>;
+    /// Records a track the participant publishes and tells the others.
+    fn publish(&self, room: &RoomId, id: ParticipantId, track: Arc<Published>);
+    /// Removes a participant and its tracks (idempotent). The others are told.
+    fn leave(&self, room: &RoomId, id: ParticipantId);
+    /// From now on every join is refused.
+    fn begin_shutdown(&self);
+    fn stats(&self) -> DirectoryStats;
+}
+
+struct Member {
+    info: ParticipantInfo,
+    events: mpsc::Sender<RoomEvent>,
+    tracks: Vec<Arc<Published>>,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<RoomId, BTreeMap<ParticipantId, Member>>,
+    participants: usize,
+    shutting_down: bool,
+}
+
+/// The single-node directory: all state in memory behind one short-held lock.
+pub struct InMemoryDirectory {
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    max_per_room: usize,
+    max_total: usize,
+    max_name_chars: usize,
+}
+
+impl InMemoryDirectory {
+    pub fn new(max_per_room: usize, max_total: usize, max_name_chars: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+            max_per_room,
+            max_total,
+            max_name_chars,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Delivers an event without waiting: a participant whose queue is full is not keeping up
+/// and loses the event (its session notices nothing else is wrong; it is logged).
+fn notify(member: &Member, event: RoomEvent) {
+    if member.events.try_send(event).is_err() {
+        tracing::warn!(participant = %member.info.id, "room event dropped: participant not reading");
+    }
+}
+
+impl RoomDirectory for InMemoryDirectory {
+    fn join(
+        &self,
+        room: &RoomId,
+        name: &str,
+        events: mpsc::Sender<RoomEvent>,
+    ) -> Result<Joined, RoomError> {
+        let name = clean_name(name, self.max_name_chars).ok_or(RoomError::InvalidDisplayName {
+            max_chars: self.max_name_chars,
+        })?;
+        let mut state = self.lock();
+        if state.shutting_down {
+            return Err(RoomError::ShuttingDown);
+        }
+        if state.participants >= self.max_total {
+            return Err(RoomError::ServerFull {
+                max: self.max_total,
+            });
+        }
+        let members = state.rooms.entry(room.clone()).or_default();
+        if members.len() >= self.max_per_room {
+            return Err(RoomError::RoomFull {
+                max: self.max_per_room,
+            });
+        }
+        let id = ParticipantId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let info = ParticipantInfo {
+            id: id.to_string(),
+            name,
+        };
+        let present = members
+            .iter()
+            .map(|(pid, m)| {
+                notify(m, RoomEvent::Joined(info.clone()));
+                Present {
+                    info: m.info.clone(),
+                    id: *pid,
+                    tracks: m.tracks.clone(),
+                }
+            })
+            .collect();
+        members.insert(
+            id,
+            Member {
+                info,
+                events,
+                tracks: Vec::new(),
+            },
+        );
+        state.participants += 1;
+        Ok(Joined { id, present })
+    }
+
+    fn publish(&self, room: &RoomId, id: ParticipantId, track: Arc<Published>) {
+        let mut state = self.lock();
+        let Some(members) = state.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(member) = members.get_mut(&id) else {
+            return;
+        };
+        member.tracks.push(track.clone());
+        for (pid, m) in members.iter() {
+            if *pid != id {
+                notify(
+                    m,
+                    RoomEvent::Published {
+                        owner: id,
+                        track: track.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn leave(&self, room: &RoomId, id: ParticipantId) {
+        let mut state = self.lock();
+        let Some(members) = state.rooms.get_mut(room) else {
+            return;
+        };
+        if members.remove(&id).is_none() {
+            return;
+        }
+        for m in members.values() {
+            notify(m, RoomEvent::Left(id));
+        }
+        if members.is_empty() {
+            state.rooms.remove(room);
+        }
+        state.participants -= 1;
+    }
+
+    fn begin_shutdown(&self) {
+        self.lock().shutting_down = true;
+    }
+
+    fn stats(&self) -> DirectoryStats {
+        let state = self.lock();
+        DirectoryStats {
+            rooms: state.rooms.len(),
+            participants: state.participants,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str) -> RoomId {
+        RoomId::parse(name, 64).unwrap()
+    }
+
+    fn chan() -> (mpsc::Sender<RoomEvent>, mpsc::Receiver<RoomEvent>) {
+        mpsc::channel(16)
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert_eq!(RoomId::parse("  lobby ", 64).unwrap().as_str(), "lobby");
+        assert!(RoomId::parse("", 64).is_err());
+        assert!(RoomId::parse("a\nb", 64).is_err());
+        assert!(RoomId::parse(&"x".repeat(65), 64).is_err());
+        let d = InMemoryDirectory::new(4, 10, 8);
+        let e = d.join(&room("r"), "far too long a name", chan().0).err();
+        assert_eq!(e.map(|e| e.code()), Some("invalid_name"));
+    }
+
+    #[test]
+    fn joins_and_leaves_are_announced_and_rooms_vanish_when_empty() {
+        let d = InMemoryDirectory::new(4, 10, 64);
+        let (tx_a, mut rx_a) = chan();
+        let a = d.join(&room("r"), "Ann", tx_a).unwrap();
+        assert!(a.present.is_empty());
+        let b = d.join(&room("r"), "Bob", chan().0).unwrap();
+        assert_eq!(b.present.len(), 1);
+        assert_eq!(b.present[0].info.name, "Ann");
+        assert!(matches!(rx_a.try_recv(), Ok(RoomEvent::Joined(info)) if info.name == "Bob"));
+        d.leave(&room("r"), b.id);
+        assert!(matches!(rx_a.try_recv(), Ok(RoomEvent::Left(id)) if id == b.id));
+        d.leave(&room("r"), b.id); // idempotent
+        assert_eq!(
+            d.stats(),
+            DirectoryStats {
+                rooms: 1,
+                participants: 1
+            }
+        );
+        d.leave(&room("r"), a.id);
+        assert_eq!(d.stats(), DirectoryStats::default());
+    }
+
+    #[test]
+    fn limits_and_shutdown_refuse_joins() {
+        let d = InMemoryDirectory::new(2, 3, 64);
+        d.join(&room("a"), "1", chan().0).unwrap();
+        d.join(&room("a"), "2", chan().0).unwrap();
+        assert_eq!(
+            d.join(&room("a"), "3", chan().0).err(),
+            Some(RoomError::RoomFull { max: 2 })
+        );
+        d.join(&room("b"), "3", chan().0).unwrap();
+        assert_eq!(
+            d.join(&room("c"), "4", chan().0).err(),
+            Some(RoomError::ServerFull { max: 3 })
+        );
+        d.begin_shutdown();
+        assert_eq!(
+            d.join(&room("a"), "5", chan().0).err(),
+            Some(RoomError::ShuttingDown)
+        );
+    }
+
+    #[test]
+    fn rooms_are_isolated() {
+        let d = InMemoryDirectory::new(4, 10, 64);
+        let (tx, mut rx) = chan();
+        d.join(&room("a"), "Ann", tx).unwrap();
+        d.join(&room("b"), "Bob", chan().0).unwrap();
+        assert!(rx.try_recv().is_err());
+    }
+}

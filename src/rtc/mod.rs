@@ -1,1 +1,245 @@
-//! rtc
+//! WebRTC transport: the only module that uses the `webrtc` crate.
+//!
+//! - [`RtcEngine`] holds what all peer connections share (codecs, ICE settings, UDP ports, the
+//!   codec pool, the frame stage) and makes [`ServerPeer`]s.
+//! - Ingest ([`ingest`]): remote H.264 RTP → access units on the marker bit → the stream's
+//!   [`Pipeline`](crate::media::pipeline::Pipeline) (decode, stage, encode). PLIs go back to the
+//!   publisher on loss, throttled.
+//! - Egress ([`egress`]): one re-encoded access unit is payloaded once and written to every
+//!   subscriber's track; Opus RTP is forwarded unchanged (only SSRC and payload type rewritten).
+//! - [`client`]: a signalling + WebRTC client used by the integration tests and benches.
+
+pub mod assembler;
+pub mod client;
+mod egress;
+mod ingest;
+mod interceptor;
+mod peer;
+mod ports;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc_core::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS,
+};
+use rtc_core::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+
+pub use egress::{LatencyRecorder, LatencySummary};
+pub use peer::{IceCandidate, MediaKind, PeerEvent, Published, ServerPeer, SubscriptionId};
+
+use crate::config::{Config, IceServer};
+use crate::media::pipeline::{CodecPool, PipelineSettings};
+use crate::media::{EncoderSettings, FrameStage, StreamId};
+
+/// The H.264 format every browser decodes: constrained baseline, level 3.1, non-interleaved.
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+const H264_PAYLOAD_TYPE: u8 = 102;
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RtcError {
+    #[error("the offer has no H.264 (packetization-mode 1) video; this server relays H.264 only")]
+    NoH264,
+    #[error("invalid session description: {0}")]
+    BadSdp(String),
+    #[error("invalid ICE candidate: {0}")]
+    BadCandidate(String),
+    #[error("no free UDP port in the configured media range")]
+    NoPorts,
+    #[error("cannot start the stream's codec thread: {0}")]
+    Thread(String),
+    #[error("WebRTC: {0}")]
+    WebRtc(String),
+}
+
+impl From<webrtc::error::Error> for RtcError {
+    fn from(e: webrtc::error::Error) -> Self {
+        RtcError::WebRtc(e.to_string())
+    }
+}
+
+/// What [`RtcEngine`] needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct RtcSettings {
+    pub bind_ip: IpAddr,
+    pub public_ip: Option<IpAddr>,
+    pub udp_port_range: [u16; 2],
+    pub include_loopback: bool,
+    pub disconnect_timeout: Duration,
+    pub ice_servers: Vec<IceServer>,
+    pub pipeline: PipelineSettings,
+    pub pli_throttle: Duration,
+    pub codec_threads: usize,
+}
+
+impl RtcSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            bind_ip: config.ice.bind_ip,
+            public_ip: config.ice.public_ip,
+            udp_port_range: config.ice.udp_port_range,
+            include_loopback: config.ice.include_loopback,
+            disconnect_timeout: Duration::from_secs(config.ice.disconnect_timeout_secs.max(1)),
+            ice_servers: config.ice.servers.clone(),
+            pipeline: PipelineSettings {
+                encoder: EncoderSettings {
+                    bitrate_bps: config.media.video_bitrate_bps,
+                    max_frame_rate: config.media.max_frame_rate,
+                    keyframe_interval: config.media.keyframe_interval,
+                },
+                max_frame_pixels: config.media.max_frame_pixels,
+            },
+            pli_throttle: Duration::from_millis(config.media.pli_throttle_ms),
+            codec_threads: config.codec_threads(),
+        }
+    }
+}
+
+/// Shared by every peer connection of the server.
+pub struct RtcEngine {
+    settings: RtcSettings,
+    ports: Option<ports::PortPool>,
+    codec_pool: Arc<CodecPool>,
+    stage: Arc<dyn FrameStage>,
+    next_stream: AtomicU64,
+    latency: Arc<LatencyRecorder>,
+}
+
+impl RtcEngine {
+    pub fn new(settings: RtcSettings, stage: Arc<dyn FrameStage>) -> Arc<Self> {
+        let [lo, hi] = settings.udp_port_range;
+        let ports = (lo != 0).then(|| ports::PortPool::new(lo, hi));
+        Arc::new(Self {
+            codec_pool: CodecPool::new(settings.codec_threads),
+            settings,
+            ports,
+            stage,
+            next_stream: AtomicU64::new(1),
+            latency: Arc::new(LatencyRecorder::default()),
+        })
+    }
+
+    pub fn settings(&self) -> &RtcSettings {
+        &self.settings
+    }
+
+    /// Server-added latency of every relayed video frame (arrival of its last RTP packet to
+    /// the first RTP packet of its re-encoded frame leaving).
+    pub fn latency(&self) -> &Arc<LatencyRecorder> {
+        &self.latency
+    }
+
+    fn next_stream_id(&self) -> StreamId {
+        StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The codecs facerelay speaks: H.264 constrained baseline and Opus.
+fn media_engine() -> Result<MediaEngine, RtcError> {
+    let mut engine = MediaEngine::default();
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: H264_FMTP.to_owned(),
+                rtcp_feedback: vec![
+                    feedback("ccm", "fir"),
+                    feedback("nack", ""),
+                    feedback("nack", "pli"),
+                ],
+            },
+            payload_type: H264_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Video,
+    )?;
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: OPUS_FMTP.to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: OPUS_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    Ok(engine)
+}
+
+/// Whether an SDP offers H.264 with packetization-mode 1 in some video section (or has no
+/// video at all). Checked before negotiating so that the user gets a clear error instead of a
+/// silently rejected video section.
+pub fn check_offer_codecs(sdp: &str) -> Result<(), RtcError> {
+    let mut in_video = false;
+    let mut saw_video = false;
+    let mut h264_pts = Vec::new();
+    let mut ok = false;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(media) = line.strip_prefix("m=") {
+            in_video = media.starts_with("video ");
+            saw_video |= in_video;
+            h264_pts.clear();
+        } else if in_video {
+            if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+                if let Some((pt, codec)) = rest.split_once(' ') {
+                    if codec.to_ascii_uppercase().starts_with("H264/90000") {
+                        h264_pts.push(pt.to_owned());
+                    }
+                }
+            } else if let Some(rest) = line.strip_prefix("a=fmtp:") {
+                if let Some((pt, params)) = rest.split_once(' ') {
+                    ok |=
+                        h264_pts.iter().any(|p| p == pt) && params.contains("packetization-mode=1");
+                }
+            }
+        }
+    }
+    if !sdp.trim_start().starts_with("v=0") {
+        return Err(RtcError::BadSdp("does not start with v=0".into()));
+    }
+    if saw_video && !ok {
+        return Err(RtcError::NoH264);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offer_codec_check() {
+        let h264 = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                    m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\n\
+                    a=rtpmap:102 H264/90000\r\n\
+                    a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+        assert!(check_offer_codecs(h264).is_ok());
+        let vp8 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+        assert!(matches!(check_offer_codecs(vp8), Err(RtcError::NoH264)));
+        let mode0 = "v=0\r\nm=video 9 RTP 102\r\na=rtpmap:102 H264/90000\r\n\
+                     a=fmtp:102 packetization-mode=0;profile-level-id=42e01f\r\n";
+        assert!(matches!(check_offer_codecs(mode0), Err(RtcError::NoH264)));
+        let audio_only = "v=0\r\nm=audio 9 RTP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert!(check_offer_codecs(audio_only).is_ok());
+        assert!(matches!(
+            check_offer_codecs("hello"),
+            Err(RtcError::BadSdp(_))
+        ));
+        assert!(check_offer_codecs("").is_err());
+    }
+}

@@ -1,1 +1,188 @@
-//! signal
+//! The HTTP edge: static web client, `GET /healthz`, and WebSocket signalling at `/ws`.
+//! Maps domain errors to messages with stable codes; knows nothing of WebRTC or models.
+
+pub mod protocol;
+mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tower_http::services::ServeDir;
+
+use crate::config::Config;
+use crate::media::FrameStage;
+use crate::room::{InMemoryDirectory, RoomDirectory};
+use crate::rtc::{RtcEngine, RtcSettings};
+
+/// Everything the handlers share.
+pub struct App {
+    pub config: Arc<Config>,
+    pub engine: Arc<RtcEngine>,
+    pub directory: Arc<dyn RoomDirectory>,
+    /// Turns true when the server starts draining.
+    shutdown: watch::Receiver<bool>,
+    sessions: SessionCounter,
+}
+
+impl App {
+    pub fn new(config: Config, stage: Arc<dyn FrameStage>) -> (Arc<Self>, watch::Sender<bool>) {
+        let engine = RtcEngine::new(RtcSettings::from_config(&config), stage);
+        let directory = Arc::new(InMemoryDirectory::new(
+            config.rooms.max_participants,
+            config.rooms.max_total_participants,
+            config.rooms.max_name_chars,
+        ));
+        let (tx, rx) = watch::channel(false);
+        let app = Arc::new(Self {
+            config: Arc::new(config),
+            engine,
+            directory,
+            shutdown: rx,
+            sessions: SessionCounter::default(),
+        });
+        (app, tx)
+    }
+
+    /// WebSocket sessions alive now (joined or not).
+    pub fn live_sessions(&self) -> usize {
+        self.sessions.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default, Clone)]
+struct SessionCounter(Arc<AtomicUsize>);
+
+struct LiveSession(Arc<AtomicUsize>);
+
+impl SessionCounter {
+    fn enter(&self) -> LiveSession {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        LiveSession(self.0.clone())
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let web = ServeDir::new(&app.config.server.web_root).append_index_html_on_directories(true);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/ws", get(websocket))
+        .fallback_service(web)
+        .with_state(app)
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let stats = app.directory.stats();
+    let draining = *app.shutdown.borrow();
+    let body = serde_json::json!({
+        "status": if draining { "draining" } else { "ok" },
+        "rooms": stats.rooms,
+        "participants": stats.participants,
+    });
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn websocket(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
+    // The transport accepts up to 16x the protocol limit so that an oversized message can be
+    // answered with a clear error before the socket closes; beyond that the socket just drops.
+    let hard_limit = app.config.server.max_message_bytes.saturating_mul(16);
+    upgrade
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| session::run(socket, app))
+}
+
+/// Serves until `shutdown` resolves, then drains: joins are refused, every session says bye
+/// and closes its peer connection, and the server waits for them (at most the configured
+/// grace period) before returning.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    drain: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
+    let draining_app = app.clone();
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: refusing new joins, closing sessions");
+            draining_app.directory.begin_shutdown();
+            let _ = drain.send(true);
+            let deadline = Instant::now() + grace;
+            while draining_app.live_sessions() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let left = draining_app.live_sessions();
+            if left > 0 {
+                tracing::warn!(
+                    sessions = left,
+                    "grace period over; exiting with sessions open"
+                );
+            }
+        })
+        .await
+}
+
+/// A server running in the background (tests and benches).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Binds `config.server.listen` (port 0 for an ephemeral one) and serves.
+    pub async fn start(config: Config, stage: Arc<dyn FrameStage>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.server.listen).await?;
+        let addr = listener.local_addr()?;
+        let (app, drain) = App::new(config, stage);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, app.clone(), drain, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            app,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Graceful shutdown, as on the first SIGTERM.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}

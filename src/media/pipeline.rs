@@ -1,0 +1,413 @@
+//! The video path of one published stream, on its own thread: decode every access unit, keep
+//! only the newest picture (a one-slot mailbox: stale frames are dropped and counted, never
+//! queued), run the frame stage on it, encode once, hand the access unit to egress.
+//!
+//! Every stream has its own thread because decoder and encoder state belong to the stream; a
+//! shared [`CodecPool`] bounds how many of them do codec work at once (one per CPU by default),
+//! so the machine degrades by dropping frames rather than by piling up latency.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{EncoderSettings, I420Frame, StreamId, StreamProcessor, VideoDecoder, VideoEncoder};
+
+/// Access units waiting for the decoder before ingest starts dropping them.
+const INPUT_DEPTH: usize = 64;
+
+/// Bounds concurrent codec work across all streams (a counting semaphore).
+#[derive(Debug)]
+pub struct CodecPool {
+    free: Mutex<usize>,
+    available: Condvar,
+}
+
+impl CodecPool {
+    pub fn new(slots: usize) -> Arc<Self> {
+        Arc::new(Self {
+            free: Mutex::new(slots.max(1)),
+            available: Condvar::new(),
+        })
+    }
+
+    fn acquire(self: &Arc<Self>) -> CodecSlot {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.available.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        CodecSlot(self.clone())
+    }
+}
+
+struct CodecSlot(Arc<CodecPool>);
+
+impl Drop for CodecSlot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.available.notify_one();
+    }
+}
+
+/// An access unit entering the pipeline.
+#[derive(Debug, Clone)]
+pub struct InputUnit {
+    pub data: Bytes,
+    /// RTP timestamp (90 kHz), carried through to the re-encoded frame.
+    pub timestamp: u32,
+    pub keyframe: bool,
+    /// When the last packet of the frame arrived.
+    pub arrived: Instant,
+}
+
+/// A re-encoded access unit leaving the pipeline.
+#[derive(Debug, Clone)]
+pub struct OutputUnit {
+    pub data: Bytes,
+    pub timestamp: u32,
+    pub keyframe: bool,
+    /// Arrival of the source frame's last packet: the start of server-added latency.
+    pub arrived: Instant,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Counters of one stream's pipeline.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub units_in: AtomicU64,
+    pub units_rejected: AtomicU64,
+    pub frames_decoded: AtomicU64,
+    /// Decoded pictures replaced by a newer one before the stage could take them.
+    pub frames_dropped: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub encode_errors: AtomicU64,
+    pub stage_panics: AtomicU64,
+    /// Encoded frames egress could not take.
+    pub output_dropped: AtomicU64,
+}
+
+/// Shared between the pipeline thread and the network side.
+#[derive(Debug, Default)]
+pub struct PipelineControl {
+    /// Next encoded frame must be an IDR (a subscriber joined, or sent PLI/FIR).
+    force_idr: AtomicBool,
+    /// The decoder lost sync: the publisher must be asked for a keyframe.
+    keyframe_wanted: AtomicBool,
+    pub stats: PipelineStats,
+}
+
+impl PipelineControl {
+    pub fn request_idr(&self) {
+        self.force_idr.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the publisher should be sent a PLI (clears the request).
+    pub fn take_keyframe_request(&self) -> bool {
+        self.keyframe_wanted.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Where encoded frames go: called on the pipeline thread, must not block.
+pub trait OutputSink: Send + 'static {
+    /// Returns false when the frame could not be taken (it is then counted as dropped).
+    fn send(&mut self, unit: OutputUnit) -> bool;
+}
+
+impl OutputSink for tokio::sync::mpsc::Sender<OutputUnit> {
+    fn send(&mut self, unit: OutputUnit) -> bool {
+        self.try_send(unit).is_ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineSettings {
+    pub encoder: EncoderSettings,
+    pub max_frame_pixels: u32,
+}
+
+/// The network side's handle on a running pipeline. Dropping it stops the thread.
+pub struct Pipeline {
+    input: SyncSender<InputUnit>,
+    control: Arc<PipelineControl>,
+}
+
+impl Pipeline {
+    pub fn spawn(
+        stream: StreamId,
+        settings: PipelineSettings,
+        pool: Arc<CodecPool>,
+        processor: Box<dyn StreamProcessor>,
+        output: impl OutputSink,
+    ) -> std::io::Result<Self> {
+        let (input, rx) = mpsc::sync_channel(INPUT_DEPTH);
+        let control = Arc::new(PipelineControl::default());
+        let worker = Worker {
+            settings,
+            pool,
+            processor,
+            control: control.clone(),
+            waiting_for_keyframe: true,
+        };
+        std::thread::Builder::new()
+            .name(format!("codec-{stream}"))
+            .spawn(move || worker.run(rx, output))?;
+        Ok(Self { input, control })
+    }
+
+    pub fn control(&self) -> &Arc<PipelineControl> {
+        &self.control
+    }
+
+    /// Queues an access unit for decoding. Returns false if the pipeline is saturated or gone;
+    /// the unit is then lost and the caller must resynchronise on a keyframe.
+    pub fn push(&self, unit: InputUnit) -> bool {
+        let stats = &self.control.stats;
+        stats.units_in.fetch_add(1, Ordering::Relaxed);
+        match self.input.try_send(unit) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                stats.units_rejected.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+struct Worker {
+    settings: PipelineSettings,
+    pool: Arc<CodecPool>,
+    processor: Box<dyn StreamProcessor>,
+    control: Arc<PipelineControl>,
+    waiting_for_keyframe: bool,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<InputUnit>, mut output: impl OutputSink) {
+        let (mut decoder, mut encoder) = match (
+            VideoDecoder::new(self.settings.max_frame_pixels),
+            VideoEncoder::new(self.settings.encoder),
+        ) {
+            (Ok(d), Ok(e)) => (d, e),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot create codec; stream will not be relayed");
+                return;
+            }
+        };
+        let stats = &self.control.stats;
+        let mut batch = Vec::new();
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            batch.extend(rx.try_iter());
+            let _slot = self.pool.acquire();
+            // Every access unit must be decoded (later frames reference it); only the newest
+            // picture goes on.
+            let mut newest: Option<(I420Frame, InputUnit)> = None;
+            for unit in batch.drain(..) {
+                if self.waiting_for_keyframe && !unit.keyframe {
+                    continue;
+                }
+                match decoder.decode(&unit.data) {
+                    Ok(Some(frame)) => {
+                        self.waiting_for_keyframe = false;
+                        stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
+                        if newest.replace((frame, unit)).is_some() {
+                            stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "decode failed; waiting for a keyframe");
+                        stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        self.waiting_for_keyframe = true;
+                        self.control.keyframe_wanted.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            let Some((mut frame, unit)) = newest else {
+                continue;
+            };
+            let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.processor.process(&mut frame);
+            }));
+            if processed.is_err() {
+                // A bug in the stage must not kill the stream: this frame goes out as decoded.
+                stats.stage_panics.fetch_add(1, Ordering::Relaxed);
+            }
+            let force = self.control.force_idr.swap(false, Ordering::Relaxed);
+            match encoder.encode(&frame, force) {
+                Ok(encoded) => {
+                    let sent = output.send(OutputUnit {
+                        data: Bytes::from(encoded.data),
+                        timestamp: unit.timestamp,
+                        keyframe: encoded.keyframe,
+                        arrived: unit.arrived,
+                        width: frame.width(),
+                        height: frame.height(),
+                    });
+                    if sent {
+                        stats.frames_out.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        // Subscribers miss a reference frame: restart them on an IDR.
+                        stats.output_dropped.fetch_add(1, Ordering::Relaxed);
+                        self.control.request_idr();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "encode failed");
+                    stats.encode_errors.fetch_add(1, Ordering::Relaxed);
+                    self.control.request_idr();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::y_psnr;
+    use std::time::Duration;
+
+    struct Collect(std::sync::mpsc::Sender<OutputUnit>);
+    impl OutputSink for Collect {
+        fn send(&mut self, unit: OutputUnit) -> bool {
+            self.0.send(unit).is_ok()
+        }
+    }
+
+    /// Slow stage: lets the test pile up input while one frame is being processed.
+    struct Slow(Arc<std::sync::Barrier>, bool);
+    impl StreamProcessor for Slow {
+        fn process(&mut self, frame: &mut I420Frame) {
+            if !self.1 {
+                self.1 = true;
+                self.0.wait();
+                self.0.wait();
+            }
+            let (y, _, _) = frame.planes_mut();
+            y[0] = 255;
+        }
+    }
+
+    struct Panics;
+    impl StreamProcessor for Panics {
+        fn process(&mut self, _frame: &mut I420Frame) {
+            panic!("stage bug");
+        }
+    }
+
+    fn settings() -> PipelineSettings {
+        PipelineSettings {
+            encoder: EncoderSettings {
+                bitrate_bps: 1_000_000,
+                max_frame_rate: 30.0,
+                keyframe_interval: 0,
+            },
+            max_frame_pixels: 1920 * 1080,
+        }
+    }
+
+    fn encoded_stream(n: usize) -> Vec<(I420Frame, InputUnit)> {
+        let mut enc = VideoEncoder::new(settings().encoder).unwrap();
+        (0..n)
+            .map(|i| {
+                let f = I420Frame::filled(64, 48, (i * 20) as u8 + 16, 128, 128).unwrap();
+                let e = enc.encode(&f, false).unwrap();
+                let unit = InputUnit {
+                    data: Bytes::from(e.data),
+                    timestamp: i as u32 * 3000,
+                    keyframe: e.keyframe,
+                    arrived: Instant::now(),
+                };
+                (f, unit)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn newest_frame_replaces_waiting_ones_and_drops_are_counted() {
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = Pipeline::spawn(
+            StreamId(1),
+            settings(),
+            CodecPool::new(1),
+            Box::new(Slow(barrier.clone(), false)),
+            Collect(tx),
+        )
+        .unwrap();
+        let stream = encoded_stream(5);
+        assert!(p.push(stream[0].1.clone()));
+        barrier.wait(); // frame 0 is in the stage
+        for (_, unit) in &stream[1..] {
+            assert!(p.push(unit.clone()));
+        }
+        barrier.wait(); // let frame 0 finish
+        let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(first.timestamp, 0);
+        assert_eq!(second.timestamp, 4 * 3000, "the newest frame wins");
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        let stats = &p.control().stats;
+        assert_eq!(stats.frames_decoded.load(Ordering::Relaxed), 5);
+        assert_eq!(stats.frames_dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.frames_out.load(Ordering::Relaxed), 2);
+        // The stage ran on what went out.
+        let mut dec = VideoDecoder::new(1 << 20).unwrap();
+        let pic = dec.decode(&first.data).unwrap().unwrap();
+        assert!(pic.y()[0] > 200);
+        assert!(y_psnr(&pic, &stream[0].0).unwrap() > 20.0);
+    }
+
+    #[test]
+    fn a_panicking_stage_passes_frames_through() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = Pipeline::spawn(
+            StreamId(2),
+            settings(),
+            CodecPool::new(1),
+            Box::new(Panics),
+            Collect(tx),
+        )
+        .unwrap();
+        for (_, unit) in encoded_stream(3) {
+            p.push(unit);
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        }
+        assert_eq!(p.control().stats.stage_panics.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn garbage_asks_for_a_keyframe_and_p_frames_wait_for_one() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = Pipeline::spawn(
+            StreamId(3),
+            settings(),
+            CodecPool::new(1),
+            Box::new(crate::media::stage::tests_support::Nop),
+            Collect(tx),
+        )
+        .unwrap();
+        let stream = encoded_stream(3);
+        // A P-frame first: nothing can be decoded yet, nothing comes out.
+        p.push(stream[1].1.clone());
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        p.push(InputUnit {
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x03]),
+            keyframe: true,
+            ..stream[0].1.clone()
+        });
+        p.push(stream[0].1.clone());
+        let out = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(out.timestamp, 0);
+        if p.control().stats.decode_errors.load(Ordering::Relaxed) > 0 {
+            assert!(p.control().take_keyframe_request());
+        }
+    }
+}

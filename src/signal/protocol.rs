@@ -1,0 +1,191 @@
+//! The signalling protocol: JSON messages tagged by `type`, one WebSocket per participant.
+//! `docs/signalling.md` documents it with an example exchange.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::IceServer;
+use crate::room::ParticipantInfo;
+use crate::rtc::IceCandidate;
+
+/// Browser → server.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Enter a room by name under a display name.
+    Join { room: String, name: String },
+    /// The participant's SDP offer (its camera and microphone).
+    Offer { sdp: String },
+    /// The participant's SDP answer to a server offer.
+    Answer { sdp: String },
+    /// A trickled ICE candidate; `null` marks the end of gathering.
+    Candidate { candidate: Option<IceCandidate> },
+    /// Leave the room (the socket stays open for another join).
+    Leave,
+}
+
+impl ClientMessage {
+    pub const TYPES: &'static [&'static str] = &["join", "offer", "answer", "candidate", "leave"];
+}
+
+/// Server → browser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    /// The join succeeded: who you are, who is here, which ICE servers to use.
+    #[serde(rename_all = "camelCase")]
+    Welcome {
+        id: String,
+        room: String,
+        participants: Vec<ParticipantInfo>,
+        ice_servers: Vec<IceServer>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        id: String,
+    },
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: IceCandidate,
+    },
+    /// Something went wrong; `code` is stable, `message` is for people.
+    Error {
+        code: String,
+        message: String,
+    },
+    /// The server ends the session (shutdown); the socket closes next.
+    Bye {
+        reason: String,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A message that could not be taken, with the error to send back.
+#[derive(Debug, PartialEq)]
+pub struct Rejected {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Parses one text message, telling malformed JSON apart from an unknown `type`.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, Rejected> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Rejected {
+        code: "bad_message",
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {
+        return Err(Rejected {
+            code: "bad_message",
+            message: "a message must be a JSON object with a string field \"type\"".into(),
+        });
+    };
+    let kind = kind.to_owned();
+    if !ClientMessage::TYPES.contains(&kind.as_str()) {
+        return Err(Rejected {
+            code: "unknown_type",
+            message: format!(
+                "unknown message type {:?}; expected one of {}",
+                truncate(&kind, 40),
+                ClientMessage::TYPES.join(", ")
+            ),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| Rejected {
+        code: "bad_message",
+        message: format!("invalid {kind} message: {e}"),
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_client_message() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"join","room":"r","name":"Ann"}"#),
+            Ok(ClientMessage::Join {
+                room: "r".into(),
+                name: "Ann".into()
+            })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"leave"}"#),
+            Ok(ClientMessage::Leave)
+        );
+        let c = parse_client_message(
+            r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 1.2.3.4 5 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(c, ClientMessage::Candidate { candidate: Some(c) } if c.sdp_mid.as_deref() == Some("0"))
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"candidate","candidate":null}"#),
+            Ok(ClientMessage::Candidate { candidate: None })
+        );
+    }
+
+    #[test]
+    fn malformed_and_unknown_messages_get_distinct_codes() {
+        let code = |t: &str| parse_client_message(t).unwrap_err().code;
+        assert_eq!(code("{not json"), "bad_message");
+        assert_eq!(code(""), "bad_message");
+        assert_eq!(code("[1,2]"), "bad_message");
+        assert_eq!(code(r#"{"type":42}"#), "bad_message");
+        assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
+        assert_eq!(code(r#"{"type":"join","room":"r"}"#), "bad_message");
+        assert_eq!(
+            code(r#"{"type":"join","room":"r","name":"a","x":1}"#),
+            "bad_message"
+        );
+        assert_eq!(code(r#"{"type":"offer","sdp":5}"#), "bad_message");
+        let long = format!(r#"{{"type":"{}"}}"#, "é".repeat(1000));
+        assert!(parse_client_message(&long).unwrap_err().message.len() < 200);
+    }
+
+    #[test]
+    fn server_messages_serialise_as_documented() {
+        let m = ServerMessage::Welcome {
+            id: "p1".into(),
+            room: "r".into(),
+            participants: vec![],
+            ice_servers: vec![],
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"welcome","id":"p1","room":"r","participants":[],"iceServers":[]}"#
+        );
+        let e = ServerMessage::error("room_full", "room is full");
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"error","code":"room_full","message":"room is full"}"#
+        );
+        let left = ServerMessage::ParticipantLeft { id: "p2".into() };
+        assert_eq!(
+            serde_json::to_string(&left).unwrap(),
+            r#"{"type":"participant-left","id":"p2"}"#
+        );
+    }
+}

@@ -1,0 +1,404 @@
+//! One participant's session: owns its WebSocket and its [`ServerPeer`], and reacts to three
+//! sources in turn (the socket, the peer connection, the room). Nothing is shared with other
+//! sessions except through the room directory's events.
+//!
+//! Negotiation: the browser offers first (its camera and microphone); the server answers.
+//! From then on only the server offers, one offer at a time, whenever the set of streams the
+//! participant receives changes (someone published or left). Streams that appear before the
+//! first exchange wait for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::protocol::{parse_client_message, ClientMessage, ServerMessage};
+use super::App;
+use crate::room::{ParticipantId, RoomEvent, RoomId, EVENT_DEPTH};
+use crate::rtc::{PeerEvent, Published, RtcError, ServerPeer, SubscriptionId};
+
+/// WebSocket close code for "message too big" (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
+
+struct Member {
+    room: RoomId,
+    id: ParticipantId,
+    peer: ServerPeer,
+    /// What this participant receives, by publisher.
+    subscriptions: HashMap<ParticipantId, Vec<SubscriptionId>>,
+    /// What this participant publishes (kept alive while it is in the room).
+    published: Vec<Arc<Published>>,
+    /// Streams to subscribe to once the first offer/answer exchange is done.
+    waiting: Vec<(ParticipantId, Arc<Published>)>,
+    answered_first_offer: bool,
+    offer_in_flight: bool,
+    /// Subscriptions changed since the last offer.
+    dirty: bool,
+}
+
+struct Session {
+    app: Arc<App>,
+    out: SplitSink<WebSocket, Message>,
+    member: Option<Member>,
+    peer_events: Option<mpsc::Receiver<PeerEvent>>,
+    room_events: Option<mpsc::Receiver<RoomEvent>>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
+    let _live = app.sessions.enter();
+    let (out, mut incoming) = socket.split();
+    let mut shutdown = app.shutdown.clone();
+    let mut s = Session {
+        app,
+        out,
+        member: None,
+        peer_events: None,
+        room_events: None,
+    };
+    loop {
+        let flow = tokio::select! {
+            msg = incoming.next() => match msg {
+                Some(Ok(msg)) => s.on_socket(msg).await,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    Flow::Close
+                }
+                None => Flow::Close,
+            },
+            Some(event) = recv(&mut s.peer_events) => s.on_peer(event).await,
+            Some(event) = recv(&mut s.room_events) => s.on_room(event).await,
+            _ = draining(&mut shutdown) => {
+                s.send(ServerMessage::Bye { reason: "server is shutting down".into() }).await;
+                Flow::Close
+            }
+        };
+        if let Flow::Close = flow {
+            break;
+        }
+    }
+    s.leave().await;
+    let _ = s.out.close().await;
+}
+
+async fn draining(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the server is gone, which is a shutdown as well.
+    let _ = shutdown.wait_for(|draining| *draining).await;
+}
+
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn rtc_error_code(e: &RtcError) -> &'static str {
+    match e {
+        RtcError::NoH264 => "no_h264",
+        RtcError::BadSdp(_) => "bad_sdp",
+        RtcError::BadCandidate(_) => "bad_candidate",
+        RtcError::NoPorts => "server_full",
+        RtcError::Thread(_) | RtcError::WebRtc(_) => "internal",
+    }
+}
+
+impl Session {
+    async fn send(&mut self, msg: ServerMessage) {
+        let text = match serde_json::to_string(&msg) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialise a server message");
+                return;
+            }
+        };
+        if let Err(e) = self.out.send(Message::Text(text.into())).await {
+            tracing::debug!(error = %e, "websocket write failed");
+        }
+    }
+
+    async fn send_error(&mut self, code: &str, message: impl Into<String>) {
+        self.send(ServerMessage::error(code, message)).await;
+    }
+
+    async fn on_socket(&mut self, msg: Message) -> Flow {
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                self.send_error("bad_message", "messages must be JSON text frames")
+                    .await;
+                return Flow::Continue;
+            }
+            Message::Close(_) => return Flow::Close,
+            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
+        };
+        let limit = self.app.config.server.max_message_bytes;
+        if text.len() > limit {
+            self.send_error(
+                "message_too_large",
+                format!(
+                    "message of {} bytes exceeds the limit of {limit} bytes",
+                    text.len()
+                ),
+            )
+            .await;
+            let _ = self
+                .out
+                .send(Message::Close(Some(CloseFrame {
+                    code: CLOSE_TOO_BIG,
+                    reason: "message too large".into(),
+                })))
+                .await;
+            return Flow::Close;
+        }
+        match parse_client_message(text.as_str()) {
+            Ok(msg) => self.on_client(msg).await,
+            Err(rejected) => {
+                self.send_error(rejected.code, rejected.message).await;
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_client(&mut self, msg: ClientMessage) -> Flow {
+        match msg {
+            ClientMessage::Join { room, name } => self.join(&room, &name).await,
+            ClientMessage::Leave => {
+                self.leave().await;
+            }
+            msg => {
+                if self.member.is_none() {
+                    self.send_error("not_joined", "join a room first").await;
+                    return Flow::Continue;
+                }
+                if let Err((code, message)) = self.on_negotiation(msg).await {
+                    self.send_error(code, message).await;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn join(&mut self, room: &str, name: &str) {
+        if self.member.is_some() {
+            self.send_error(
+                "already_joined",
+                "this connection is already in a room; leave first",
+            )
+            .await;
+            return;
+        }
+        let max = self.app.config.rooms.max_name_chars;
+        let room = match RoomId::parse(room, max) {
+            Ok(r) => r,
+            Err(e) => return self.send_error(e.code(), e.to_string()).await,
+        };
+        let (tx, rx) = mpsc::channel(EVENT_DEPTH);
+        let joined = match self.app.directory.join(&room, name, tx) {
+            Ok(j) => j,
+            Err(e) => return self.send_error(e.code(), e.to_string()).await,
+        };
+        let (peer, peer_events) = match ServerPeer::new(self.app.engine.clone()).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.app.directory.leave(&room, joined.id);
+                tracing::warn!(error = %e, "cannot create a peer connection");
+                return self.send_error(rtc_error_code(&e), e.to_string()).await;
+            }
+        };
+        tracing::info!(room = %room, participant = %joined.id, "joined");
+        let participants = joined.present.iter().map(|p| p.info.clone()).collect();
+        let waiting = joined
+            .present
+            .into_iter()
+            .flat_map(|p| p.tracks.into_iter().map(move |t| (p.id, t)))
+            .collect();
+        self.send(ServerMessage::Welcome {
+            id: joined.id.to_string(),
+            room: room.to_string(),
+            participants,
+            ice_servers: self.app.config.ice.servers.clone(),
+        })
+        .await;
+        self.member = Some(Member {
+            room,
+            id: joined.id,
+            peer,
+            subscriptions: HashMap::new(),
+            published: Vec::new(),
+            waiting,
+            answered_first_offer: false,
+            offer_in_flight: false,
+            dirty: false,
+        });
+        self.peer_events = Some(peer_events);
+        self.room_events = Some(rx);
+    }
+
+    async fn on_negotiation(&mut self, msg: ClientMessage) -> Result<(), (&'static str, String)> {
+        let m = self
+            .member
+            .as_mut()
+            .ok_or(("not_joined", "join a room first".into()))?;
+        let rtc = |e: RtcError| (rtc_error_code(&e), e.to_string());
+        match msg {
+            ClientMessage::Offer { sdp } => {
+                if m.offer_in_flight {
+                    return Err((
+                        "negotiation_in_progress",
+                        "the server's offer is waiting for your answer".into(),
+                    ));
+                }
+                let answer = m.peer.accept_offer(sdp).await.map_err(rtc)?;
+                m.answered_first_offer = true;
+                self.send(ServerMessage::Answer { sdp: answer }).await;
+                self.subscribe_waiting().await;
+                self.renegotiate_if_needed().await;
+            }
+            ClientMessage::Answer { sdp } => {
+                if !m.offer_in_flight {
+                    return Err((
+                        "unexpected_answer",
+                        "no offer is waiting for an answer".into(),
+                    ));
+                }
+                m.peer.accept_answer(sdp).await.map_err(rtc)?;
+                m.offer_in_flight = false;
+                self.renegotiate_if_needed().await;
+            }
+            ClientMessage::Candidate {
+                candidate: Some(candidate),
+            } => {
+                m.peer.add_remote_candidate(candidate).await.map_err(rtc)?;
+            }
+            ClientMessage::Candidate { candidate: None } => {}
+            ClientMessage::Join { .. } | ClientMessage::Leave => {}
+        }
+        Ok(())
+    }
+
+    async fn subscribe_waiting(&mut self) {
+        let Some(m) = self.member.as_mut() else {
+            return;
+        };
+        for (owner, track) in std::mem::take(&mut m.waiting) {
+            subscribe(m, owner, &track).await;
+        }
+    }
+
+    /// Sends a new offer if what this participant receives changed and no offer is pending.
+    async fn renegotiate_if_needed(&mut self) {
+        let Some(m) = self.member.as_mut() else {
+            return;
+        };
+        if !m.dirty || !m.answered_first_offer || m.offer_in_flight {
+            return;
+        }
+        match m.peer.create_offer().await {
+            Ok(sdp) => {
+                m.dirty = false;
+                m.offer_in_flight = true;
+                tracing::debug!(participant = %m.id, subscriptions = m.peer.subscription_count(), "renegotiating");
+                self.send(ServerMessage::Offer { sdp }).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot create a renegotiation offer"),
+        }
+    }
+
+    async fn on_peer(&mut self, event: PeerEvent) -> Flow {
+        let Some(m) = self.member.as_mut() else {
+            return Flow::Continue;
+        };
+        match event {
+            PeerEvent::LocalCandidate(candidate) => {
+                self.send(ServerMessage::Candidate { candidate }).await;
+            }
+            PeerEvent::RemoteTrack(track) => match m.peer.publish(track, &m.id.to_string()).await {
+                Ok(published) => {
+                    tracing::info!(participant = %m.id, kind = ?published.kind, stream = %published.stream, "publishing");
+                    self.app.directory.publish(&m.room, m.id, published.clone());
+                    m.published.push(published);
+                }
+                Err(e) => {
+                    let code = rtc_error_code(&e);
+                    self.send_error(code, format!("cannot relay your track: {e}"))
+                        .await;
+                }
+            },
+            PeerEvent::Failed => {
+                tracing::info!(participant = %m.id, "connection lost (ICE failed); leaving the room");
+                self.send_error(
+                    "connection_lost",
+                    "no media traffic within the timeout; you have left the room",
+                )
+                .await;
+                self.leave().await;
+            }
+            PeerEvent::Connected => tracing::debug!(participant = %m.id, "connected"),
+            PeerEvent::Disconnected => tracing::debug!(participant = %m.id, "disconnected"),
+            PeerEvent::GatheringComplete | PeerEvent::Closed => {}
+        }
+        Flow::Continue
+    }
+
+    async fn on_room(&mut self, event: RoomEvent) -> Flow {
+        let Some(m) = self.member.as_mut() else {
+            return Flow::Continue;
+        };
+        match event {
+            RoomEvent::Joined(participant) => {
+                self.send(ServerMessage::ParticipantJoined { participant })
+                    .await;
+            }
+            RoomEvent::Left(id) => {
+                m.waiting.retain(|(owner, _)| *owner != id);
+                for sub in m.subscriptions.remove(&id).unwrap_or_default() {
+                    if let Err(e) = m.peer.unsubscribe(sub).await {
+                        tracing::debug!(error = %e, "unsubscribe failed");
+                    }
+                    m.dirty = true;
+                }
+                self.send(ServerMessage::ParticipantLeft { id: id.to_string() })
+                    .await;
+                self.renegotiate_if_needed().await;
+            }
+            RoomEvent::Published { owner, track } => {
+                if m.answered_first_offer {
+                    subscribe(m, owner, &track).await;
+                    self.renegotiate_if_needed().await;
+                } else {
+                    m.waiting.push((owner, track));
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Leaves the room (if in one) and frees everything of the participant.
+    async fn leave(&mut self) {
+        self.peer_events = None;
+        self.room_events = None;
+        if let Some(mut m) = self.member.take() {
+            self.app.directory.leave(&m.room, m.id);
+            m.peer.close().await;
+            tracing::info!(room = %m.room, participant = %m.id, "left");
+        }
+    }
+}
+
+async fn subscribe(m: &mut Member, owner: ParticipantId, track: &Arc<Published>) {
+    match m.peer.subscribe(track).await {
+        Ok(id) => {
+            m.subscriptions.entry(owner).or_default().push(id);
+            m.dirty = true;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot subscribe"),
+    }
+}
