@@ -287,7 +287,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(c.server.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(c.rooms.max_participants, 3);
         assert!(c.ice.include_loopback);
     }

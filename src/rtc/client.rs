@@ -332,6 +332,20 @@ impl Client {
             .map_err(|_| ClientError::Socket("signalling ended".into()))
     }
 
+    /// Disappears without a goodbye, as a killed tab does: the socket is dropped without a
+    /// closing handshake and the peer connection stops without telling the server.
+    pub fn vanish(self) {
+        self.task.abort();
+        // The tab's process is gone: its sockets close with it, nothing is said.
+        tokio::spawn(async move { self.pc.close().await });
+    }
+
+    /// Keeps the signalling socket open but stops all media, as a lost network path does:
+    /// the server only notices through ICE consent checks going unanswered.
+    pub async fn drop_media(&mut self) {
+        let _ = self.pc.close().await;
+    }
+
     /// Leaves: closes the socket and the peer connection.
     pub async fn close(self) {
         self.task.abort();

@@ -30,7 +30,9 @@ use rtc_core::rtp_transceiver::rtp_sender::{
 };
 
 pub use egress::{LatencyRecorder, LatencySummary};
-pub use peer::{IceCandidate, MediaKind, PeerEvent, Published, ServerPeer, SubscriptionId};
+pub use peer::{
+    live_connections, IceCandidate, MediaKind, PeerEvent, Published, ServerPeer, SubscriptionId,
+};
 
 use crate::config::{Config, IceServer};
 use crate::media::pipeline::{CodecPool, PipelineSettings};

@@ -6,6 +6,7 @@
 //! connection, so no cycle keeps a closed connection alive.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use rtc_core::ice::mdns::MulticastDnsMode;
@@ -126,7 +127,28 @@ struct Handler {
     events: mpsc::Sender<PeerEvent>,
 }
 
+/// Event handlers alive now. The `webrtc` crate drops a connection's handler only when the
+/// connection itself is freed, so this counts connections that were not (the churn test
+/// watches it for reference cycles).
+static LIVE_HANDLERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Peer connections (server and client side) whose memory is still held.
+pub fn live_connections() -> usize {
+    LIVE_HANDLERS.load(Ordering::Relaxed)
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        LIVE_HANDLERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Handler {
+    fn new(events: mpsc::Sender<PeerEvent>) -> Self {
+        LIVE_HANDLERS.fetch_add(1, Ordering::Relaxed);
+        Self { events }
+    }
+
     fn emit(&self, event: PeerEvent) {
         if self.events.try_send(event).is_err() {
             tracing::debug!("peer event dropped: owner gone or not reading");
@@ -204,7 +226,7 @@ pub(crate) async fn build_connection(
         .with_media_engine(media)
         .with_setting_engine(setting.build())
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler { events }))
+        .with_handler(Arc::new(Handler::new(events)))
         .with_udp_addrs(vec![addr])
         .build()
         .await?;

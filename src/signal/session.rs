@@ -34,6 +34,9 @@ struct Member {
     /// Streams to subscribe to once the first offer/answer exchange is done.
     waiting: Vec<(ParticipantId, Arc<Published>)>,
     answered_first_offer: bool,
+    /// ICE and DTLS are up. Renegotiating before that loses the new tracks in the `webrtc`
+    /// crate (they are never bound), so offers wait for it.
+    connected: bool,
     offer_in_flight: bool,
     /// Subscriptions changed since the last offer.
     dirty: bool,
@@ -235,6 +238,7 @@ impl Session {
             published: Vec::new(),
             waiting,
             answered_first_offer: false,
+            connected: false,
             offer_in_flight: false,
             dirty: false,
         });
@@ -298,7 +302,7 @@ impl Session {
         let Some(m) = self.member.as_mut() else {
             return;
         };
-        if !m.dirty || !m.answered_first_offer || m.offer_in_flight {
+        if !m.dirty || !m.answered_first_offer || !m.connected || m.offer_in_flight {
             return;
         }
         match m.peer.create_offer().await {
@@ -332,7 +336,8 @@ impl Session {
                         .await;
                 }
             },
-            PeerEvent::Failed => {
+            // `Closed` here was not our doing: `leave` stops listening before it closes.
+            PeerEvent::Failed | PeerEvent::Closed => {
                 tracing::info!(participant = %m.id, "connection lost (ICE failed); leaving the room");
                 self.send_error(
                     "connection_lost",
@@ -341,9 +346,13 @@ impl Session {
                 .await;
                 self.leave().await;
             }
-            PeerEvent::Connected => tracing::debug!(participant = %m.id, "connected"),
+            PeerEvent::Connected => {
+                tracing::debug!(participant = %m.id, "connected");
+                m.connected = true;
+                self.renegotiate_if_needed().await;
+            }
             PeerEvent::Disconnected => tracing::debug!(participant = %m.id, "disconnected"),
-            PeerEvent::GatheringComplete | PeerEvent::Closed => {}
+            PeerEvent::GatheringComplete => {}
         }
         Flow::Continue
     }

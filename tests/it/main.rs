@@ -1,1 +1,5 @@
-mod placeholder {}
+//! Integration tests: one binary, the server in-process on 127.0.0.1 with ephemeral ports.
+
+mod relay;
+mod signalling;
+mod support;

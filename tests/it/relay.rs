@@ -1,0 +1,339 @@
+//! End to end through the relay: real WebRTC clients on loopback publish and receive.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use facerelay::config::Config;
+use facerelay::media::synthetic::{numbered_frame, read_frame_number};
+use facerelay::media::y_psnr;
+use facerelay::rtc::client::{Client, Publish, Received};
+use facerelay::signal::protocol::ServerMessage;
+
+use crate::support::{join, serial, start, NOTHING, TIMEOUT, VIDEO};
+
+const W: u32 = 640;
+const H: u32 = 480;
+const FRAME: Duration = Duration::from_millis(33);
+/// Frame numbers at or above this are warm-up frames, not counted.
+const WARM_UP: u16 = 60_000;
+
+/// Per receiver: the Y-PSNR of each numbered frame it decoded (first copy only).
+type Seen = BTreeMap<String, BTreeMap<u16, f64>>;
+
+fn note(seen: &mut Seen, name: &str, got: Received) {
+    if let Received::Video { frame, .. } = got {
+        if let Some(n) = read_frame_number(&frame).filter(|n| *n < WARM_UP) {
+            let psnr = y_psnr(&frame, &numbered_frame(W, H, n)).expect("same size");
+            seen.entry(name.to_owned())
+                .or_default()
+                .entry(n)
+                .or_insert(psnr);
+        }
+    }
+}
+
+/// Sends frames `range` at 30 fps from `a`, collecting what each receiver decodes meanwhile.
+async fn stream(
+    a: &mut Client,
+    receivers: &mut [(&str, &mut Client)],
+    range: std::ops::Range<u16>,
+    seen: &mut Seen,
+) {
+    let start = Instant::now();
+    for (i, n) in range.enumerate() {
+        a.send_video(&numbered_frame(W, H, n), n as u32 * 3000)
+            .await
+            .expect("send");
+        let due = start + FRAME * (i as u32 + 1);
+        for (name, r) in receivers.iter_mut() {
+            while let Some(got) = r.recv(due.saturating_duration_since(Instant::now())).await {
+                note(seen, name, got);
+            }
+        }
+    }
+    // What is still in flight.
+    for (name, r) in receivers.iter_mut() {
+        while let Some(got) = r.recv(Duration::from_millis(300)).await {
+            note(seen, name, got);
+        }
+    }
+}
+
+/// Sends warm-up frames until `receiver` decodes one: negotiation and the first IDR are done.
+async fn warm_up(a: &mut Client, receiver: &mut Client) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut n = WARM_UP;
+    loop {
+        a.send_video(&numbered_frame(W, H, n), n as u32 * 3000)
+            .await
+            .expect("send");
+        n += 1;
+        if let Some(Received::Video { .. }) = receiver.recv(FRAME).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no video reached the subscriber in time"
+        );
+    }
+}
+
+fn check_delivery(seen: &Seen, who: &str, expected: &[u16], min_share: f64) {
+    let got = seen.get(who).cloned().unwrap_or_default();
+    let delivered = expected.iter().filter(|n| got.contains_key(n)).count();
+    let share = delivered as f64 / expected.len() as f64;
+    let worst = got.values().cloned().fold(f64::INFINITY, f64::min);
+    let mean = got.values().sum::<f64>() / got.len().max(1) as f64;
+    println!(
+        "{who}: {delivered}/{} frames, Y-PSNR mean {mean:.1} dB, worst {worst:.1} dB",
+        expected.len()
+    );
+    assert!(
+        share >= min_share,
+        "{who} received {delivered} of {} frames",
+        expected.len()
+    );
+    assert!(
+        worst >= 30.0,
+        "{who}: worst Y-PSNR {worst:.1} dB is below 30 dB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn video_reaches_subscribers_intact_and_late_joiners_see_it() {
+    let _serial = serial().await;
+    let server = start(Config::loopback()).await;
+    let mut b = join(&server, "video", "B", NOTHING).await;
+    let mut a = join(&server, "video", "A", VIDEO).await;
+    a.wait_ready(TIMEOUT).await.expect("A connected");
+    warm_up(&mut a, &mut b).await;
+
+    let mut seen = Seen::new();
+    stream(&mut a, &mut [("B", &mut b)], 0..150, &mut seen).await;
+    let all: Vec<u16> = (0..150).collect();
+    check_delivery(&seen, "B", &all, 0.9);
+    if let Some(l) = server.app.engine.latency().summary(Some((W, H))) {
+        println!(
+            "server-added latency at {W}x{H}: median {:.2} ms, p95 {:.2} ms over {} frames",
+            l.median_ms, l.p95_ms, l.count
+        );
+    }
+
+    // A third participant arrives while A is live and sees A as well.
+    let mut c = join(&server, "video", "C", NOTHING).await;
+    assert!(
+        c.participants.iter().any(|p| p.name == "A"),
+        "C is told who is there"
+    );
+    let mut seen_late = Seen::new();
+    stream(
+        &mut a,
+        &mut [("B", &mut b), ("C", &mut c)],
+        150..240,
+        &mut seen_late,
+    )
+    .await;
+    let late: Vec<u16> = (150..240).collect();
+    check_delivery(&seen_late, "B", &late, 0.9);
+    // C needs one renegotiation and an IDR before its first frame.
+    check_delivery(&seen_late, "C", &late, 0.6);
+
+    // B was told about C.
+    let mut told = false;
+    while let Some(msg) = b.next_message(Duration::from_millis(200)).await {
+        told |= matches!(msg, ServerMessage::ParticipantJoined { participant } if participant.name == "C");
+    }
+    assert!(told, "B heard that C joined");
+
+    a.close().await;
+    b.close().await;
+    c.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opus_packets_are_forwarded_unchanged() {
+    let _serial = serial().await;
+    let server = start(Config::loopback()).await;
+    let mut b = join(&server, "audio", "B", NOTHING).await;
+    let audio = Publish {
+        video: false,
+        audio: true,
+    };
+    let mut a = join(&server, "audio", "A", audio).await;
+    a.wait_ready(TIMEOUT).await.expect("A connected");
+    let payload = |i: u32| Bytes::from(format!("opus-frame-{i:05}-").repeat(4));
+
+    // Warm up until B's subscription carries packets.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut i = 100_000;
+    loop {
+        a.send_audio(payload(i), i * 960).await.expect("send");
+        i += 1;
+        if let Some(Received::Audio { .. }) = b.recv(Duration::from_millis(20)).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no audio reached the subscriber");
+    }
+    while b.recv(Duration::from_millis(100)).await.is_some() {}
+
+    let sent: Vec<Bytes> = (0..100).map(payload).collect();
+    for (i, p) in sent.iter().enumerate() {
+        a.send_audio(p.clone(), i as u32 * 960).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut got = BTreeSet::new();
+    while let Some(r) = b.recv(Duration::from_millis(500)).await {
+        if let Received::Audio { owner, payload } = r {
+            assert_eq!(owner, a.id, "audio is attributed to its publisher");
+            got.insert(payload);
+        }
+    }
+    let delivered = sent.iter().filter(|p| got.contains(*p)).count();
+    println!("audio: {delivered}/100 packets arrived byte for byte");
+    assert!(
+        delivered >= 90,
+        "only {delivered} of 100 Opus packets arrived unchanged"
+    );
+    a.close().await;
+    b.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// Threads of this process whose name starts with `prefix` (codec threads are `codec-sN`).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn churn_frees_every_participant() {
+    let _serial = serial().await;
+    let server = start(Config::loopback()).await;
+    let mut watcher = join(&server, "churn", "watcher", NOTHING).await;
+    // Let the watcher's own sockets settle before taking the baseline.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fds_before = open_fds();
+    let connections_before = facerelay::rtc::live_connections();
+    for round in 0..12u16 {
+        let mut p = join(&server, "churn", &format!("guest{round}"), VIDEO).await;
+        p.wait_ready(TIMEOUT).await.expect("guest connected");
+        for n in 0..10 {
+            p.send_video(&numbered_frame(W, H, n), n as u32 * 3000)
+                .await
+                .expect("send");
+        }
+        wait_until(
+            "the guest's stream has its codec thread",
+            || threads_named("codec-") == 1,
+            Duration::from_secs(5),
+        )
+        .await;
+        if round % 2 == 0 {
+            p.close().await;
+        } else {
+            p.vanish();
+        }
+        wait_until(
+            "the guest is gone",
+            || server.app.directory.stats().participants == 1,
+            Duration::from_secs(5),
+        )
+        .await;
+        wait_until(
+            "its codec thread ends",
+            || threads_named("codec-") == 0,
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+    // UDP sockets and timers of closed connections must be released.
+    wait_until(
+        "file descriptors return to the baseline",
+        || open_fds() <= fds_before + 4,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Every closed connection's memory is released: nothing keeps its handler alive.
+    wait_until(
+        "closed connections are freed",
+        || facerelay::rtc::live_connections() <= connections_before,
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut lefts = 0;
+    while let Some(msg) = watcher.next_message(Duration::from_millis(200)).await {
+        lefts += matches!(msg, ServerMessage::ParticipantLeft { .. }) as usize;
+    }
+    assert_eq!(lefts, 12, "the watcher saw every guest leave");
+    watcher.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_participant_whose_media_dies_is_removed_within_the_ice_timeout() {
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.ice.disconnect_timeout_secs = 2;
+    let server = start(config).await;
+    let mut b = join(&server, "ice", "B", NOTHING).await;
+    let mut a = join(&server, "ice", "A", VIDEO).await;
+    a.wait_ready(TIMEOUT).await.expect("A connected");
+    for n in 0..5 {
+        a.send_video(&numbered_frame(W, H, n), n as u32 * 3000)
+            .await
+            .expect("send");
+    }
+    let since = Instant::now();
+    a.drop_media().await;
+    wait_until(
+        "A is removed",
+        || server.app.directory.stats().participants == 1,
+        Duration::from_secs(6),
+    )
+    .await;
+    println!("removed {:?} after its media stopped", since.elapsed());
+    // A's socket is still open and is told why.
+    let mut told = false;
+    while let Some(msg) = a.next_message(Duration::from_millis(500)).await {
+        told |= matches!(&msg, ServerMessage::Error { code, .. } if code == "connection_lost");
+    }
+    assert!(
+        told,
+        "the vanished participant is told it lost its connection"
+    );
+    let mut left = false;
+    while let Some(msg) = b.next_message(Duration::from_millis(500)).await {
+        left |= matches!(msg, ServerMessage::ParticipantLeft { .. });
+    }
+    assert!(left, "the others are told");
+    wait_until(
+        "codec threads end",
+        || threads_named("codec-") == 0,
+        Duration::from_secs(5),
+    )
+    .await;
+    a.close().await;
+    b.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}

@@ -1,0 +1,165 @@
+//! The signalling protocol under bad input: every case gets a clear error with a stable code,
+//! and nobody else notices.
+
+use std::time::Duration;
+
+use facerelay::config::Config;
+use futures_util::SinkExt;
+
+use crate::support::{serial, start, RawSocket};
+
+const VP8_ONLY_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
+a=mid:0\r\na=sendrecv\r\na=rtpmap:96 VP8/90000\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_get_clear_errors_and_the_connection_keeps_working() {
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.rooms.max_participants = 2;
+    let server = start(config).await;
+
+    // An innocent bystander in the room under test.
+    let mut bystander = RawSocket::connect(&server).await;
+    assert_eq!(bystander.join("lab", "Bystander").await["type"], "welcome");
+
+    let mut s = RawSocket::connect(&server).await;
+    s.send("{not json").await;
+    s.expect_error("bad_message").await;
+    s.send(r#"{"type":"teleport"}"#).await;
+    s.expect_error("unknown_type").await;
+    s.send(r#"{"type":"join","room":"lab"}"#).await;
+    s.expect_error("bad_message").await;
+    s.send(r#"{"type":"offer","sdp":"v=0"}"#).await;
+    s.expect_error("not_joined").await;
+    s.0.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        1, 2, 3,
+    ]))
+    .await
+    .unwrap();
+    s.expect_error("bad_message").await;
+    s.send(r#"{"type":"join","room":"","name":"Eve"}"#).await;
+    s.expect_error("invalid_room").await;
+    s.send(r#"{"type":"join","room":"lab","name":"   "}"#).await;
+    s.expect_error("invalid_name").await;
+
+    // After all that, the same connection joins normally.
+    let welcome = s.join("lab", "Eve").await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["participants"][0]["name"], "Bystander");
+    let joined = bystander.recv().await.unwrap();
+    assert_eq!(joined["type"], "participant-joined");
+    assert_eq!(joined["participant"]["name"], "Eve");
+
+    s.send(r#"{"type":"join","room":"lab","name":"Eve"}"#).await;
+    s.expect_error("already_joined").await;
+    s.send(serde_json::json!({"type": "offer", "sdp": VP8_ONLY_OFFER}).to_string())
+        .await;
+    s.expect_error("no_h264").await;
+    s.send(r#"{"type":"offer","sdp":"v=0\r\nthis is not sdp"}"#)
+        .await;
+    s.expect_error("bad_sdp").await;
+    s.send(r#"{"type":"answer","sdp":"v=0"}"#).await;
+    s.expect_error("unexpected_answer").await;
+
+    // The room holds two: a third is refused, with the room's size in words.
+    let mut third = RawSocket::connect(&server).await;
+    third
+        .send(r#"{"type":"join","room":"lab","name":"Mallory"}"#)
+        .await;
+    let full = third.expect_error("room_full").await;
+    assert!(full["message"].as_str().unwrap().contains('2'));
+    // But another room is fine.
+    assert_eq!(third.join("other", "Mallory").await["type"], "welcome");
+
+    // Leaving is announced; the socket can join again.
+    s.send(r#"{"type":"leave"}"#).await;
+    let left = bystander.recv().await.unwrap();
+    assert_eq!(left["type"], "participant-left");
+    assert_eq!(s.join("lab", "Eve again").await["type"], "welcome");
+    assert_eq!(
+        bystander.recv().await.unwrap()["type"],
+        "participant-joined"
+    );
+
+    // Nothing above disturbed the bystander's session: it still answers.
+    bystander.send(r#"{"type":"teleport"}"#).await;
+    bystander.expect_error("unknown_type").await;
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_closes_only_its_own_connection() {
+    let _serial = serial().await;
+    let server = start(Config::loopback()).await;
+    let mut bystander = RawSocket::connect(&server).await;
+    assert_eq!(bystander.join("big", "Bystander").await["type"], "welcome");
+
+    let mut s = RawSocket::connect(&server).await;
+    assert_eq!(s.join("big", "Sender").await["type"], "welcome");
+    assert_eq!(
+        bystander.recv().await.unwrap()["type"],
+        "participant-joined"
+    );
+    let huge = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "a".repeat(70 * 1024));
+    s.send(huge).await;
+    s.expect_error("message_too_large").await;
+    assert!(
+        s.recv().await.is_none(),
+        "the socket is closed after the error"
+    );
+
+    // The sender left the room; the bystander is told and keeps working.
+    let left = bystander.recv().await.unwrap();
+    assert_eq!(left["type"], "participant-left");
+    bystander.send("[]").await;
+    bystander.expect_error("bad_message").await;
+    assert_eq!(server.app.directory.stats().participants, 1);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_says_bye_and_refuses_new_joins() {
+    let _serial = serial().await;
+    let server = start(Config::loopback()).await;
+    let url = format!("http://{}/healthz", server.addr);
+    let mut s = RawSocket::connect(&server).await;
+    assert_eq!(s.join("bye", "Ann").await["type"], "welcome");
+    let health = http_get(&url).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains(r#""participants":1"#), "{health}");
+
+    let app = server.app.clone();
+    let shutdown = tokio::spawn(server.shutdown());
+    let bye = s.recv().await.expect("a goodbye");
+    assert_eq!(bye["type"], "bye", "{bye}");
+    assert!(s.recv().await.is_none(), "then the socket closes");
+    assert!(
+        app.directory
+            .join(
+                &facerelay::room::RoomId::parse("bye", 64).unwrap(),
+                "late",
+                tokio::sync::mpsc::channel(1).0
+            )
+            .is_err(),
+        "joins are refused while draining"
+    );
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown finishes within the grace period")
+        .unwrap()
+        .expect("clean shutdown");
+    assert_eq!(app.live_sessions(), 0);
+}
+
+async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}

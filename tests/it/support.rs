@@ -1,0 +1,108 @@
+//! Helpers shared by the integration tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use facerelay::config::Config;
+use facerelay::media::{EncoderSettings, IdentityStage};
+use facerelay::rtc::client::{Client, Publish};
+use facerelay::rtc::RtcSettings;
+use facerelay::signal::RunningServer;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn encoder() -> EncoderSettings {
+    EncoderSettings {
+        bitrate_bps: 2_000_000,
+        max_frame_rate: 30.0,
+        keyframe_interval: 0,
+    }
+}
+
+pub async fn start(config: Config) -> RunningServer {
+    // RUST_LOG=facerelay=debug shows the server's log in a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    RunningServer::start(config, Arc::new(IdentityStage))
+        .await
+        .expect("server starts")
+}
+
+pub async fn join(server: &RunningServer, room: &str, name: &str, publish: Publish) -> Client {
+    let settings = RtcSettings::from_config(&Config::loopback());
+    Client::join(&server.ws_url(), room, name, publish, &settings, encoder())
+        .await
+        .expect("client joins")
+}
+
+pub const NOTHING: Publish = Publish {
+    video: false,
+    audio: false,
+};
+pub const VIDEO: Publish = Publish {
+    video: true,
+    audio: false,
+};
+
+/// A bare signalling socket for protocol tests.
+pub struct RawSocket(
+    pub tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+impl RawSocket {
+    pub async fn connect(server: &RunningServer) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .expect("websocket connects");
+        Self(ws)
+    }
+
+    pub async fn send(&mut self, text: impl Into<String>) {
+        self.0.send(Message::text(text.into())).await.expect("send");
+    }
+
+    /// Next JSON message, skipping ICE candidates; `None` when the socket closed.
+    pub async fn recv(&mut self) -> Option<serde_json::Value> {
+        loop {
+            let msg = tokio::time::timeout(TIMEOUT, self.0.next())
+                .await
+                .expect("a message in time")?;
+            match msg {
+                Ok(Message::Text(t)) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("JSON");
+                    if v["type"] != "candidate" {
+                        return Some(v);
+                    }
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Expects an error message with this code.
+    pub async fn expect_error(&mut self, code: &str) -> serde_json::Value {
+        let v = self.recv().await.expect("an error message");
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+
+    pub async fn join(&mut self, room: &str, name: &str) -> serde_json::Value {
+        self.send(serde_json::json!({"type": "join", "room": room, "name": name}).to_string())
+            .await;
+        self.recv().await.expect("a reply to join")
+    }
+}
+
+/// Tests that count process-wide resources (threads, file descriptors) or measure, run one at
+/// a time; the others may run beside each other.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
