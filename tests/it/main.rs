@@ -1,5 +1,6 @@
 //! Integration tests: one binary, the server in-process on 127.0.0.1 with ephemeral ports.
 
+mod browser;
 mod relay;
 mod signalling;
 mod support;
