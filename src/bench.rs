@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::config::Config;
-use crate::media::synthetic::numbered_frame;
+use crate::media::synthetic::{numbered_frame, read_frame_number};
 use crate::media::{EncoderSettings, IdentityStage};
 use crate::rtc::client::{Client, Publish, Received};
 use crate::rtc::{LatencySummary, RtcSettings};
@@ -142,21 +142,27 @@ async fn relay_one(width: u32, height: u32, seconds: u64, fps: u32) -> anyhow::R
     server.app.engine.latency().clear();
     let total = seconds as u32 * fps;
     let start = Instant::now();
+    // Frames of the measured run, by number (warm-up frames still in flight do not count).
+    let first = n;
+    let measured = |got: Option<Received>| match got {
+        Some(Received::Video { frame, .. }) => {
+            read_frame_number(&frame).is_some_and(|k| k.wrapping_sub(first) < total as u16)
+        }
+        _ => false,
+    };
     let mut received = 0;
     for i in 0..total {
         let due = start + frame_interval * i;
         // Drain what arrived while waiting for the next frame's time.
         while let Some(now) = Some(Instant::now()).filter(|now| *now < due) {
-            if let Some(Received::Video { .. }) = b.recv(due - now).await {
-                received += 1;
-            }
+            received += measured(b.recv(due - now).await) as usize;
         }
         a.send_video(&numbered_frame(width, height, n), n as u32 * ticks)
             .await?;
         n = n.wrapping_add(1);
     }
-    while let Some(Received::Video { .. }) = b.recv(Duration::from_millis(500)).await {
-        received += 1;
+    while let Some(got) = b.recv(Duration::from_millis(500)).await {
+        received += measured(Some(got)) as usize;
     }
     let summary = server.app.engine.latency().summary(Some((width, height)));
     a.close().await;

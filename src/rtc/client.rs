@@ -94,6 +94,7 @@ pub struct Client {
     received: mpsc::Receiver<Received>,
     messages: mpsc::Receiver<ServerMessage>,
     ready: tokio::sync::watch::Receiver<bool>,
+    server_candidates: Arc<std::sync::Mutex<Vec<IceCandidate>>>,
     to_server: mpsc::Sender<ClientMessage>,
     task: JoinHandle<()>,
 }
@@ -214,6 +215,7 @@ impl Client {
         let (to_server, from_client) = mpsc::channel(16);
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let keyframe_wanted = Arc::new(AtomicBool::new(true));
+        let server_candidates = Arc::new(std::sync::Mutex::new(Vec::new()));
         let task = tokio::spawn(
             Signalling {
                 ws,
@@ -225,6 +227,7 @@ impl Client {
                 answered: false,
                 connected: false,
                 keyframe_wanted: keyframe_wanted.clone(),
+                server_candidates: server_candidates.clone(),
                 readers: HashMap::new(),
             }
             .run(peer_rx, from_client),
@@ -242,6 +245,7 @@ impl Client {
                 .transpose()
                 .map_err(|e| ClientError::Protocol(e.to_string()))?,
             keyframe_wanted,
+            server_candidates,
             payloader: H264Payloader::default(),
             received,
             messages,
@@ -308,6 +312,14 @@ impl Client {
         Ok(())
     }
 
+    /// The ICE candidates the server has sent so far.
+    pub fn server_candidates(&self) -> Vec<IceCandidate> {
+        self.server_candidates
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
     /// Next media received, or `None` after `timeout`.
     pub async fn recv(&mut self, timeout: Duration) -> Option<Received> {
         tokio::time::timeout(timeout, self.received.recv())
@@ -363,6 +375,7 @@ struct Signalling {
     answered: bool,
     connected: bool,
     keyframe_wanted: Arc<AtomicBool>,
+    server_candidates: Arc<std::sync::Mutex<Vec<IceCandidate>>>,
     readers: HashMap<u64, JoinHandle<()>>,
 }
 
@@ -424,6 +437,9 @@ impl Signalling {
                 send_ws(&mut self.ws, &ClientMessage::Answer { sdp }).await?;
             }
             ServerMessage::Candidate { candidate } => {
+                if let Ok(mut seen) = self.server_candidates.lock() {
+                    seen.push(candidate.clone());
+                }
                 let init = webrtc::peer_connection::RTCIceCandidateInit {
                     candidate: candidate.candidate,
                     sdp_mid: candidate.sdp_mid,

@@ -6,6 +6,7 @@
 //! connection, so no cycle keeps a closed connection alive.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -22,9 +23,9 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     register_default_interceptors, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType,
-    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -125,6 +126,8 @@ const EVENT_DEPTH: usize = 256;
 
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
+    /// Address advertised instead of the sockets' own in host candidates (1:1 NAT).
+    public_ip: Option<IpAddr>,
 }
 
 /// Event handlers alive now. The `webrtc` crate drops a connection's handler only when the
@@ -144,9 +147,9 @@ impl Drop for Handler {
 }
 
 impl Handler {
-    fn new(events: mpsc::Sender<PeerEvent>) -> Self {
+    fn new(events: mpsc::Sender<PeerEvent>, public_ip: Option<IpAddr>) -> Self {
         LIVE_HANDLERS.fetch_add(1, Ordering::Relaxed);
-        Self { events }
+        Self { events, public_ip }
     }
 
     fn emit(&self, event: PeerEvent) {
@@ -161,7 +164,10 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         match event.candidate.to_json() {
             Ok(init) => self.emit(PeerEvent::LocalCandidate(IceCandidate {
-                candidate: init.candidate,
+                candidate: match self.public_ip {
+                    Some(ip) => advertise_as(&init.candidate, ip),
+                    None => init.candidate,
+                },
                 // The crate writes an empty mid; browsers then fall back to the m-line index.
                 sdp_mid: init.sdp_mid.filter(|m| !m.is_empty()),
                 sdp_mline_index: init.sdp_mline_index,
@@ -192,6 +198,34 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Rewrites the connection address of a host candidate (`candidate:… udp PRIO IP PORT typ
+/// host`) to `public`; other candidates are returned unchanged.
+pub(crate) fn advertise_as(candidate: &str, public: IpAddr) -> String {
+    let mut fields: Vec<&str> = candidate.split_whitespace().collect();
+    let public = public.to_string();
+    if fields.len() >= 8 && fields[6] == "typ" && fields[7] == "host" {
+        fields[4] = &public;
+        fields.join(" ")
+    } else {
+        candidate.to_owned()
+    }
+}
+
+/// Applies [`advertise_as`] to every `a=candidate` line of an SDP.
+fn advertise_sdp(sdp: String, public: Option<IpAddr>) -> String {
+    let Some(public) = public else {
+        return sdp;
+    };
+    sdp.split_inclusive('\n')
+        .map(|line| match line.strip_prefix("a=") {
+            Some(rest) if rest.starts_with("candidate:") => {
+                format!("a={}\r\n", advertise_as(rest.trim_end(), public))
+            }
+            _ => line.to_owned(),
+        })
+        .collect()
+}
+
 /// Builds a peer connection with facerelay's codecs, ICE settings and interceptors. Shared by
 /// the server and the test client so that both speak exactly the same dialect.
 pub(crate) async fn build_connection(
@@ -204,7 +238,10 @@ pub(crate) async fn build_connection(
     let registry = register_default_interceptors(Registry::new(), &mut media)?
         .with(interceptor::SLOT.into(), KeyframeRequests::default());
     let half = settings.disconnect_timeout / 2;
-    let mut setting = SettingEngineBuilder::new()
+    // 1:1 NAT: `SettingEngineBuilder::with_nat_1to1_ips` is accepted but not applied by the
+    // `webrtc` 0.21 driver, so the public address is written into candidates here instead
+    // (`advertise_as`); the NAT maps the browser's checks back onto our socket.
+    let setting = SettingEngineBuilder::new()
         // Browsers' `.local` host candidates are not needed: their checks reach us anyway and
         // we learn them as peer-reflexive. Gathering mDNS per connection would cost a socket.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
@@ -214,9 +251,6 @@ pub(crate) async fn build_connection(
             Some(settings.disconnect_timeout),
             Some(half.min(std::time::Duration::from_secs(2))),
         );
-    if let Some(ip) = settings.public_ip {
-        setting = setting.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
-    }
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(ice_servers)
         .build();
@@ -226,7 +260,7 @@ pub(crate) async fn build_connection(
         .with_media_engine(media)
         .with_setting_engine(setting.build())
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler::new(events)))
+        .with_handler(Arc::new(Handler::new(events, settings.public_ip)))
         .with_udp_addrs(vec![addr])
         .build()
         .await?;
@@ -288,7 +322,7 @@ impl ServerPeer {
         let sdp = answer.sdp.clone();
         self.pc.set_local_description(answer).await?;
         self.activate_subscriptions().await;
-        Ok(sdp)
+        Ok(advertise_sdp(sdp, self.engine.settings.public_ip))
     }
 
     /// Creates an offer (server-initiated renegotiation) and returns its SDP.
@@ -296,7 +330,7 @@ impl ServerPeer {
         let offer = self.pc.create_offer(None).await?;
         let sdp = offer.sdp.clone();
         self.pc.set_local_description(offer).await?;
-        Ok(sdp)
+        Ok(advertise_sdp(sdp, self.engine.settings.public_ip))
     }
 
     /// Applies the participant's answer to our offer.
@@ -564,5 +598,30 @@ pub(crate) async fn on_keyframe_requests(
         {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_candidates_advertise_the_public_address() {
+        let public: IpAddr = "203.0.113.10".parse().unwrap();
+        assert_eq!(
+            advertise_as(
+                "candidate:1 1 udp 2130706431 10.0.0.5 40001 typ host",
+                public
+            ),
+            "candidate:1 1 udp 2130706431 203.0.113.10 40001 typ host"
+        );
+        let relay = "candidate:2 1 udp 16777215 198.51.100.1 3478 typ relay raddr 0.0.0.0 rport 0";
+        assert_eq!(advertise_as(relay, public), relay);
+        assert_eq!(advertise_as("garbage", public), "garbage");
+        let sdp = "v=0\r\na=candidate:1 1 udp 1 10.0.0.5 40001 typ host\r\na=mid:0\r\n".to_owned();
+        assert_eq!(
+            advertise_sdp(sdp, Some(public)),
+            "v=0\r\na=candidate:1 1 udp 1 203.0.113.10 40001 typ host\r\na=mid:0\r\n"
+        );
     }
 }

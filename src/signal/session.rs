@@ -322,6 +322,7 @@ impl Session {
         };
         match event {
             PeerEvent::LocalCandidate(candidate) => {
+                tracing::debug!(participant = %m.id, candidate = %candidate.candidate, "local candidate");
                 self.send(ServerMessage::Candidate { candidate }).await;
             }
             PeerEvent::RemoteTrack(track) => match m.peer.publish(track, &m.id.to_string()).await {

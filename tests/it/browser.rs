@@ -44,7 +44,14 @@ async fn two_chromium_pages_see_each_other() {
         .expect("node runs (install Node.js: scripts/setup.sh)");
     println!("{}", String::from_utf8_lossy(&out.stdout));
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "both pages must play each other's video");
-    assert!(shot.exists(), "a screenshot is written to {}", shot.display());
+    assert!(
+        out.status.success(),
+        "both pages must play each other's video"
+    );
+    assert!(
+        shot.exists(),
+        "a screenshot is written to {}",
+        shot.display()
+    );
     server.shutdown().await.expect("clean shutdown");
 }

@@ -163,3 +163,55 @@ async fn http_get(url: &str) -> String {
     stream.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_advertises_the_public_address_and_uses_the_port_range() {
+    let _serial = serial().await;
+    let port = {
+        // A free UDP port to configure as the whole range.
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut config = Config::loopback();
+    config.ice.public_ip = Some("203.0.113.10".parse().unwrap());
+    config.ice.udp_port_range = [port, port];
+    config.ice.servers = vec![facerelay::config::IceServer {
+        urls: vec!["stun:stun.example.org:3478".into()],
+        username: None,
+        credential: None,
+    }];
+    let server = start(config).await;
+
+    // The browser is handed the configured STUN server.
+    let mut watcher = RawSocket::connect(&server).await;
+    let welcome = watcher.join("nat", "Watcher").await;
+    assert_eq!(
+        welcome["iceServers"][0]["urls"][0], "stun:stun.example.org:3478",
+        "{welcome}"
+    );
+
+    // The one port is taken by the watcher: the next participant is told the server is full.
+    let mut second = RawSocket::connect(&server).await;
+    second
+        .send(r#"{"type":"join","room":"nat","name":"Second"}"#)
+        .await;
+    second.expect_error("server_full").await;
+    drop(watcher);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Once it is free again, a real client gets candidates on that port with the public IP.
+    let mut c = crate::support::join(&server, "nat", "Client", crate::support::NOTHING).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.server_candidates().is_empty() && std::time::Instant::now() < deadline {
+        let _ = c.recv(Duration::from_millis(100)).await;
+    }
+    let candidates = c.server_candidates();
+    assert!(!candidates.is_empty(), "the server trickles candidates");
+    for cand in &candidates {
+        let fields: Vec<&str> = cand.candidate.split_whitespace().collect();
+        assert_eq!(fields[4], "203.0.113.10", "{}", cand.candidate);
+        assert_eq!(fields[5], port.to_string(), "{}", cand.candidate);
+    }
+    c.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}
