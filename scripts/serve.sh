@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh serve
 cargo build --release --locked --bin facerelay
-exec target/release/facerelay serve "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/facerelay" serve "$@"
