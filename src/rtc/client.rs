@@ -42,6 +42,8 @@ pub enum Received {
         owner: String,
         frame: I420Frame,
         arrived: Instant,
+        /// The access unit was an IDR.
+        keyframe: bool,
     },
     /// An RTP audio packet from participant `owner`.
     Audio { owner: String, payload: Bytes },
@@ -95,6 +97,7 @@ pub struct Client {
     messages: mpsc::Receiver<ServerMessage>,
     ready: tokio::sync::watch::Receiver<bool>,
     server_candidates: Arc<std::sync::Mutex<Vec<IceCandidate>>>,
+    remote_tracks: Arc<std::sync::Mutex<Vec<Arc<dyn TrackRemote>>>>,
     to_server: mpsc::Sender<ClientMessage>,
     task: JoinHandle<()>,
 }
@@ -216,6 +219,7 @@ impl Client {
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let keyframe_wanted = Arc::new(AtomicBool::new(true));
         let server_candidates = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let remote_tracks = Arc::new(std::sync::Mutex::new(Vec::new()));
         let task = tokio::spawn(
             Signalling {
                 ws,
@@ -228,6 +232,7 @@ impl Client {
                 connected: false,
                 keyframe_wanted: keyframe_wanted.clone(),
                 server_candidates: server_candidates.clone(),
+                remote_tracks: remote_tracks.clone(),
                 readers: HashMap::new(),
             }
             .run(peer_rx, from_client),
@@ -246,6 +251,7 @@ impl Client {
                 .map_err(|e| ClientError::Protocol(e.to_string()))?,
             keyframe_wanted,
             server_candidates,
+            remote_tracks,
             payloader: H264Payloader::default(),
             received,
             messages,
@@ -312,6 +318,26 @@ impl Client {
         Ok(())
     }
 
+    /// Sends a PLI for every video track received, as a browser does after loss.
+    pub async fn request_keyframes(&self) {
+        let tracks = self
+            .remote_tracks
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        for track in tracks {
+            let Some(&media_ssrc) = track.ssrcs().await.first() else {
+                continue;
+            };
+            let pli =
+                rtc_core::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+        }
+    }
+
     /// The ICE candidates the server has sent so far.
     pub fn server_candidates(&self) -> Vec<IceCandidate> {
         self.server_candidates
@@ -376,6 +402,7 @@ struct Signalling {
     connected: bool,
     keyframe_wanted: Arc<AtomicBool>,
     server_candidates: Arc<std::sync::Mutex<Vec<IceCandidate>>>,
+    remote_tracks: Arc<std::sync::Mutex<Vec<Arc<dyn TrackRemote>>>>,
     readers: HashMap<u64, JoinHandle<()>>,
 }
 
@@ -472,6 +499,9 @@ impl Signalling {
                 let _ = self.ready.send(self.answered && self.connected);
             }
             PeerEvent::RemoteTrack(track) => {
+                if let Ok(mut tracks) = self.remote_tracks.lock() {
+                    tracks.push(track.0.clone());
+                }
                 let id = self.readers.len() as u64;
                 let reader = tokio::spawn(read_track(track.0, self.received.clone()));
                 self.readers.insert(id, reader);
@@ -523,6 +553,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, out: mpsc::Sender<Received>) {
                             owner: owner.clone(),
                             frame,
                             arrived: unit.completed_at,
+                            keyframe: unit.keyframe,
                         })
                         .await;
                 }

@@ -337,3 +337,40 @@ async fn a_participant_whose_media_dies_is_removed_within_the_ice_timeout() {
     b.close().await;
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscribers_pli_makes_the_encoder_send_an_idr() {
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.media.keyframe_interval = 0; // no periodic IDRs: any IDR below was asked for
+    let server = start(config).await;
+    let mut b = join(&server, "pli", "B", NOTHING).await;
+    let mut a = join(&server, "pli", "A", VIDEO).await;
+    a.wait_ready(TIMEOUT).await.expect("A connected");
+    warm_up(&mut a, &mut b).await;
+
+    // Steady state: P-frames only.
+    async fn keyframes_in(a: &mut Client, b: &mut Client, frames: std::ops::Range<u16>) -> usize {
+        let mut keyframes = 0;
+        for k in frames {
+            a.send_video(&numbered_frame(W, H, k), k as u32 * 3000)
+                .await
+                .expect("send");
+            while let Some(got) = b.recv(FRAME).await {
+                keyframes += matches!(got, Received::Video { keyframe: true, .. }) as usize;
+            }
+        }
+        keyframes
+    }
+    assert_eq!(
+        keyframes_in(&mut a, &mut b, 0..30).await,
+        0,
+        "no IDR without a request"
+    );
+    b.request_keyframes().await;
+    let after = keyframes_in(&mut a, &mut b, 30..60).await;
+    assert!(after >= 1, "the PLI produced an IDR");
+    a.close().await;
+    b.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}
