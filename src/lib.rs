@@ -18,6 +18,7 @@ pub mod bench;
 pub mod config;
 pub mod infer;
 pub mod media;
+pub mod metrics;
 pub mod room;
 pub mod rtc;
 pub mod signal;

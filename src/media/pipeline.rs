@@ -7,7 +7,7 @@
 //! so the machine degrades by dropping frames rather than by piling up latency.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{EncoderSettings, I420Frame, StreamId, StreamProcessor, VideoDecoder, VideoEncoder};
+use crate::metrics::MediaMetrics;
 
 /// Access units waiting for the decoder before ingest starts dropping them.
 const INPUT_DEPTH: usize = 64;
@@ -76,22 +77,6 @@ pub struct OutputUnit {
     pub height: u32,
 }
 
-/// Counters of one stream's pipeline.
-#[derive(Debug, Default)]
-pub struct PipelineStats {
-    pub units_in: AtomicU64,
-    pub units_rejected: AtomicU64,
-    pub frames_decoded: AtomicU64,
-    /// Decoded pictures replaced by a newer one before the stage could take them.
-    pub frames_dropped: AtomicU64,
-    pub frames_out: AtomicU64,
-    pub decode_errors: AtomicU64,
-    pub encode_errors: AtomicU64,
-    pub stage_panics: AtomicU64,
-    /// Encoded frames egress could not take.
-    pub output_dropped: AtomicU64,
-}
-
 /// Shared between the pipeline thread and the network side.
 #[derive(Debug, Default)]
 pub struct PipelineControl {
@@ -99,7 +84,6 @@ pub struct PipelineControl {
     force_idr: AtomicBool,
     /// The decoder lost sync: the publisher must be asked for a keyframe.
     keyframe_wanted: AtomicBool,
-    pub stats: PipelineStats,
 }
 
 impl PipelineControl {
@@ -135,6 +119,7 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     input: SyncSender<InputUnit>,
     control: Arc<PipelineControl>,
+    metrics: Arc<MediaMetrics>,
 }
 
 impl Pipeline {
@@ -142,6 +127,7 @@ impl Pipeline {
         stream: StreamId,
         settings: PipelineSettings,
         pool: Arc<CodecPool>,
+        metrics: Arc<MediaMetrics>,
         processor: Box<dyn StreamProcessor>,
         output: impl OutputSink,
     ) -> std::io::Result<Self> {
@@ -152,12 +138,17 @@ impl Pipeline {
             pool,
             processor,
             control: control.clone(),
+            metrics: metrics.clone(),
             waiting_for_keyframe: true,
         };
         std::thread::Builder::new()
             .name(format!("codec-{stream}"))
             .spawn(move || worker.run(rx, output))?;
-        Ok(Self { input, control })
+        Ok(Self {
+            input,
+            control,
+            metrics,
+        })
     }
 
     pub fn control(&self) -> &Arc<PipelineControl> {
@@ -167,12 +158,11 @@ impl Pipeline {
     /// Queues an access unit for decoding. Returns false if the pipeline is saturated or gone;
     /// the unit is then lost and the caller must resynchronise on a keyframe.
     pub fn push(&self, unit: InputUnit) -> bool {
-        let stats = &self.control.stats;
-        stats.units_in.fetch_add(1, Ordering::Relaxed);
+        MediaMetrics::add(&self.metrics.units_in);
         match self.input.try_send(unit) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                stats.units_rejected.fetch_add(1, Ordering::Relaxed);
+                MediaMetrics::add(&self.metrics.units_rejected);
                 false
             }
         }
@@ -184,6 +174,7 @@ struct Worker {
     pool: Arc<CodecPool>,
     processor: Box<dyn StreamProcessor>,
     control: Arc<PipelineControl>,
+    metrics: Arc<MediaMetrics>,
     waiting_for_keyframe: bool,
 }
 
@@ -199,7 +190,7 @@ impl Worker {
                 return;
             }
         };
-        let stats = &self.control.stats;
+        let m = self.metrics.clone();
         let mut batch = Vec::new();
         while let Ok(first) = rx.recv() {
             batch.push(first);
@@ -212,18 +203,21 @@ impl Worker {
                 if self.waiting_for_keyframe && !unit.keyframe {
                     continue;
                 }
-                match decoder.decode(&unit.data) {
+                let started = Instant::now();
+                let decoded = decoder.decode(&unit.data);
+                m.decode.record(started.elapsed());
+                match decoded {
                     Ok(Some(frame)) => {
                         self.waiting_for_keyframe = false;
-                        stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
+                        MediaMetrics::add(&m.frames_decoded);
                         if newest.replace((frame, unit)).is_some() {
-                            stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                            MediaMetrics::add(&m.frames_dropped);
                         }
                     }
                     Ok(None) => {}
                     Err(e) => {
                         tracing::debug!(error = %e, "decode failed; waiting for a keyframe");
-                        stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        MediaMetrics::add(&m.decode_errors);
                         self.waiting_for_keyframe = true;
                         self.control.keyframe_wanted.store(true, Ordering::Relaxed);
                     }
@@ -232,15 +226,20 @@ impl Worker {
             let Some((mut frame, unit)) = newest else {
                 continue;
             };
+            let started = Instant::now();
             let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 self.processor.process(&mut frame);
             }));
+            m.stage.record(started.elapsed());
             if processed.is_err() {
                 // A bug in the stage must not kill the stream: this frame goes out as decoded.
-                stats.stage_panics.fetch_add(1, Ordering::Relaxed);
+                MediaMetrics::add(&m.stage_panics);
             }
             let force = self.control.force_idr.swap(false, Ordering::Relaxed);
-            match encoder.encode(&frame, force) {
+            let started = Instant::now();
+            let encoded = encoder.encode(&frame, force);
+            m.encode.record(started.elapsed());
+            match encoded {
                 Ok(encoded) => {
                     let sent = output.send(OutputUnit {
                         data: Bytes::from(encoded.data),
@@ -251,16 +250,16 @@ impl Worker {
                         height: frame.height(),
                     });
                     if sent {
-                        stats.frames_out.fetch_add(1, Ordering::Relaxed);
+                        MediaMetrics::add(&m.frames_out);
                     } else {
                         // Subscribers miss a reference frame: restart them on an IDR.
-                        stats.output_dropped.fetch_add(1, Ordering::Relaxed);
+                        MediaMetrics::add(&m.output_dropped);
                         self.control.request_idr();
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "encode failed");
-                    stats.encode_errors.fetch_add(1, Ordering::Relaxed);
+                    MediaMetrics::add(&m.encode_errors);
                     self.control.request_idr();
                 }
             }
@@ -272,7 +271,12 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::media::y_psnr;
+    use std::sync::atomic::AtomicU64;
     use std::time::Duration;
+
+    fn count(c: &AtomicU64) -> u64 {
+        MediaMetrics::get(c)
+    }
 
     struct Collect(std::sync::mpsc::Sender<OutputUnit>);
     impl OutputSink for Collect {
@@ -332,12 +336,14 @@ mod tests {
 
     #[test]
     fn newest_frame_replaces_waiting_ones_and_drops_are_counted() {
+        let metrics = Arc::new(MediaMetrics::default());
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let (tx, rx) = std::sync::mpsc::channel();
         let p = Pipeline::spawn(
             StreamId(1),
             settings(),
             CodecPool::new(1),
+            metrics.clone(),
             Box::new(Slow(barrier.clone(), false)),
             Collect(tx),
         )
@@ -354,10 +360,11 @@ mod tests {
         assert_eq!(first.timestamp, 0);
         assert_eq!(second.timestamp, 4 * 3000, "the newest frame wins");
         assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
-        let stats = &p.control().stats;
-        assert_eq!(stats.frames_decoded.load(Ordering::Relaxed), 5);
-        assert_eq!(stats.frames_dropped.load(Ordering::Relaxed), 3);
-        assert_eq!(stats.frames_out.load(Ordering::Relaxed), 2);
+        assert_eq!(count(&metrics.frames_decoded), 5);
+        assert_eq!(count(&metrics.frames_dropped), 3);
+        assert_eq!(count(&metrics.frames_out), 2);
+        assert_eq!(metrics.decode.count(), 5);
+        assert_eq!(metrics.encode.count(), 2);
         // The stage ran on what went out.
         let mut dec = VideoDecoder::new(1 << 20).unwrap();
         let pic = dec.decode(&first.data).unwrap().unwrap();
@@ -367,11 +374,13 @@ mod tests {
 
     #[test]
     fn a_panicking_stage_passes_frames_through() {
+        let metrics = Arc::new(MediaMetrics::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let p = Pipeline::spawn(
             StreamId(2),
             settings(),
             CodecPool::new(1),
+            metrics.clone(),
             Box::new(Panics),
             Collect(tx),
         )
@@ -380,16 +389,18 @@ mod tests {
             p.push(unit);
             rx.recv_timeout(Duration::from_secs(5)).unwrap();
         }
-        assert_eq!(p.control().stats.stage_panics.load(Ordering::Relaxed), 3);
+        assert_eq!(count(&metrics.stage_panics), 3);
     }
 
     #[test]
     fn garbage_asks_for_a_keyframe_and_p_frames_wait_for_one() {
+        let metrics = Arc::new(MediaMetrics::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let p = Pipeline::spawn(
             StreamId(3),
             settings(),
             CodecPool::new(1),
+            metrics.clone(),
             Box::new(crate::media::stage::tests_support::Nop),
             Collect(tx),
         )
@@ -406,7 +417,7 @@ mod tests {
         p.push(stream[0].1.clone());
         let out = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(out.timestamp, 0);
-        if p.control().stats.decode_errors.load(Ordering::Relaxed) > 0 {
+        if count(&metrics.decode_errors) > 0 {
             assert!(p.control().take_keyframe_request());
         }
     }

@@ -17,6 +17,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 
 use crate::media::pipeline::OutputUnit;
+use crate::metrics::MediaMetrics;
 
 const MTU: usize = 1200;
 const NO_PAYLOAD_TYPE: u32 = u32::MAX;
@@ -174,15 +175,14 @@ pub(crate) async fn run_video_egress(
     fanout: Arc<Fanout>,
     mut frames: tokio::sync::mpsc::Receiver<OutputUnit>,
     latency: Arc<LatencyRecorder>,
+    metrics: Arc<MediaMetrics>,
 ) {
     let mut payloader = H264Payloader::default();
     while let Some(unit) = frames.recv().await {
         if let Some(sent) = fanout.send_video(&mut payloader, &unit).await {
-            latency.record(
-                unit.width,
-                unit.height,
-                sent.saturating_duration_since(unit.arrived),
-            );
+            let held = sent.saturating_duration_since(unit.arrived);
+            latency.record(unit.width, unit.height, held);
+            metrics.server_latency.record(held);
         }
     }
 }

@@ -10,6 +10,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use super::assembler::{Assembler, RtpIn};
 use super::egress::Fanout;
 use crate::media::pipeline::{InputUnit, Pipeline};
+use crate::metrics::MediaMetrics;
 
 /// How often a stream that waits for a keyframe re-checks whether to ask again.
 const KEYFRAME_RETRY_TICK: Duration = Duration::from_millis(100);
@@ -20,6 +21,7 @@ struct PliSender {
     media_ssrc: u32,
     throttle: Duration,
     last: Option<Instant>,
+    metrics: Arc<MediaMetrics>,
 }
 
 impl PliSender {
@@ -32,6 +34,7 @@ impl PliSender {
             return;
         }
         self.last = Some(now);
+        MediaMetrics::add(&self.metrics.plis_sent);
         let pli = PictureLossIndication {
             sender_ssrc: 0,
             media_ssrc: self.media_ssrc,
@@ -46,6 +49,7 @@ pub(crate) async fn run_video_ingest(
     track: Arc<dyn TrackRemote>,
     pipeline: Pipeline,
     pli_throttle: Duration,
+    metrics: Arc<MediaMetrics>,
 ) {
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let mut pli = PliSender {
@@ -53,6 +57,7 @@ pub(crate) async fn run_video_ingest(
         media_ssrc,
         throttle: pli_throttle,
         last: None,
+        metrics,
     };
     let mut assembler = Assembler::new();
     let mut tick = tokio::time::interval(KEYFRAME_RETRY_TICK);

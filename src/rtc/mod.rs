@@ -37,6 +37,7 @@ pub use peer::{
 use crate::config::{Config, IceServer};
 use crate::media::pipeline::{CodecPool, PipelineSettings};
 use crate::media::{EncoderSettings, FrameStage, StreamId};
+use crate::metrics::MediaMetrics;
 
 /// The H.264 format every browser decodes: constrained baseline, level 3.1, non-interleaved.
 pub const H264_FMTP: &str =
@@ -112,6 +113,7 @@ pub struct RtcEngine {
     stage: Arc<dyn FrameStage>,
     next_stream: AtomicU64,
     latency: Arc<LatencyRecorder>,
+    metrics: Arc<MediaMetrics>,
 }
 
 impl RtcEngine {
@@ -125,6 +127,7 @@ impl RtcEngine {
             stage,
             next_stream: AtomicU64::new(1),
             latency: Arc::new(LatencyRecorder::default()),
+            metrics: Arc::new(MediaMetrics::default()),
         })
     }
 
@@ -136,6 +139,11 @@ impl RtcEngine {
     /// the first RTP packet of its re-encoded frame leaving).
     pub fn latency(&self) -> &Arc<LatencyRecorder> {
         &self.latency
+    }
+
+    /// Counters and histograms of every stream (served at `/metrics`).
+    pub fn metrics(&self) -> &Arc<MediaMetrics> {
+        &self.metrics
     }
 
     fn next_stream_id(&self) -> StreamId {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use rtc_core::ice::mdns::MulticastDnsMode;
@@ -35,6 +35,7 @@ use super::ports::PortLease;
 use super::{ingest, media_engine, RtcEngine, RtcError, RtcSettings, H264_FMTP};
 use crate::media::pipeline::{Pipeline, PipelineControl};
 use crate::media::StreamId;
+use crate::metrics::MediaMetrics;
 
 /// Events of a peer connection, delivered to whoever owns it.
 pub enum PeerEvent {
@@ -81,6 +82,7 @@ pub struct Published {
     fanout: Arc<Fanout>,
     /// The video pipeline's control (IDR requests); none for audio.
     control: Option<Arc<PipelineControl>>,
+    metrics: Arc<MediaMetrics>,
 }
 
 impl Published {
@@ -88,15 +90,18 @@ impl Published {
         self.fanout.len()
     }
 
-    /// Frames this stream relayed, decoded and dropped (video only).
-    pub fn pipeline_stats(&self) -> Option<&crate::media::pipeline::PipelineStats> {
-        self.control.as_ref().map(|c| &c.stats)
+    fn live_gauge(metrics: &MediaMetrics, kind: MediaKind) -> &AtomicU64 {
+        match kind {
+            MediaKind::Video => &metrics.video_streams,
+            MediaKind::Audio => &metrics.audio_streams,
+        }
     }
 }
 
 impl Drop for Published {
     fn drop(&mut self) {
         self.fanout.clear();
+        Self::live_gauge(&self.metrics, self.kind).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -392,6 +397,7 @@ impl ServerPeer {
                     stream,
                     engine.settings.pipeline,
                     engine.codec_pool.clone(),
+                    engine.metrics.clone(),
                     engine.stage.open(stream),
                     tx,
                 )
@@ -401,11 +407,13 @@ impl ServerPeer {
                     fanout.clone(),
                     rx,
                     engine.latency.clone(),
+                    engine.metrics.clone(),
                 ));
                 tokio::spawn(ingest::run_video_ingest(
                     track,
                     pipeline,
                     engine.settings.pli_throttle,
+                    engine.metrics.clone(),
                 ));
                 Some(control)
             }
@@ -414,12 +422,14 @@ impl ServerPeer {
                 None
             }
         };
+        Published::live_gauge(&engine.metrics, kind).fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(Published {
             kind,
             stream,
             owner: owner.to_owned(),
             fanout,
             control,
+            metrics: engine.metrics.clone(),
         }))
     }
 
@@ -487,7 +497,9 @@ impl ServerPeer {
                 control.request_idr();
                 // A subscriber's PLI/FIR becomes an IDR of the stream it watches.
                 let control = Arc::downgrade(control);
+                let metrics = self.engine.metrics.clone();
                 tokio::spawn(on_keyframe_requests(sub.sink.track.clone(), move || {
+                    MediaMetrics::add(&metrics.keyframe_requests);
                     control.upgrade().map(|c| c.request_idr()).is_some()
                 }));
             }

@@ -82,6 +82,7 @@ pub fn router(app: Arc<App>) -> Router {
     let web = ServeDir::new(&app.config.server.web_root).append_index_html_on_directories(true);
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
         .fallback_service(web)
         .with_state(app)
@@ -101,6 +102,26 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
         StatusCode::OK
     };
     (status, Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let stats = app.directory.stats();
+    let body = crate::metrics::render(
+        app.engine.metrics(),
+        crate::metrics::Gauges {
+            participants: stats.participants,
+            rooms: stats.rooms,
+            sessions: app.live_sessions(),
+        },
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn websocket(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {

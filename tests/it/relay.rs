@@ -120,6 +120,19 @@ async fn video_reaches_subscribers_intact_and_late_joiners_see_it() {
         );
     }
 
+    // The counters saw the same.
+    let metrics = crate::support::http_get(&format!("http://{}/metrics", server.addr)).await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert_eq!(value("facerelay_participants "), 2.0);
+    assert_eq!(value("facerelay_published_streams{kind=\"video\"} "), 1.0);
+    assert!(value("facerelay_frames_out_total ") >= 150.0);
+    assert!(value("facerelay_server_latency_seconds_count ") >= 150.0);
+
     // A third participant arrives while A is live and sees A as well.
     let mut c = join(&server, "video", "C", NOTHING).await;
     assert!(

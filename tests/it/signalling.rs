@@ -6,7 +6,7 @@ use std::time::Duration;
 use facerelay::config::Config;
 use futures_util::SinkExt;
 
-use crate::support::{serial, start, RawSocket};
+use crate::support::{http_get, serial, start, RawSocket};
 
 const VP8_ONLY_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
 a=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
@@ -150,18 +150,6 @@ async fn shutdown_says_bye_and_refuses_new_joins() {
         .unwrap()
         .expect("clean shutdown");
     assert_eq!(app.live_sessions(), 0);
-}
-
-async fn http_get(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
