@@ -97,6 +97,8 @@ pub struct MediaConfig {
     pub max_frame_pixels: u32,
     /// Threads for decode/encode work; 0 = one per CPU.
     pub codec_threads: usize,
+    /// Send each participant its own processed video, so it sees itself as the others do.
+    pub self_view: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

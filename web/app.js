@@ -1,19 +1,44 @@
-// facerelay minimal client: join a room with camera and microphone, show everyone else.
-// Protocol: docs/signalling.md. State is exposed as window.facerelay for tests.
+// facerelay web client: join a room with camera and microphone, see everyone as the server
+// relays them. Signalling protocol: docs/signalling.md. State is exposed as window.facerelay
+// for the browser tests.
 
 const $ = (id) => document.getElementById(id);
-const state = { ws: null, pc: null, id: null, names: new Map(), pendingCandidates: [], local: null };
+
+const state = {
+  ws: null,
+  pc: null,
+  id: null,
+  room: null,
+  name: null,
+  names: new Map(), // participant id -> display name
+  trackOwners: new Map(), // remote track id -> participant id
+  pendingCandidates: [],
+  local: null, // the camera + microphone MediaStream
+  leaving: false,
+  retries: 0,
+  reconnectTimer: null,
+  statsTimer: null,
+  lastBytes: new Map(),
+};
 window.facerelay = state;
 
-const params = new URLSearchParams(location.search);
-$("room").value = params.get("room") ?? "";
-$("name").value = localStorage.getItem("facerelay-name") ?? "";
+// ---------------------------------------------------------------------------------- UI bits
 
 function setStatus(text) { $("status").textContent = text; }
 function showError(text) {
-  $("error").textContent = text;
+  $("error").textContent = text ?? "";
   $("error").hidden = !text;
 }
+
+const SERVER_ERRORS = {
+  room_full: "This room is full. Try another room name.",
+  server_full: "The server is full right now. Please try again in a few minutes.",
+  shutting_down: "The server is restarting. Please try again in a minute.",
+  no_h264: "Your browser did not offer H.264 video, which facerelay needs. Try Chrome, Edge or Safari.",
+  invalid_room: "Room names are 1 to 64 characters.",
+  invalid_name: "Names are 1 to 64 characters.",
+  connection_lost: "The video connection was lost.",
+};
 
 function tile(id, label) {
   let fig = document.querySelector(`figure[data-participant="${CSS.escape(id)}"]`);
@@ -24,72 +49,139 @@ function tile(id, label) {
     video.autoplay = true;
     video.playsInline = true;
     const caption = document.createElement("figcaption");
-    fig.append(video, caption);
-    $("grid").append(fig);
+    const overlay = document.createElement("div");
+    overlay.className = "overlay";
+    overlay.hidden = $("stats").getAttribute("aria-pressed") !== "true";
+    fig.append(video, caption, overlay);
+    if (id === "self") $("grid").prepend(fig); else $("grid").append(fig);
   }
   fig.querySelector("figcaption").textContent = label;
+  fig.querySelector("video").setAttribute("aria-label", `Video of ${label}`);
   return fig.querySelector("video");
 }
+
+function removeTile(id) {
+  document.querySelector(`figure[data-participant="${CSS.escape(id)}"]`)?.remove();
+}
+
+function show(section) {
+  $("landing").hidden = section !== "landing";
+  $("call").hidden = section !== "call";
+}
+
+// ------------------------------------------------------------------------------ media
+
+function mediaError(e) {
+  switch (e.name) {
+    case "NotAllowedError":
+      return "Camera and microphone access was blocked. Allow it in your browser (the camera icon in the address bar) and try again.";
+    case "NotFoundError":
+      return "No camera or microphone was found. Connect one and try again.";
+    case "NotReadableError":
+      return "Your camera is in use by another program. Close it and try again.";
+    default:
+      return `The camera could not start (${e.name}).`;
+  }
+}
+
+async function startCamera() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new Error("This page needs a secure connection (https) to use the camera.");
+  }
+  try {
+    state.local = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 } },
+      audio: true,
+    });
+  } catch (e) {
+    throw new Error(mediaError(e));
+  }
+  await listDevices();
+}
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, select] of [["videoinput", $("cam-select")], ["audioinput", $("mic-select")]]) {
+    const current = state.local?.getTracks().find((t) => `${t.kind}input` === kind)?.getSettings().deviceId;
+    select.replaceChildren(...devices.filter((d) => d.kind === kind).map((d, i) => {
+      const o = new Option(d.label || `${kind === "videoinput" ? "Camera" : "Microphone"} ${i + 1}`, d.deviceId);
+      o.selected = d.deviceId === current;
+      return o;
+    }));
+  }
+}
+
+async function switchDevice(kind, deviceId) {
+  const constraints = kind === "video"
+    ? { video: { deviceId: { exact: deviceId }, width: { ideal: 640 }, height: { ideal: 480 } } }
+    : { audio: { deviceId: { exact: deviceId } } };
+  let fresh;
+  try {
+    fresh = (await navigator.mediaDevices.getUserMedia(constraints)).getTracks()[0];
+  } catch (e) {
+    showError(mediaError(e));
+    return;
+  }
+  const old = state.local.getTracks().find((t) => t.kind === kind);
+  fresh.enabled = old?.enabled ?? true;
+  const sender = state.pc?.getSenders().find((s) => s.track?.kind === kind);
+  await sender?.replaceTrack(fresh); // same codec and size: no renegotiation needed
+  if (old) { state.local.removeTrack(old); old.stop(); }
+  state.local.addTrack(fresh);
+}
+
+function toggle(kind, button) {
+  const track = state.local?.getTracks().find((t) => t.kind === kind);
+  if (!track) return;
+  track.enabled = !track.enabled;
+  button.setAttribute("aria-pressed", String(track.enabled));
+  button.textContent = `${kind === "audio" ? "Microphone" : "Camera"} ${track.enabled ? "on" : "off"}`;
+}
+
+// Only H.264 crosses the relay: offer it alone, constrained baseline first.
+function preferH264(transceiver) {
+  const caps = RTCRtpReceiver.getCapabilities?.("video");
+  if (!caps || !transceiver.setCodecPreferences) return;
+  const h264 = caps.codecs.filter((c) => c.mimeType === "video/H264" && /packetization-mode=1/.test(c.sdpFmtpLine ?? ""));
+  if (h264.length === 0) throw new Error(SERVER_ERRORS.no_h264);
+  h264.sort((a, b) => /42e01f/.test(b.sdpFmtpLine) - /42e01f/.test(a.sdpFmtpLine));
+  transceiver.setCodecPreferences(h264);
+}
+
+// ------------------------------------------------------------------------- signalling
 
 function send(msg) {
   if (state.ws?.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg));
 }
 
-// Only H.264 crosses the relay: put it (constrained baseline, packetization-mode 1) first.
-function preferH264(transceiver) {
-  const caps = RTCRtpReceiver.getCapabilities?.("video");
-  if (!caps || !transceiver.setCodecPreferences) return;
-  const h264 = caps.codecs.filter((c) => c.mimeType === "video/H264" && /packetization-mode=1/.test(c.sdpFmtpLine ?? ""));
-  if (h264.length === 0) {
-    throw new Error("This browser cannot send H.264 video, which facerelay needs. Try Chrome, Edge or Safari.");
-  }
-  h264.sort((a, b) => /42e01f/.test(b.sdpFmtpLine) - /42e01f/.test(a.sdpFmtpLine));
-  transceiver.setCodecPreferences(h264);
-}
-
-async function join(room, name) {
-  showError("");
-  setStatus("Starting camera…");
-  try {
-    state.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
-  } catch (e) {
-    throw new Error(`Camera or microphone unavailable (${e.name}). Allow access and try again.`);
-  }
-  tile("self", `${name} (you)`).srcObject = state.local;
-  tile("self", `${name} (you)`).muted = true;
-  setStatus("Connecting…");
+function connect() {
+  setStatus(state.retries ? "Reconnecting…" : "Connecting…");
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   state.ws = ws;
-  ws.onopen = () => send({ type: "join", room, name });
-  ws.onclose = () => { setStatus("Disconnected"); cleanup(false); };
+  ws.onopen = () => send({ type: "join", room: state.room, name: state.name });
   ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => showError(err.message));
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    closePeer();
+    if (state.leaving) return;
+    // Lost the server: try again with backoff, keeping the camera running.
+    const delay = Math.min(30, 2 ** state.retries);
+    state.retries += 1;
+    setStatus(`Connection lost. Reconnecting in ${delay} s…`);
+    state.reconnectTimer = setTimeout(connect, delay * 1000);
+  };
 }
 
 async function onMessage(msg) {
   switch (msg.type) {
-    case "welcome": {
+    case "welcome":
+      state.retries = 0;
       state.id = msg.id;
+      showError("");
       for (const p of msg.participants) state.names.set(p.id, p.name);
-      const pc = new RTCPeerConnection({ iceServers: msg.iceServers });
-      state.pc = pc;
-      pc.onicecandidate = (e) => send({ type: "candidate", candidate: e.candidate ? e.candidate.toJSON() : null });
-      pc.ontrack = (e) => {
-        const stream = e.streams[0];
-        if (!stream) return;
-        const video = tile(stream.id, state.names.get(stream.id) ?? stream.id);
-        if (video.srcObject !== stream) video.srcObject = stream;
-      };
-      pc.onconnectionstatechange = () => setStatus(`Room ${msg.room}: ${pc.connectionState}`);
-      for (const track of state.local.getTracks()) {
-        const t = pc.addTransceiver(track, { direction: "sendrecv", streams: [state.local] });
-        if (track.kind === "video") preferH264(t);
-      }
-      await pc.setLocalDescription(await pc.createOffer());
-      send({ type: "offer", sdp: pc.localDescription.sdp });
-      $("join").hidden = true;
-      $("leave").hidden = false;
+      await startPeer(msg.iceServers);
+      setStatus(`Room “${msg.room}” · connecting media…`);
       break;
-    }
     case "answer":
       await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
       await flushCandidates();
@@ -108,11 +200,14 @@ async function onMessage(msg) {
       state.names.set(msg.participant.id, msg.participant.name);
       break;
     case "participant-left":
-      document.querySelector(`figure[data-participant="${CSS.escape(msg.id)}"]`)?.remove();
+      removeTile(msg.id);
       state.names.delete(msg.id);
       break;
     case "error":
-      showError(msg.message);
+      showError(SERVER_ERRORS[msg.code] ?? msg.message);
+      if (["room_full", "server_full", "shutting_down", "invalid_room", "invalid_name"].includes(msg.code)) {
+        leave();
+      }
       break;
     case "bye":
       showError(`The server ended the call: ${msg.reason}.`);
@@ -120,26 +215,133 @@ async function onMessage(msg) {
   }
 }
 
+async function startPeer(iceServers) {
+  const pc = new RTCPeerConnection({ iceServers });
+  state.pc = pc;
+  pc.onicecandidate = (e) => send({ type: "candidate", candidate: e.candidate ? e.candidate.toJSON() : null });
+  pc.ontrack = (e) => {
+    const stream = e.streams[0];
+    if (!stream) return;
+    state.trackOwners.set(e.track.id, stream.id);
+    const self = stream.id === state.id;
+    const video = self
+      ? tile("self", `${state.name} (you, as others see you)`)
+      : tile(stream.id, state.names.get(stream.id) ?? "Guest");
+    if (video.srcObject !== stream) video.srcObject = stream;
+    if (self) video.muted = true;
+  };
+  pc.onconnectionstatechange = () => {
+    const s = pc.connectionState;
+    setStatus(`Room “${state.room}” · ${s === "connected" ? "connected" : s}`);
+  };
+  for (const track of state.local.getTracks()) {
+    const t = pc.addTransceiver(track, { direction: "sendrecv", streams: [state.local] });
+    if (track.kind === "video") preferH264(t);
+  }
+  await pc.setLocalDescription(await pc.createOffer());
+  send({ type: "offer", sdp: pc.localDescription.sdp });
+}
+
 async function flushCandidates() {
   for (const c of state.pendingCandidates.splice(0)) await state.pc.addIceCandidate(c);
 }
 
-function cleanup(closeSocket) {
+function closePeer() {
   state.pc?.close();
   state.pc = null;
-  if (closeSocket) state.ws?.close();
+  state.pendingCandidates = [];
+  state.trackOwners.clear();
+  for (const fig of document.querySelectorAll("figure:not([data-participant=self])")) fig.remove();
+  // Until the server's self-view is back, show the raw camera.
+  if (state.local) tile("self", `${state.name} (you)`).srcObject = state.local;
+}
+
+// ------------------------------------------------------------------------------ stats
+
+async function updateStats() {
+  if (!state.pc || $("stats").getAttribute("aria-pressed") !== "true") return;
+  const report = await state.pc.getStats();
+  let rtt = null;
+  report.forEach((s) => {
+    if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime != null) rtt = s.currentRoundTripTime;
+  });
+  report.forEach((s) => {
+    if (s.type !== "inbound-rtp" || s.kind !== "video") return;
+    const owner = state.trackOwners.get(s.trackIdentifier);
+    const id = owner === state.id ? "self" : owner;
+    const overlay = document.querySelector(`figure[data-participant="${CSS.escape(id ?? "")}"] .overlay`);
+    if (!overlay) return;
+    const last = state.lastBytes.get(s.id);
+    state.lastBytes.set(s.id, { bytes: s.bytesReceived, t: s.timestamp });
+    const kbps = last ? Math.round(((s.bytesReceived - last.bytes) * 8) / (s.timestamp - last.t)) : 0;
+    const fps = Math.round(s.framesPerSecond ?? 0);
+    overlay.textContent = `${fps} fps · ${kbps} kb/s${rtt != null ? ` · ${Math.round(rtt * 1000)} ms` : ""}`;
+  });
+}
+
+// ------------------------------------------------------------------------------ flow
+
+async function join(room, name) {
+  showError("");
+  state.room = room;
+  state.name = name;
+  state.leaving = false;
+  localStorage.setItem("facerelay-name", name);
+  history.replaceState(null, "", `?room=${encodeURIComponent(room)}`);
+  setStatus("Starting camera…");
+  await startCamera();
+  show("call");
+  tile("self", `${name} (you)`).srcObject = state.local;
+  tile("self", `${name} (you)`).muted = true;
+  connect();
+  state.statsTimer = setInterval(updateStats, 1000);
+}
+
+function leave() {
+  state.leaving = true;
+  clearTimeout(state.reconnectTimer);
+  clearInterval(state.statsTimer);
+  send({ type: "leave" });
+  state.ws?.close();
+  closePeer();
   for (const t of state.local?.getTracks() ?? []) t.stop();
+  state.local = null;
   $("grid").replaceChildren();
-  $("join").hidden = false;
-  $("leave").hidden = true;
+  show("landing");
+  setStatus("Not connected");
 }
 
 $("join-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  const room = $("room").value.trim();
-  const name = $("name").value.trim();
-  localStorage.setItem("facerelay-name", name);
-  history.replaceState(null, "", `?room=${encodeURIComponent(room)}`);
-  join(room, name).catch((err) => { showError(err.message); setStatus("Not connected"); });
+  join($("room").value.trim(), $("name").value.trim()).catch((err) => {
+    showError(err.message);
+    setStatus("Not connected");
+    show("landing");
+  });
 });
-$("leave").addEventListener("click", () => { send({ type: "leave" }); cleanup(true); setStatus("Left"); });
+$("leave").addEventListener("click", leave);
+$("mic").addEventListener("click", (e) => toggle("audio", e.currentTarget));
+$("cam").addEventListener("click", (e) => toggle("video", e.currentTarget));
+$("cam-select").addEventListener("change", (e) => switchDevice("video", e.target.value));
+$("mic-select").addEventListener("change", (e) => switchDevice("audio", e.target.value));
+$("stats").addEventListener("click", (e) => {
+  const on = e.currentTarget.getAttribute("aria-pressed") !== "true";
+  e.currentTarget.setAttribute("aria-pressed", String(on));
+  for (const o of document.querySelectorAll(".overlay")) o.hidden = !on;
+  updateStats();
+});
+$("copy-link").addEventListener("click", async () => {
+  const link = `${location.origin}/?room=${encodeURIComponent(state.room)}`;
+  try { await navigator.clipboard.writeText(link); setStatus(`Link copied: ${link}`); } catch { setStatus(link); }
+});
+
+// A shared link (/?room=NAME) opens that room: straight in when the name is known.
+const params = new URLSearchParams(location.search);
+$("room").value = params.get("room") ?? "";
+$("name").value = localStorage.getItem("facerelay-name") ?? "";
+if ($("room").value) {
+  ($("name").value ? $("join") : $("name")).focus();
+} else {
+  $("name").focus();
+}
+show("landing");

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::protocol::{parse_client_message, ClientMessage, ServerMessage};
 use super::App;
 use crate::room::{ParticipantId, RoomEvent, RoomId, EVENT_DEPTH};
-use crate::rtc::{PeerEvent, Published, RtcError, ServerPeer, SubscriptionId};
+use crate::rtc::{MediaKind, PeerEvent, Published, RtcError, ServerPeer, SubscriptionId};
 
 /// WebSocket close code for "message too big" (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -329,7 +329,12 @@ impl Session {
                 Ok(published) => {
                     tracing::info!(participant = %m.id, kind = ?published.kind, stream = %published.stream, "publishing");
                     self.app.directory.publish(&m.room, m.id, published.clone());
+                    if published.kind == MediaKind::Video && self.app.config.media.self_view {
+                        // The participant sees itself as the others do (after the stage).
+                        subscribe(m, m.id, &published).await;
+                    }
                     m.published.push(published);
+                    self.renegotiate_if_needed().await;
                 }
                 Err(e) => {
                     let code = rtc_error_code(&e);

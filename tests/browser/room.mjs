@@ -72,6 +72,8 @@ try {
     await new Promise((r) => setTimeout(r, 500));
   }
   if (!ok) console.log("not both playing within 30 s:", JSON.stringify([await look(a), await look(b)]));
+  await a.click("#stats");
+  await new Promise((r) => setTimeout(r, 1500));
   await a.screenshot({ path: screenshot });
   console.log(`screenshot: ${screenshot}`);
 } finally {
