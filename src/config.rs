@@ -179,6 +179,8 @@ impl Config {
                 return bad("every ice.servers entry needs at least one URL");
             }
         }
+        self.models.validate().map_err(ConfigError::Invalid)?;
+        self.swap.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -303,8 +305,11 @@ mod tests {
 
     #[test]
     fn invalid_values_are_explained() {
-        let e = Config::load_with_env(None, env(&[("FACERELAY_ICE__UDP_PORT_RANGE", "[5000, 10]")]))
-            .unwrap_err();
+        let e = Config::load_with_env(
+            None,
+            env(&[("FACERELAY_ICE__UDP_PORT_RANGE", "[5000, 10]")]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("udp_port_range"), "{e}");
         let e = Config::load_with_env(None, env(&[("FACERELAY_SERVER__LISTEN", "nonsense")]))
             .unwrap_err();

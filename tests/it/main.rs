@@ -1,1 +1,3 @@
+mod models;
 mod placeholder {}
+mod swap;
