@@ -311,7 +311,7 @@ impl Model {
                     provider: config.provider,
                     role,
                     path: path.to_owned(),
-                    message: e.to_string(),
+                    message: e.to_string().trim_end_matches('.').to_owned(),
                 })?;
         }
         let session = builder

@@ -95,6 +95,9 @@ pub fn run(
     Ok(results)
 }
 
+/// A table row: label and the stage it shows.
+type Row = (&'static str, fn(&StageMillis) -> f64);
+
 /// The results as a fixed-width table.
 pub fn table(results: &[SizeResult]) -> String {
     let mut out = String::from("stage (median ms)       ");
@@ -102,7 +105,7 @@ pub fn table(results: &[SizeResult]) -> String {
         out += &format!("{:>12}", format!("{}x{}", r.width, r.height));
     }
     out.push('\n');
-    let rows: [(&str, fn(&StageMillis) -> f64); 9] = [
+    let rows: [Row; 9] = [
         ("letterbox (I420->RGB)", |m| m.letterbox),
         ("detector run", |m| m.detect_run),
         ("detect post (NMS)", |m| m.detect_post),

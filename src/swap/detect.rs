@@ -104,8 +104,7 @@ pub fn decode(
         }
         let sf = s as f32;
         for (i, &score) in o.scores.iter().enumerate() {
-            // `!(a >= b)` also drops NaN scores.
-            if !(score >= threshold) {
+            if score.is_nan() || score < threshold {
                 continue;
             }
             let cell = i / ANCHORS;

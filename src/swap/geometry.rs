@@ -162,6 +162,13 @@ mod tests {
         (a - b).abs() <= tol
     }
 
+    fn assert_affine(got: &Affine, want: &[[f64; 3]; 2], tol: f64) {
+        let pairs = got.0.iter().flatten().zip(want.iter().flatten());
+        for (g, w) in pairs {
+            assert!(close(*g, *w, tol), "{:?} vs {want:?}", got.0);
+        }
+    }
+
     /// Five detector keypoints of a tilted face and the transform scikit-image computes for
     /// them. Reference values from scikit-image 0.26.0 (Python 3.11, numpy 2.4.6):
     ///
@@ -192,17 +199,8 @@ mod tests {
             [0.5496646241, 0.0257873918, -161.8124973388],
             [-0.0257873918, 0.5496646241, -56.3684776237],
         ];
-        for (got, want) in [(m, expected_112), (m128, expected_128)] {
-            for r in 0..2 {
-                for c in 0..3 {
-                    assert!(
-                        close(got.0[r][c], want[r][c], 1e-4),
-                        "{:?} vs {want:?}",
-                        got.0
-                    );
-                }
-            }
-        }
+        assert_affine(&m, &expected_112, 1e-4);
+        assert_affine(&m128, &expected_128, 1e-4);
     }
 
     #[test]
@@ -218,12 +216,7 @@ mod tests {
             })
             .collect();
         let m = similarity(&src, &dst).unwrap();
-        let want = [[c, -s, 5.0], [s, c, -3.0]];
-        for r in 0..2 {
-            for k in 0..3 {
-                assert!(close(m.0[r][k], want[r][k], 1e-5), "{:?}", m.0);
-            }
-        }
+        assert_affine(&m, &[[c, -s, 5.0], [s, c, -3.0]], 1e-5);
         assert!(close(m.scale(), 2.0, 1e-6));
         let inv = m.invert().unwrap();
         let back = inv.apply(m.apply([7.0, -2.0]));

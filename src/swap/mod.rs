@@ -504,6 +504,13 @@ mod tests {
     }
 
     #[test]
+    fn engine_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Engine>();
+        assert_send::<SourceFace>();
+    }
+
+    #[test]
     fn selection_by_area() {
         let faces = [det(0.0, 10.0), det(50.0, 30.0), det(100.0, 20.0)];
         assert_eq!(largest(&faces).unwrap().bbox[0], 50.0);

@@ -68,8 +68,8 @@ fn detector_finds_the_drawn_faces_where_they_are() {
     let f = faces[0];
     assert!(f.score > 0.99);
     assert!(near(f.kps[2][0], TARGET_NOSE[0], 1.0) && near(f.kps[2][1], TARGET_NOSE[1], 1.0));
-    for k in 0..4 {
-        assert!(near(f.bbox[k], TARGET_BOX[k], 1.5), "{:?}", f.bbox);
+    for (got, want) in f.bbox.iter().zip(TARGET_BOX) {
+        assert!(near(*got, want, 1.5), "{:?}", f.bbox);
     }
     // Eyes above the nose, mouth below, left before right.
     assert!(f.kps[0][0] < f.kps[1][0] && f.kps[0][1] < f.kps[2][1] && f.kps[3][1] > f.kps[2][1]);
