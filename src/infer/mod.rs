@@ -179,6 +179,11 @@ static RUNTIME: Mutex<Option<&'static Runtime>> = Mutex::new(None);
 /// process; later calls return the same one (and refuse a different library path).
 pub fn runtime(config: &ModelsConfig) -> Result<&'static Runtime, InferError> {
     let path = config.library_path();
+    // ort panics on some paths when the library is absent; check first so the message names
+    // the key and the script.
+    if !path.is_file() {
+        return Err(InferError::LibraryMissing { path });
+    }
     let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(rt) = *slot {
         if same_file(&rt.library, &path) {
@@ -188,11 +193,6 @@ pub fn runtime(config: &ModelsConfig) -> Result<&'static Runtime, InferError> {
             loaded: rt.library.clone(),
             requested: path,
         });
-    }
-    // ort panics on some paths when the library is absent; check first so the message names
-    // the key and the script.
-    if !path.is_file() {
-        return Err(InferError::LibraryMissing { path });
     }
     let load = |path: &Path| -> Result<ort::environment::Environment, InferError> {
         let builder = ort::init_from(path).map_err(|e| InferError::LibraryLoad {
@@ -249,6 +249,37 @@ pub struct TensorSpec {
     /// position (SCRFD outputs, ArcFace).
     pub name: Option<&'static str>,
     pub dims: &'static [Dim],
+    /// Also accept the same tensor with a leading batch dimension of 1 (some exports of SCRFD
+    /// add one to every output; insightface handles both).
+    pub optional_batch: bool,
+}
+
+impl TensorSpec {
+    /// A tensor that must carry this name.
+    pub const fn named(name: &'static str, dims: &'static [Dim]) -> Self {
+        Self {
+            name: Some(name),
+            dims,
+            optional_batch: false,
+        }
+    }
+
+    /// A tensor read by position, whatever its name.
+    pub const fn positional(dims: &'static [Dim]) -> Self {
+        Self {
+            name: None,
+            dims,
+            optional_batch: false,
+        }
+    }
+
+    /// The same, also accepted with a leading batch dimension of 1.
+    pub const fn or_batched(self) -> Self {
+        Self {
+            optional_batch: true,
+            ..self
+        }
+    }
 }
 
 /// The contract of one model role: its inputs and outputs in order.
@@ -431,7 +462,10 @@ fn check_outlets(
                 "{kind} `{name}` has element type {ty:?}, expected float32"
             ));
         }
-        let dims: &[i64] = shape;
+        let mut dims: &[i64] = shape;
+        if spec.optional_batch && dims.len() == spec.dims.len() + 1 && matches!(dims[0], 1 | -1) {
+            dims = &dims[1..];
+        }
         if dims.len() != spec.dims.len() {
             return Err(format!(
                 "{kind} `{name}` has rank {} ({dims:?}), expected rank {} ({})",
@@ -487,17 +521,60 @@ mod tests {
         assert!(e.contains("scripts/install-onnxruntime.sh"), "{e}");
     }
 
+    fn outlet(name: &str, dims: &[i64], ty: TensorElementType) -> ort::value::Outlet {
+        ort::value::Outlet::new(
+            name,
+            ValueType::Tensor {
+                ty,
+                shape: ort::value::Shape::new(dims.iter().copied()),
+                dimension_symbols: ort::value::SymbolicDimensions::empty(dims.len()),
+            },
+        )
+    }
+
+    #[test]
+    fn outlets_are_checked_by_name_type_rank_and_fixed_dims() {
+        use TensorElementType::Float32;
+        // ort calls into the library even to build an Outlet (and panics without one).
+        runtime(&config()).expect("ONNX Runtime missing: run scripts/install-onnxruntime.sh");
+        static SPEC: [TensorSpec; 1] = [TensorSpec::named(
+            "source",
+            &[Dim::Fixed(1), Dim::Fixed(512)],
+        )];
+        let ok = |o: ort::value::Outlet| check_outlets("input", &[o], &SPEC);
+        assert_eq!(ok(outlet("source", &[1, 512], Float32)), Ok(()));
+        // A symbolic batch dimension (-1) is fine: we feed 1.
+        assert_eq!(ok(outlet("source", &[-1, 512], Float32)), Ok(()));
+        let e = ok(outlet("latent", &[1, 512], Float32)).unwrap_err();
+        assert!(e.contains("named `latent`, expected `source`"), "{e}");
+        let e = ok(outlet("source", &[1, 256], Float32)).unwrap_err();
+        assert!(e.contains("[1, 256]") && e.contains("[1, 512]"), "{e}");
+        let e = ok(outlet("source", &[512], Float32)).unwrap_err();
+        assert!(e.contains("rank 1"), "{e}");
+        let e = ok(outlet("source", &[1, 512], TensorElementType::Float16)).unwrap_err();
+        assert!(e.contains("expected float32"), "{e}");
+
+        // SCRFD outputs: [N, 4], or [1, N, 4] from batched exports.
+        static BOXES: [TensorSpec; 1] =
+            [TensorSpec::positional(&[Dim::Any, Dim::Fixed(4)]).or_batched()];
+        let check = |dims: &[i64]| check_outlets("output", &[outlet("451", dims, Float32)], &BOXES);
+        assert_eq!(check(&[12800, 4]), Ok(()));
+        assert_eq!(check(&[1, 12800, 4]), Ok(()));
+        assert!(check(&[2, 12800, 4]).is_err());
+        assert!(check(&[12800, 5]).is_err());
+    }
+
     #[test]
     fn shape_checks_explain_the_mismatch() {
-        let spec = [TensorSpec {
-            name: Some("target"),
-            dims: &[
+        let spec = [TensorSpec::named(
+            "target",
+            &[
                 Dim::Fixed(1),
                 Dim::Fixed(3),
                 Dim::Fixed(128),
                 Dim::Fixed(128),
             ],
-        }];
+        )];
         assert_eq!(describe(spec[0].dims), "[1, 3, 128, 128]");
         let e = check_outlets("input", &[], &spec).unwrap_err();
         assert!(e.contains("expected 1 inputs"), "{e}");

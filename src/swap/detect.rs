@@ -17,24 +17,24 @@ pub const STRIDES: [u32; 3] = [8, 16, 32];
 pub const ANCHORS: usize = 2;
 
 const fn out(width: i64) -> TensorSpec {
-    TensorSpec {
-        name: None,
-        dims: match width {
-            1 => &[Dim::Any, Dim::Fixed(1)],
-            4 => &[Dim::Any, Dim::Fixed(4)],
-            _ => &[Dim::Any, Dim::Fixed(10)],
-        },
-    }
+    TensorSpec::positional(match width {
+        1 => &[Dim::Any, Dim::Fixed(1)],
+        4 => &[Dim::Any, Dim::Fixed(4)],
+        _ => &[Dim::Any, Dim::Fixed(10)],
+    })
+    .or_batched()
 }
 
 /// The detector's contract: one NCHW RGB input of any size, nine outputs (scores, boxes,
 /// keypoints for each stride), read by position as insightface does; exporters number them.
 pub static DETECTOR_SPEC: ModelSpec = ModelSpec {
     role: "detector",
-    inputs: &[TensorSpec {
-        name: None,
-        dims: &[Dim::Fixed(1), Dim::Fixed(3), Dim::Any, Dim::Any],
-    }],
+    inputs: &[TensorSpec::positional(&[
+        Dim::Fixed(1),
+        Dim::Fixed(3),
+        Dim::Any,
+        Dim::Any,
+    ])],
     outputs: &[
         out(1),
         out(1),

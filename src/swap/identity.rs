@@ -15,19 +15,16 @@ pub const ARCFACE_SIZE: usize = 112;
 /// ArcFace: N×3×112×112 in, N×512 out (names vary between exports; read by position).
 pub static RECOGNIZER_SPEC: ModelSpec = ModelSpec {
     role: "recognizer",
-    inputs: &[TensorSpec {
-        name: None,
-        dims: &[
-            Dim::Fixed(1),
-            Dim::Fixed(3),
-            Dim::Fixed(112),
-            Dim::Fixed(112),
-        ],
-    }],
-    outputs: &[TensorSpec {
-        name: None,
-        dims: &[Dim::Fixed(1), Dim::Fixed(EMBEDDING_LEN as i64)],
-    }],
+    inputs: &[TensorSpec::positional(&[
+        Dim::Fixed(1),
+        Dim::Fixed(3),
+        Dim::Fixed(112),
+        Dim::Fixed(112),
+    ])],
+    outputs: &[TensorSpec::positional(&[
+        Dim::Fixed(1),
+        Dim::Fixed(EMBEDDING_LEN as i64),
+    ])],
 };
 
 /// A unit-length identity embedding.

@@ -21,19 +21,10 @@ const CROP: &[Dim] = &[
 pub static SWAPPER_SPEC: ModelSpec = ModelSpec {
     role: "swapper",
     inputs: &[
-        TensorSpec {
-            name: Some("target"),
-            dims: CROP,
-        },
-        TensorSpec {
-            name: Some("source"),
-            dims: &[Dim::Fixed(1), Dim::Fixed(EMBEDDING_LEN as i64)],
-        },
+        TensorSpec::named("target", CROP),
+        TensorSpec::named("source", &[Dim::Fixed(1), Dim::Fixed(EMBEDDING_LEN as i64)]),
     ],
-    outputs: &[TensorSpec {
-        name: Some("output"),
-        dims: CROP,
-    }],
+    outputs: &[TensorSpec::named("output", CROP)],
 };
 
 pub struct Swapper {
