@@ -349,6 +349,18 @@ mod tests {
             std::fs::write(&path, &model[..cut]).unwrap();
             assert!(last_initializer(&path).is_err(), "cut at {cut}");
         }
+        // Corrupted bytes anywhere: an error or some tensor, never a panic or a huge allocation.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut bad = model.clone();
+            let at = (seed as usize) % bad.len();
+            bad[at] = (seed >> 32) as u8;
+            std::fs::write(&path, &bad).unwrap();
+            let _ = last_initializer(&path);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

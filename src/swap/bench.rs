@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{color, Engine, Selection, StageTimings, SwapError};
 
-/// Medians of one frame size, in milliseconds.
+/// Medians of one frame size, in milliseconds (to the microsecond).
 #[derive(Debug, Clone, Serialize)]
 pub struct SizeResult {
     pub width: u32,
@@ -46,7 +46,8 @@ fn median(mut v: Vec<Duration>) -> f64 {
     } else {
         (v[mid - 1] + v[mid]) / 2
     };
-    d.as_secs_f64() * 1e3
+    // Whole microseconds: finer digits are noise on any machine.
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Runs `frames` swaps of `target` (resized to each size) after `warmup` unmeasured ones.

@@ -81,20 +81,45 @@ pub fn bilinear(plane: &[u8], stride: usize, w: usize, h: usize, x: f32, y: f32)
     top + (bottom - top) * fy
 }
 
-/// Bilinear sample of an f32 plane of `size`×`size`; `None` outside it.
-#[inline]
-pub fn bilinear_f32(plane: &[f32], size: usize, x: f32, y: f32) -> Option<f32> {
-    let max = (size - 1) as f32;
-    if !(x >= 0.0 && y >= 0.0 && x <= max && y <= max) {
-        return None;
+/// A bilinear tap into square f32 planes of one size: the position is resolved once and then
+/// read from several planes (mask, Y, U, V) that share the geometry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tap {
+    index: usize,
+    dx: usize,
+    dy: usize,
+    fx: f32,
+    fy: f32,
+}
+
+impl Tap {
+    /// The tap at (x, y) in a `size`×`size` plane; `None` outside it (or for NaN).
+    #[inline]
+    pub fn new(size: usize, x: f32, y: f32) -> Option<Self> {
+        let max = (size - 1) as f32;
+        if !(x >= 0.0 && y >= 0.0 && x <= max && y <= max) {
+            return None;
+        }
+        let (x0, y0) = (x as usize, y as usize);
+        Some(Self {
+            index: y0 * size + x0,
+            dx: usize::from(x0 + 1 < size),
+            dy: if y0 + 1 < size { size } else { 0 },
+            fx: x - x0 as f32,
+            fy: y - y0 as f32,
+        })
     }
-    let (x0, y0) = (x as usize, y as usize);
-    let (x1, y1) = ((x0 + 1).min(size - 1), (y0 + 1).min(size - 1));
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let p = |xx: usize, yy: usize| plane[yy * size + xx];
-    let top = p(x0, y0) + (p(x1, y0) - p(x0, y0)) * fx;
-    let bottom = p(x0, y1) + (p(x1, y1) - p(x0, y1)) * fx;
-    Some(top + (bottom - top) * fy)
+
+    /// The interpolated value of `plane` (which must be `size`×`size`).
+    #[inline]
+    pub fn sample(&self, plane: &[f32]) -> f32 {
+        let i = self.index;
+        let (p00, p10) = (plane[i], plane[i + self.dx]);
+        let (p01, p11) = (plane[i + self.dy], plane[i + self.dy + self.dx]);
+        let top = p00 + (p10 - p00) * self.fx;
+        let bottom = p01 + (p11 - p01) * self.fx;
+        top + (bottom - top) * self.fy
+    }
 }
 
 /// Converts an RGB image to an I420 frame. Odd sizes are padded by one replicated column/row
@@ -196,7 +221,10 @@ mod tests {
         assert_eq!(bilinear(&plane, 2, 2, 2, 0.5, 0.5), 86.0);
         assert_eq!(bilinear(&plane, 2, 2, 2, -5.0, 9.0), 200.0);
         assert_eq!(bilinear(&plane, 2, 2, 2, f32::NAN, f32::NAN), 0.0);
-        assert_eq!(bilinear_f32(&[1.0, 3.0, 5.0, 7.0], 2, 1.0, 0.5), Some(5.0));
-        assert_eq!(bilinear_f32(&[1.0; 4], 2, 1.5, 0.0), None);
+        let tap = |x, y| Tap::new(2, x, y).map(|t| t.sample(&[1.0, 3.0, 5.0, 7.0]));
+        assert_eq!(tap(1.0, 0.5), Some(5.0));
+        assert_eq!(tap(0.5, 0.5), Some(4.0));
+        assert_eq!(tap(1.5, 0.0), None);
+        assert_eq!(tap(f32::NAN, 0.0), None);
     }
 }
