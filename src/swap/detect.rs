@@ -351,6 +351,10 @@ impl Detector {
             })
             .collect();
         let found = decode(&strides, self.size, params.score_threshold)?;
+        // Hand ONNX Runtime its output buffers back inside the measured span.
+        drop(strides);
+        drop(raw);
+        drop(outputs);
         let kept = nms(found, params.nms_threshold);
         let result = kept.iter().map(|d| to_frame(d, &lb)).collect();
         timings.detect_post += t2.elapsed();
