@@ -43,6 +43,8 @@ pub struct ModelsConfig {
     pub device_id: i32,
     /// Threads ONNX Runtime uses inside one CPU operator; 0 = its default (one per core).
     pub intra_threads: usize,
+    /// Let ONNX Runtime's CPU worker threads spin-wait between parallel sections.
+    pub spin_wait: bool,
 }
 
 /// Where ONNX Runtime runs the models.
@@ -334,6 +336,14 @@ impl Model {
                 .with_intra_threads(config.intra_threads)
                 .map_err(|e| load_err(e.to_string()))?;
         }
+        // Spinning workers keep a core busy after every run, which is taken straight from the
+        // codec and image work sharing the machine.
+        builder = builder
+            .with_config_entry(
+                "session.intra_op.allow_spinning",
+                if config.spin_wait { "1" } else { "0" },
+            )
+            .map_err(|e| load_err(e.to_string()))?;
         let eps = execution_providers(config.provider, config.device_id);
         if !eps.is_empty() {
             builder = builder
