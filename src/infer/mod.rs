@@ -165,6 +165,26 @@ pub enum InferError {
 pub struct Runtime {
     env: ort::environment::Environment,
     library: PathBuf,
+    /// Outcome of loading the CUDA and cuDNN libraries beside ONNX Runtime, tried once.
+    gpu_preload: std::sync::OnceLock<Result<(), String>>,
+}
+
+impl Runtime {
+    /// `scripts/install-onnxruntime.sh gpu` puts the CUDA 13 and cuDNN 9 libraries from NVIDIA's
+    /// wheels next to libonnxruntime.so. ONNX Runtime's CUDA provider finds them only through
+    /// the dynamic loader, so load them first from there (the Python package does the same with
+    /// `preload_dlls`). Without them in that folder, the system's loader path decides.
+    fn preload_gpu_libraries(&self) -> Result<(), String> {
+        self.gpu_preload
+            .get_or_init(|| {
+                let dir = match self.library.parent() {
+                    Some(d) if d.join("libcudart.so.13").is_file() => d,
+                    _ => return Ok(()),
+                };
+                ort::ep::cuda::preload_dylibs(Some(dir), Some(dir)).map_err(|e| e.to_string())
+            })
+            .clone()
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -212,7 +232,11 @@ pub fn runtime(config: &ModelsConfig) -> Result<&'static Runtime, InferError> {
             path: path.clone(),
             message: panic_message(&panic),
         })??;
-    let rt: &'static Runtime = Box::leak(Box::new(Runtime { env, library: path }));
+    let rt: &'static Runtime = Box::leak(Box::new(Runtime {
+        env,
+        library: path,
+        gpu_preload: std::sync::OnceLock::new(),
+    }));
     *slot = Some(rt);
     Ok(rt)
 }
@@ -344,16 +368,18 @@ impl Model {
                 if config.spin_wait { "1" } else { "0" },
             )
             .map_err(|e| load_err(e.to_string()))?;
+        let provider_err = |message: String| InferError::Provider {
+            provider: config.provider,
+            role,
+            path: path.to_owned(),
+            message: message.trim_end_matches('.').to_owned(),
+        };
         let eps = execution_providers(config.provider, config.device_id);
         if !eps.is_empty() {
+            rt.preload_gpu_libraries().map_err(provider_err)?;
             builder = builder
                 .with_execution_providers(eps)
-                .map_err(|e| InferError::Provider {
-                    provider: config.provider,
-                    role,
-                    path: path.to_owned(),
-                    message: e.to_string().trim_end_matches('.').to_owned(),
-                })?;
+                .map_err(|e| provider_err(e.to_string()))?;
         }
         let session = builder
             .commit_from_file(path)

@@ -381,6 +381,42 @@ fn asking_for_cuda_without_a_gpu_is_a_start_up_error_not_cpu() {
 }
 
 #[test]
+fn broken_cuda_libraries_beside_onnx_runtime_are_a_start_up_error() {
+    // The GPU install puts libcudart & co. next to libonnxruntime.so and facerelay preloads
+    // them; a damaged one must stop start-up with its name, not fall back to the CPU.
+    let lib = config().models.library_path().canonicalize().unwrap();
+    let dir = tempdir("gpu-libs");
+    std::os::unix::fs::symlink(&lib, dir.join("libonnxruntime.so")).unwrap();
+    std::fs::write(dir.join("libcudart.so.13"), b"not a shared object").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_facerelay"))
+        .args([
+            "swap",
+            "--fixtures",
+            "--face",
+            "a.jpg",
+            "--input",
+            "b.png",
+            "--output",
+            "c.png",
+        ])
+        .env(
+            "FACERELAY_MODELS__ONNXRUNTIME_LIBRARY",
+            dir.join("libonnxruntime.so"),
+        )
+        .env("FACERELAY_MODELS__PROVIDER", "cuda")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("execution provider `cuda` did not register"),
+        "{err}"
+    );
+    assert!(err.contains("libcudart.so.13"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn config_selects_the_provider_from_the_environment() {
     let c = Config::load_with_env(None, [("FACERELAY_MODELS__PROVIDER".into(), "cuda".into())])
         .unwrap();
