@@ -40,6 +40,13 @@ pip_download() {
   python3 -m pip download --quiet --only-binary=:all: -d "$tmp/wheels" "$@"
 }
 
+# Replaces the previous install only once the new wheels are downloaded, so a failed download
+# leaves a working library behind.
+fresh_dest() {
+  rm -rf "$dest"
+  mkdir -p "$lib"
+}
+
 # Unpacks every file under `pattern` of one wheel into $lib, flattened (ORT looks for its
 # provider libraries beside itself, and $ORIGIN-relative RUNPATHs keep working when the
 # CUDA libraries sit in the same folder).
@@ -59,11 +66,9 @@ PY
   find "$tmp/x" -type f -name '*.so*' -exec cp -f {} "$lib/" \;
 }
 
-rm -rf "$dest"
-mkdir -p "$lib"
-
 if [[ "$flavour" == cpu ]]; then
   pip_download --no-deps "onnxruntime==$ORT_VERSION"
+  fresh_dest
   unpack "$(ls "$tmp"/wheels/onnxruntime-*.whl)" 'onnxruntime/capi/libonnxruntime.so*'
 else
   # onnxruntime-gpu 1.31 is built against CUDA 13 and cuDNN 9. Its own wheel carries the CUDA
@@ -71,6 +76,7 @@ else
   # CUDA runtime, cuBLAS, cuFFT, cuRAND, NVRTC and cuDNN, so pip resolves the matching versions.
   # The driver's libcuda.so.1 comes from the host; TensorRT (libnvinfer) is not installed here.
   pip_download "onnxruntime-gpu[cuda,cudnn]==$ORT_VERSION"
+  fresh_dest
   unpack "$(ls "$tmp"/wheels/onnxruntime_gpu-*.whl)" 'onnxruntime/capi/lib*.so*'
   for wheel in "$tmp"/wheels/nvidia_*.whl; do
     [[ -e "$wheel" ]] || { echo "pip fetched no NVIDIA wheels for the cuda/cudnn extras" >&2; exit 1; }
