@@ -140,8 +140,9 @@ pub enum SwapError {
     DetectorOutput(String),
     #[error("unexpected model output: {0}")]
     ModelOutput(String),
-    #[error("no face found in the source image {0}")]
-    NoSourceFace(String),
+    /// The source photo has no face; carries the photo's path when there is one.
+    #[error("no face found in the source image{}", .0.as_deref().map(|p| format!(" {p}")).unwrap_or_default())]
+    NoSourceFace(Option<String>),
     #[error("no face found in the target image {0}")]
     NoTargetFace(String),
     #[error("{path}: {message}")]
@@ -288,8 +289,7 @@ impl Engine {
     pub fn source_face(&mut self, photo: &RgbImage) -> Result<SourceFace, SwapError> {
         let frame = color::rgb_to_i420(photo)?;
         let faces = self.detect(&frame)?;
-        let face =
-            largest(&faces).ok_or_else(|| SwapError::NoSourceFace("(no face detected)".into()))?;
+        let face = largest(&faces).ok_or(SwapError::NoSourceFace(None))?;
         let embedding = self.embed(&frame, &face)?;
         let latent = self
             .emap
@@ -469,7 +469,7 @@ pub fn swap_image_files(
     let config = engine.config().clone();
     let source_photo = load_image(face, &config)?;
     let source = engine.source_face(&source_photo).map_err(|e| match e {
-        SwapError::NoSourceFace(_) => SwapError::NoSourceFace(face.display().to_string()),
+        SwapError::NoSourceFace(_) => SwapError::NoSourceFace(Some(face.display().to_string())),
         other => other,
     })?;
     let target = load_image(input, &config)?;
