@@ -36,8 +36,11 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
         /// Swap every face instead of the configured selection.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reference")]
         all: bool,
+        /// Swap only the face most like the face in this photo (at least swap.min_similarity).
+        #[arg(long)]
+        reference: Option<PathBuf>,
         #[command(flatten)]
         models: ModelArgs,
     },
@@ -95,8 +98,9 @@ fn main() -> ExitCode {
             input,
             output,
             all,
+            reference,
             models,
-        } => swap(&face, &input, &output, all, &models),
+        } => swap(&face, &input, &output, all, reference.as_deref(), &models),
         Command::Models { action, config } => models(action, config),
         Command::Bench {
             what: BenchWhat::Swap { models, frames },
@@ -129,15 +133,16 @@ fn swap(
     input: &Path,
     output: &Path,
     all: bool,
+    reference: Option<&Path>,
     args: &ModelArgs,
 ) -> anyhow::Result<()> {
     use facerelay::swap::{Engine, Selection};
     let config = load_config(args)?;
     let mut engine = Engine::load(&config.models, &config.swap)?;
-    let selection = if all {
-        Selection::All
-    } else {
-        Selection::from(config.swap.selection)
+    let selection = match reference {
+        Some(path) => engine.reference(path)?,
+        None if all => Selection::All,
+        None => Selection::from(config.swap.selection),
     };
     let report = facerelay::swap::swap_image_files(&mut engine, face, input, output, &selection)?;
     println!(

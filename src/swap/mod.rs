@@ -120,6 +120,16 @@ pub enum Selection {
     },
 }
 
+impl Selection {
+    /// The face most like `embedding`, with the configured least similarity.
+    pub fn like(embedding: Embedding, config: &SwapConfig) -> Self {
+        Selection::Reference {
+            embedding,
+            min_similarity: config.min_similarity,
+        }
+    }
+}
+
 impl From<SelectionMode> for Selection {
     fn from(mode: SelectionMode) -> Self {
         match mode {
@@ -145,6 +155,8 @@ pub enum SwapError {
     NoSourceFace(Option<String>),
     #[error("no face found in the target image {0}")]
     NoTargetFace(String),
+    #[error("no face found in the reference image {0}")]
+    NoReferenceFace(String),
     #[error("{path}: {message}")]
     Image { path: String, message: String },
     #[error(transparent)]
@@ -300,6 +312,17 @@ impl Engine {
             latent,
             detection: face,
         })
+    }
+
+    /// A selection of the face most like the face in the photo at `path` (at least
+    /// `swap.min_similarity`).
+    pub fn reference(&mut self, path: &Path) -> Result<Selection, SwapError> {
+        let photo = load_image(path, &self.config)?;
+        let face = self.source_face(&photo).map_err(|e| match e {
+            SwapError::NoSourceFace(_) => SwapError::NoReferenceFace(path.display().to_string()),
+            other => other,
+        })?;
+        Ok(Selection::like(face.embedding, &self.config))
     }
 
     /// Swaps the selected faces of `frame` in place with `source`. A frame without a face comes

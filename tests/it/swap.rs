@@ -270,17 +270,21 @@ fn swap_frame_changes_the_face_and_nothing_else() {
     );
 }
 
+/// The test card with a second, smaller face: a half-size copy of the source photo at the left
+/// (its nose near 99.5, 204.5).
+fn two_faces(swap: &SwapConfig) -> RgbImage {
+    let mut two = load_image(&fixture("testcard_target.png"), swap).unwrap();
+    let photo = load_image(&fixture("testcard_source.jpg"), swap).unwrap();
+    let small = image::imageops::resize(&photo, 160, 200, image::imageops::FilterType::Triangle);
+    image::imageops::replace(&mut two, &small, 20, 100);
+    two
+}
+
 #[test]
 fn selections_all_reference_and_no_face() {
     let (_g, mut engine, c) = engine();
     let s = source(&mut engine, &c.swap);
-    let card = load_image(&fixture("testcard_target.png"), &c.swap).unwrap();
-    // Two faces: the card's face and a smaller copy of the source face at the left.
-    let mut two = card.clone();
-    let photo = load_image(&fixture("testcard_source.jpg"), &c.swap).unwrap();
-    let small = image::imageops::resize(&photo, 160, 200, image::imageops::FilterType::Triangle);
-    image::imageops::replace(&mut two, &small, 20, 100);
-    let frame = rgb_to_i420(&two).unwrap();
+    let frame = rgb_to_i420(&two_faces(&c.swap)).unwrap();
 
     let mut f = frame.clone();
     let r = engine.swap_frame(&mut f, &s, &Selection::Largest).unwrap();
@@ -514,6 +518,63 @@ fn swap_command_writes_a_viewable_png() {
     let o = swap_cli(path(&junk), path(&target), path(&dir.join("x.png")));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("junk.jpg"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn swap_command_with_a_reference_face() {
+    let c = config();
+    let dir = tempdir("cli-ref");
+    let input = dir.join("two.png");
+    two_faces(&c.swap).save(&input).unwrap();
+    let face = fixture("testcard_source.jpg");
+    let out = dir.join("out.png");
+    let o = facerelay(&[
+        "swap",
+        "--fixtures",
+        "--face",
+        path(&face),
+        "--input",
+        path(&input),
+        "--output",
+        path(&out),
+        "--reference",
+        path(&face),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("2 face(s) detected, 1 swapped"), "{stdout}");
+    // Only the small face (left) changed; the card's face (right) did not.
+    let before = i420_to_rgb(
+        &rgb_to_i420(&image::open(&input).unwrap().to_rgb8()).unwrap(),
+        640,
+        480,
+    );
+    let after = image::open(&out).unwrap().to_rgb8();
+    assert_ne!(after.get_pixel(99, 204), before.get_pixel(99, 204));
+    assert_eq!(after.get_pixel(400, 250), before.get_pixel(400, 250));
+
+    let blank = dir.join("blank.png");
+    RgbImage::from_pixel(64, 48, image::Rgb([10, 20, 30]))
+        .save(&blank)
+        .unwrap();
+    let o = facerelay(&[
+        "swap",
+        "--fixtures",
+        "--face",
+        path(&face),
+        "--input",
+        path(&input),
+        "--output",
+        path(&out),
+        "--reference",
+        path(&blank),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no face found in the reference image"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
