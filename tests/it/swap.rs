@@ -529,18 +529,21 @@ fn swap_command_with_a_reference_face() {
     two_faces(&c.swap).save(&input).unwrap();
     let face = fixture("testcard_source.jpg");
     let out = dir.join("out.png");
-    let o = facerelay(&[
-        "swap",
-        "--fixtures",
-        "--face",
-        path(&face),
-        "--input",
-        path(&input),
-        "--output",
-        path(&out),
-        "--reference",
-        path(&face),
-    ]);
+    let with_reference = |reference: &Path| {
+        facerelay(&[
+            "swap",
+            "--fixtures",
+            "--face",
+            path(&face),
+            "--input",
+            path(&input),
+            "--output",
+            path(&out),
+            "--reference",
+            path(reference),
+        ])
+    };
+    let o = with_reference(&face);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("2 face(s) detected, 1 swapped"), "{stdout}");
@@ -558,18 +561,7 @@ fn swap_command_with_a_reference_face() {
     RgbImage::from_pixel(64, 48, image::Rgb([10, 20, 30]))
         .save(&blank)
         .unwrap();
-    let o = facerelay(&[
-        "swap",
-        "--fixtures",
-        "--face",
-        path(&face),
-        "--input",
-        path(&input),
-        "--output",
-        path(&out),
-        "--reference",
-        path(&blank),
-    ]);
+    let o = with_reference(&blank);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("no face found in the reference image"),
