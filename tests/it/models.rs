@@ -146,6 +146,37 @@ fn fetch_downloads_verifies_and_skips_what_is_present() {
 }
 
 #[test]
+fn check_tells_wrong_size_from_wrong_content() {
+    let data = blob(1000);
+    let dir = tempdir("check");
+    let m = Manifest {
+        file: vec![entry(
+            "e.onnx",
+            &data,
+            "http://127.0.0.1:1/e.onnx".into(),
+            None,
+        )],
+    };
+    std::fs::write(dir.join("e.onnx"), &data[..999]).unwrap();
+    let s = &manifest::check(&m, &dir).unwrap()[0];
+    assert_eq!(s.state, FileState::WrongSize { actual: 999 });
+    assert!(s.to_string().contains("wrong size (999 bytes)"), "{s}");
+    let mut other = data.clone();
+    other[500] ^= 1;
+    std::fs::write(dir.join("e.onnx"), &other).unwrap();
+    let s = &manifest::check(&m, &dir).unwrap()[0];
+    assert_eq!(
+        s.state,
+        FileState::WrongHash {
+            actual: sha(&other)
+        }
+    );
+    std::fs::write(dir.join("e.onnx"), &data).unwrap();
+    assert_eq!(manifest::check(&m, &dir).unwrap()[0].state, FileState::Ok);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn an_interrupted_download_resumes_with_a_range_request() {
     let data = blob(1_000_000);
     let (base, state) = serve(data.clone());
