@@ -20,6 +20,7 @@
 //! (inswapper), [`paste`] (crop warp, mask, paste-back), [`bench`] (stage timings).
 
 pub mod bench;
+pub mod cli;
 pub mod color;
 pub mod detect;
 pub mod geometry;
