@@ -1,6 +1,7 @@
 //! The two warps around the swapper: the aligned crop sampled straight from the I420 planes,
 //! and the paste-back of the swapped crop through a feathered mask into Y, U and V, touching
-//! only the face's box in the frame (never a full-frame warp).
+//! only the face's box in the frame: the bounding box of the aligned crop's four corners mapped
+//! back into the frame (never a full-frame warp).
 
 use super::color::{rgb_to_yuv, yuv_to_rgb, Planes, Tap};
 use super::geometry::Affine;
