@@ -583,3 +583,25 @@ fn models_check_reports_missing_files() {
     assert!(out.contains("det_10g.onnx"), "{out}");
     assert!(err.contains("facerelay models fetch"), "{err}");
 }
+
+#[test]
+fn bench_swap_prints_a_table_and_json() {
+    // A smoke run: the figures themselves are never asserted on.
+    let _c = config();
+    let o = facerelay(&["bench", "swap", "--fixtures", "--frames", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("CPU outside models"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out[out.find('[').unwrap()..]).unwrap();
+    let sizes: Vec<(u64, u64)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(sizes, [(640, 480), (1280, 720)]);
+    for r in json.as_array().unwrap() {
+        assert_eq!(r["faces_swapped"], 1);
+        assert!(r["median_ms"]["cpu_outside_models"].as_f64().unwrap() > 0.0);
+    }
+}
