@@ -181,6 +181,8 @@ impl Config {
                 return bad("every ice.servers entry needs at least one URL");
             }
         }
+        self.models.validate().map_err(ConfigError::Invalid)?;
+        self.swap.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -29,6 +29,10 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Swap the face of one photo onto the faces of one image (offline).
+    Swap(facerelay::swap::cli::SwapArgs),
+    /// Check or download the model files (models/README.md).
+    Models(facerelay::swap::cli::ModelsArgs),
     /// Benchmarks that print figures (a table and JSON).
     Bench {
         #[command(subcommand)]
@@ -40,6 +44,8 @@ enum Command {
 enum Bench {
     /// Server-added latency of the relay (decode, stage, encode) on loopback.
     Relay(facerelay::bench::RelayBenchArgs),
+    /// Median time per face-swap stage at 640x480 and 1280x720 with one face.
+    Swap(facerelay::swap::cli::SwapBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,9 +53,14 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Swap(args) => facerelay::swap::cli::swap(&args),
+        Command::Models(args) => facerelay::swap::cli::models(&args),
         Command::Bench {
             bench: Bench::Relay(args),
         } => runtime().and_then(|rt| rt.block_on(facerelay::bench::relay(args))),
+        Command::Bench {
+            bench: Bench::Swap(args),
+        } => facerelay::swap::cli::bench_swap(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,592 @@
-//! The face pipeline (detect, align, swap, paste) as pure functions over frames and tensors.
+//! The face pipeline (detect ▸ select ▸ align ▸ swap ▸ paste) as pure functions over frames and
+//! tensors, plus typed wrappers per model and the [`Engine`] that holds them.
+//!
+//! Per frame, on the CPU side, nothing touches more than the model inputs need:
+//!
+//! ```text
+//! I420 frame ──letterbox straight from Y/U/V──▶ detector tensor (3×640×640)
+//!            ──anchors ▸ threshold ▸ NMS──▶ faces (boxes, 5 keypoints, frame pixels)
+//!            ──similarity onto the ArcFace template (128 px, +8 px in x)──▶ crop map
+//!            ──bilinear warp straight from Y/U/V──▶ target tensor (3×128×128, [0,1])
+//!            ──swapper(target, source latent)──▶ swapped crop
+//!            ──RGB→YUV of the crop, feathered mask, inverse warp of the face box only──▶ Y/U/V
+//! ```
+//!
+//! The source latent (`normalise(normalise(ArcFace(source)) · emap)`) is computed once per
+//! source face ([`Engine::source_face`]) and reused for every frame.
+//!
+//! Modules: [`geometry`] (similarity transform, template, letterbox), [`color`] (BT.601,
+//! samplers), [`detect`] (SCRFD), [`identity`] (ArcFace, emap, latent), [`swapper`]
+//! (inswapper), [`paste`] (crop warp, mask, paste-back), [`bench`] (stage timings).
 
+pub mod bench;
+pub mod cli;
+pub mod color;
+pub mod detect;
+pub mod geometry;
+pub mod identity;
+pub mod paste;
+pub mod swapper;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
 use serde::Deserialize;
 
-/// `[swap]` section of the configuration (placeholder until the swap engine lands).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+use crate::infer::{InferError, ModelsConfig};
+use crate::media::{FrameError, I420Frame};
+use color::Planes;
+pub use detect::{DetectParams, Detection, Detector};
+use geometry::{arcface_template, similarity};
+pub use identity::{Emap, Embedding, Recognizer};
+use paste::{Mask, PasteScratch};
+pub use swapper::Swapper;
+
+/// `[swap]` section of the configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct SwapConfig {}
+pub struct SwapConfig {
+    /// Side of the detector's square input (multiple of 32).
+    pub det_size: u32,
+    /// Least detection score kept.
+    pub score_threshold: f32,
+    /// IoU above which NMS drops the weaker box.
+    pub nms_threshold: f32,
+    /// Most faces swapped per frame.
+    pub max_faces: usize,
+    /// Which faces a frame swaps when no reference face is given.
+    pub selection: SelectionMode,
+    /// Least cosine similarity for [`Selection::Reference`].
+    pub min_similarity: f32,
+    /// Paste-back mask erosion, crop pixels.
+    pub mask_erode_px: usize,
+    /// Paste-back mask blur sigma, crop pixels.
+    pub mask_blur_px: f32,
+    /// Largest decoded image, pixels.
+    pub max_image_pixels: u64,
+    /// Largest image file, bytes.
+    pub max_image_bytes: u64,
+}
+
+impl SwapConfig {
+    /// Checks ranges; called by `Config` validation.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.det_size < 64 || self.det_size > 2048 || self.det_size % 32 != 0 {
+            return Err("swap.det_size must be a multiple of 32 between 64 and 2048".into());
+        }
+        if !(0.0..=1.0).contains(&self.score_threshold)
+            || !(0.0..=1.0).contains(&self.nms_threshold)
+        {
+            return Err("swap.score_threshold and swap.nms_threshold must be within 0..1".into());
+        }
+        if self.max_faces == 0 {
+            return Err("swap.max_faces must be at least 1".into());
+        }
+        if !(-1.0..=1.0).contains(&self.min_similarity) {
+            return Err("swap.min_similarity must be within -1..1".into());
+        }
+        if self.mask_erode_px >= swapper::SWAP_SIZE / 2 - 4 {
+            return Err("swap.mask_erode_px must be below 60".into());
+        }
+        if !(0.0..=20.0).contains(&self.mask_blur_px) {
+            return Err("swap.mask_blur_px must be within 0..20".into());
+        }
+        if self.max_image_pixels == 0 || self.max_image_bytes == 0 {
+            return Err("swap.max_image_pixels and swap.max_image_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The configured default for which faces to swap.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectionMode {
+    Largest,
+    All,
+}
+
+/// Which faces of a frame get swapped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// The face with the largest box.
+    Largest,
+    /// Every face (up to `swap.max_faces`, largest first).
+    All,
+    /// The face most similar to a reference identity, if at least `min_similarity`.
+    Reference {
+        embedding: Embedding,
+        min_similarity: f32,
+    },
+}
+
+impl Selection {
+    /// The face most like `embedding`, with the configured least similarity.
+    pub fn like(embedding: Embedding, config: &SwapConfig) -> Self {
+        Selection::Reference {
+            embedding,
+            min_similarity: config.min_similarity,
+        }
+    }
+}
+
+impl From<SelectionMode> for Selection {
+    fn from(mode: SelectionMode) -> Self {
+        match mode {
+            SelectionMode::Largest => Selection::Largest,
+            SelectionMode::All => Selection::All,
+        }
+    }
+}
+
+/// What can go wrong in the face pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    #[error("cannot read the swapper's emap: {0}")]
+    Emap(String),
+    #[error("unexpected detector output: {0}")]
+    DetectorOutput(String),
+    #[error("unexpected model output: {0}")]
+    ModelOutput(String),
+    /// The source photo has no face; carries the photo's path when there is one.
+    #[error("no face found in the source image{}", .0.as_deref().map(|p| format!(" {p}")).unwrap_or_default())]
+    NoSourceFace(Option<String>),
+    #[error("no face found in the target image {0}")]
+    NoTargetFace(String),
+    #[error("no face found in the reference image {0}")]
+    NoReferenceFace(String),
+    #[error("{path}: {message}")]
+    Image { path: String, message: String },
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Time spent in each stage of one call; the `*_run` fields are model runs, the rest is CPU
+/// work of this module.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StageTimings {
+    /// I420 → letterboxed, normalised RGB detector input (colour conversion and resize).
+    pub letterbox: Duration,
+    pub detect_run: Duration,
+    /// Anchor decoding, threshold, NMS, mapping back to the frame.
+    pub detect_post: Duration,
+    /// Similarity transforms and crop warps straight from I420 (colour conversion included).
+    pub align: Duration,
+    /// ArcFace runs (only with a reference face).
+    pub recognize_run: Duration,
+    pub swap_run: Duration,
+    /// Swapped crop RGB → YUV.
+    pub colour_out: Duration,
+    /// Feathered blend of the face box into Y, U and V.
+    pub paste: Duration,
+    /// The whole call.
+    pub total: Duration,
+}
+
+impl StageTimings {
+    /// Everything but the model runs.
+    pub fn cpu(&self) -> Duration {
+        self.total
+            .saturating_sub(self.detect_run + self.recognize_run + self.swap_run)
+    }
+}
+
+/// One swapped face.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwappedFace {
+    pub detection: Detection,
+    /// The frame box written, `[x0, y0, x1, y1)`; nothing outside it changed.
+    pub paste_box: [u32; 4],
+}
+
+/// What [`Engine::swap_frame`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SwapReport {
+    /// Every face the detector reported (after NMS).
+    pub detected: Vec<Detection>,
+    pub swapped: Vec<SwappedFace>,
+    pub timings: StageTimings,
+}
+
+/// The source identity, computed once per source photo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFace {
+    pub embedding: Embedding,
+    /// The swapper's `source` input.
+    pub latent: Vec<f32>,
+    /// Where the face was in the source photo.
+    pub detection: Detection,
+}
+
+/// The three models, the emap and the reusable buffers of the pipeline. Single owner: model
+/// runs need `&mut`.
+pub struct Engine {
+    detector: Detector,
+    recognizer: Recognizer,
+    swapper: Swapper,
+    emap: Emap,
+    mask: Mask,
+    config: SwapConfig,
+    crop: Vec<f32>,
+    swapped: Vec<f32>,
+    arc_crop: Vec<f32>,
+    scratch: PasteScratch,
+}
+
+const SWAP: usize = swapper::SWAP_SIZE;
+const ARC: usize = identity::ARCFACE_SIZE;
+
+impl Engine {
+    /// Loads ONNX Runtime (once per process) and the three models named by `models`, checking
+    /// each against its contract.
+    pub fn load(models: &ModelsConfig, config: &SwapConfig) -> Result<Self, SwapError> {
+        let rt = crate::infer::runtime(models)?;
+        let detector = Detector::load(rt, models, &models.detector_path(), config.det_size)?;
+        let recognizer = Recognizer::load(rt, models, &models.recognizer_path())?;
+        let swapper = Swapper::load(rt, models, &models.swapper_path())?;
+        let emap = Emap::from_model_file(&models.swapper_path())?;
+        Ok(Self {
+            detector,
+            recognizer,
+            swapper,
+            emap,
+            mask: Mask::new(SWAP, config.mask_erode_px, config.mask_blur_px),
+            config: config.clone(),
+            crop: vec![0.0; 3 * SWAP * SWAP],
+            swapped: vec![0.0; 3 * SWAP * SWAP],
+            arc_crop: vec![0.0; 3 * ARC * ARC],
+            scratch: PasteScratch::default(),
+        })
+    }
+
+    pub fn config(&self) -> &SwapConfig {
+        &self.config
+    }
+
+    fn params(&self) -> DetectParams {
+        DetectParams {
+            score_threshold: self.config.score_threshold,
+            nms_threshold: self.config.nms_threshold,
+        }
+    }
+
+    /// Detected faces of a frame, best score first.
+    pub fn detect(&mut self, frame: &I420Frame) -> Result<Vec<Detection>, SwapError> {
+        let params = self.params();
+        self.detector
+            .detect(Planes::of(frame), &params, &mut StageTimings::default())
+    }
+
+    /// ArcFace embedding of a detected face.
+    pub fn embed(&mut self, frame: &I420Frame, face: &Detection) -> Result<Embedding, SwapError> {
+        let to_crop = similarity(&face.kps, &arcface_template(ARC as u32))
+            .ok_or_else(|| SwapError::ModelOutput("degenerate face keypoints".into()))?;
+        let to_frame = to_crop
+            .invert()
+            .ok_or_else(|| SwapError::ModelOutput("degenerate face keypoints".into()))?;
+        paste::warp_crop(
+            Planes::of(frame),
+            &to_frame,
+            ARC,
+            1.0 / 127.5,
+            -1.0,
+            &mut self.arc_crop,
+        );
+        self.recognizer.embed(&self.arc_crop)
+    }
+
+    /// The identity of the largest face of a source photo; `NoSourceFace` when there is none.
+    pub fn source_face(&mut self, photo: &RgbImage) -> Result<SourceFace, SwapError> {
+        let frame = color::rgb_to_i420(photo)?;
+        let faces = self.detect(&frame)?;
+        let face = largest(&faces).ok_or(SwapError::NoSourceFace(None))?;
+        let embedding = self.embed(&frame, &face)?;
+        let latent = self
+            .emap
+            .latent(&embedding)
+            .ok_or_else(|| SwapError::Emap("emap maps this face to a zero latent".into()))?;
+        Ok(SourceFace {
+            embedding,
+            latent,
+            detection: face,
+        })
+    }
+
+    /// A selection of the face most like the face in the photo at `path` (at least
+    /// `swap.min_similarity`).
+    pub fn reference(&mut self, path: &Path) -> Result<Selection, SwapError> {
+        let photo = load_image(path, &self.config)?;
+        let face = self.source_face(&photo).map_err(|e| match e {
+            SwapError::NoSourceFace(_) => SwapError::NoReferenceFace(path.display().to_string()),
+            other => other,
+        })?;
+        Ok(Selection::like(face.embedding, &self.config))
+    }
+
+    /// Swaps the selected faces of `frame` in place with `source`. A frame without a face comes
+    /// back unchanged, with an empty report.
+    pub fn swap_frame(
+        &mut self,
+        frame: &mut I420Frame,
+        source: &SourceFace,
+        selection: &Selection,
+    ) -> Result<SwapReport, SwapError> {
+        let start = Instant::now();
+        let mut timings = StageTimings::default();
+        let params = self.params();
+        let detected = self
+            .detector
+            .detect(Planes::of(frame), &params, &mut timings)?;
+        let chosen = self.select(frame, &detected, selection, &mut timings)?;
+        let template = arcface_template(SWAP as u32);
+        let mut swapped = Vec::with_capacity(chosen.len());
+        for face in chosen {
+            let t0 = Instant::now();
+            let Some(to_crop) = similarity(&face.kps, &template) else {
+                continue;
+            };
+            let Some(to_frame) = to_crop.invert() else {
+                continue;
+            };
+            let Some(bx) = paste::paste_box(&to_frame, SWAP, frame.width(), frame.height()) else {
+                continue;
+            };
+            paste::warp_crop(
+                Planes::of(frame),
+                &to_frame,
+                SWAP,
+                1.0 / 255.0,
+                0.0,
+                &mut self.crop,
+            );
+            let t1 = Instant::now();
+            timings.align += t1 - t0;
+            self.swapper
+                .swap(&self.crop, &source.latent, &mut self.swapped)?;
+            let t2 = Instant::now();
+            timings.swap_run += t2 - t1;
+            paste::crop_to_yuv(&self.swapped, SWAP, &mut self.scratch);
+            let t3 = Instant::now();
+            timings.colour_out += t3 - t2;
+            paste::paste_back(frame, &to_crop, &self.mask, &self.scratch, bx);
+            timings.paste += t3.elapsed();
+            swapped.push(SwappedFace {
+                detection: face,
+                paste_box: bx,
+            });
+        }
+        timings.total = start.elapsed();
+        Ok(SwapReport {
+            detected,
+            swapped,
+            timings,
+        })
+    }
+
+    fn select(
+        &mut self,
+        frame: &I420Frame,
+        detected: &[Detection],
+        selection: &Selection,
+        timings: &mut StageTimings,
+    ) -> Result<Vec<Detection>, SwapError> {
+        Ok(match selection {
+            Selection::Largest => largest(detected).into_iter().collect(),
+            Selection::All => by_area(detected, self.config.max_faces),
+            Selection::Reference {
+                embedding,
+                min_similarity,
+            } => {
+                let mut best: Option<(f32, Detection)> = None;
+                for face in by_area(detected, self.config.max_faces) {
+                    let t = Instant::now();
+                    let e = self.embed(frame, &face)?;
+                    timings.recognize_run += t.elapsed();
+                    let s = e.similarity(embedding);
+                    if s >= *min_similarity && best.is_none_or(|(b, _)| s > b) {
+                        best = Some((s, face));
+                    }
+                }
+                best.map(|(_, f)| f).into_iter().collect()
+            }
+        })
+    }
+}
+
+/// The face with the largest box.
+pub fn largest(faces: &[Detection]) -> Option<Detection> {
+    faces
+        .iter()
+        .copied()
+        .max_by(|a, b| a.area().total_cmp(&b.area()))
+}
+
+/// Up to `n` faces, largest first.
+pub fn by_area(faces: &[Detection], n: usize) -> Vec<Detection> {
+    let mut v = faces.to_vec();
+    v.sort_by(|a, b| b.area().total_cmp(&a.area()));
+    v.truncate(n);
+    v
+}
+
+/// Decodes an image from memory with limits on its size: never more than `max_pixels`
+/// decoded pixels, whatever the header claims.
+pub fn decode_image(bytes: &[u8], max_pixels: u64, origin: &str) -> Result<RgbImage, SwapError> {
+    let err = |message: String| SwapError::Image {
+        path: origin.to_owned(),
+        message,
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| err(e.to_string()))
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| err(format!("not a readable JPEG/PNG/WebP image: {e}")))?;
+    if u64::from(w) * u64::from(h) > max_pixels {
+        return Err(err(format!(
+            "{w}x{h} is more than swap.max_image_pixels ({max_pixels})"
+        )));
+    }
+    let mut r = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(max_pixels.saturating_mul(8));
+    r.limits(limits);
+    let img = r.decode().map_err(|e| err(format!("cannot decode: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
+/// Reads and decodes an image file within the configured limits.
+pub fn load_image(path: &Path, config: &SwapConfig) -> Result<RgbImage, SwapError> {
+    let origin = path.display().to_string();
+    let err = |message: String| SwapError::Image {
+        path: origin.clone(),
+        message,
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .len();
+    if len > config.max_image_bytes {
+        return Err(err(format!(
+            "{len} bytes is more than swap.max_image_bytes ({})",
+            config.max_image_bytes
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    decode_image(&bytes, config.max_image_pixels, &origin)
+}
+
+/// `facerelay swap`: puts the face of `face` onto the faces of `input`, writes `output`.
+pub fn swap_image_files(
+    engine: &mut Engine,
+    face: &Path,
+    input: &Path,
+    output: &Path,
+    selection: &Selection,
+) -> Result<SwapReport, SwapError> {
+    let config = engine.config().clone();
+    let source_photo = load_image(face, &config)?;
+    let source = engine.source_face(&source_photo).map_err(|e| match e {
+        SwapError::NoSourceFace(_) => SwapError::NoSourceFace(Some(face.display().to_string())),
+        other => other,
+    })?;
+    let target = load_image(input, &config)?;
+    let mut frame = color::rgb_to_i420(&target)?;
+    let report = engine.swap_frame(&mut frame, &source, selection)?;
+    if report.detected.is_empty() {
+        return Err(SwapError::NoTargetFace(input.display().to_string()));
+    }
+    let out = color::i420_to_rgb(&frame, target.width(), target.height());
+    out.save(output).map_err(|e| SwapError::Image {
+        path: output.display().to_string(),
+        message: format!("cannot write: {e}"),
+    })?;
+    Ok(report)
+}
+
+/// Default location of the committed stand-in models and test pictures.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from("models/fixtures")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x: f32, size: f32) -> Detection {
+        Detection {
+            score: 0.9,
+            bbox: [x, 0.0, x + size, size],
+            kps: [[0.0; 2]; 5],
+        }
+    }
+
+    #[test]
+    fn engine_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Engine>();
+        assert_send::<SourceFace>();
+    }
+
+    #[test]
+    fn selection_by_area() {
+        let faces = [det(0.0, 10.0), det(50.0, 30.0), det(100.0, 20.0)];
+        assert_eq!(largest(&faces).unwrap().bbox[0], 50.0);
+        let two: Vec<f32> = by_area(&faces, 2).iter().map(|d| d.bbox[0]).collect();
+        assert_eq!(two, [50.0, 100.0]);
+        assert!(largest(&[]).is_none());
+    }
+
+    #[test]
+    fn bad_images_are_errors_not_panics() {
+        let e = decode_image(b"not an image", 1000, "x").unwrap_err();
+        assert!(e.to_string().contains("x:"), "{e}");
+        // A valid PNG header claiming 100000x100000 is refused before decoding.
+        let mut png = Vec::new();
+        RgbImage::new(4, 4)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        // IHDR's CRC covers its type and data (bytes 12..29).
+        let mut crc = flate2::Crc::new();
+        crc.update(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        let e = decode_image(&png, 40_000_000, "big.png").unwrap_err();
+        assert!(e.to_string().contains("max_image_pixels"), "{e}");
+        // Truncated files.
+        let mut ok = Vec::new();
+        RgbImage::new(8, 8)
+            .write_to(&mut std::io::Cursor::new(&mut ok), image::ImageFormat::Png)
+            .unwrap();
+        for cut in [0, 8, 20, ok.len() - 5] {
+            assert!(decode_image(&ok[..cut], 1000, "cut.png").is_err(), "{cut}");
+        }
+        assert_eq!(
+            decode_image(&ok, 1000, "ok.png").unwrap().dimensions(),
+            (8, 8)
+        );
+    }
+
+    #[test]
+    fn default_config_is_valid_and_checked() {
+        let c = crate::config::Config::defaults().swap;
+        assert_eq!(c.validate(), Ok(()));
+        let bad = SwapConfig {
+            det_size: 100,
+            ..c.clone()
+        };
+        assert!(bad.validate().is_err());
+        let bad = SwapConfig {
+            mask_erode_px: 70,
+            ..c
+        };
+        assert!(bad.validate().is_err());
+    }
+}

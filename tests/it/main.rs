@@ -1,6 +1,8 @@
 //! Integration tests: one binary, the server in-process on 127.0.0.1 with ephemeral ports.
 
 mod browser;
+mod models;
 mod relay;
 mod signalling;
 mod support;
+mod swap;

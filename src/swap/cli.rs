@@ -1,0 +1,170 @@
+//! The command-line entry points of the swap engine (`facerelay swap`, `facerelay models`,
+//! `facerelay bench swap`): their arguments and what they run. `main.rs` only dispatches here.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+
+use super::{bench, fixtures_dir, load_image, swap_image_files, Engine, Selection};
+use crate::config::Config;
+use crate::infer::manifest::{self, FileState, Manifest};
+
+/// Where the configuration and models come from.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// TOML file laid over the built-in defaults (config/default.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Use the committed stand-in models in models/fixtures/ (tests and demos).
+    #[arg(long)]
+    pub fixtures: bool,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if self.fixtures {
+            config.models = config.models.with_fixtures();
+        }
+        Ok(config)
+    }
+}
+
+/// `facerelay swap`: swap the face of one photo onto the faces of one image (offline).
+#[derive(Debug, clap::Args)]
+pub struct SwapArgs {
+    /// Photo of the face to put in (JPEG, PNG or WebP).
+    #[arg(long)]
+    pub face: PathBuf,
+    /// Image whose faces are replaced.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the result (PNG; the extension picks the format).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Swap every face instead of the configured selection.
+    #[arg(long, conflicts_with = "reference")]
+    pub all: bool,
+    /// Swap only the face most like the face in this photo (at least swap.min_similarity).
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+pub fn swap(args: &SwapArgs) -> anyhow::Result<()> {
+    let config = args.models.load()?;
+    let mut engine = Engine::load(&config.models, &config.swap)?;
+    let selection = match &args.reference {
+        Some(path) => engine.reference(path)?,
+        None if args.all => Selection::All,
+        None => Selection::from(config.swap.selection),
+    };
+    let report = swap_image_files(
+        &mut engine,
+        &args.face,
+        &args.input,
+        &args.output,
+        &selection,
+    )?;
+    println!(
+        "{}: {} face(s) detected, {} swapped",
+        args.output.display(),
+        report.detected.len(),
+        report.swapped.len()
+    );
+    Ok(())
+}
+
+/// `facerelay models check|fetch`.
+#[derive(Debug, clap::Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub action: ModelsAction,
+    /// TOML file laid over the built-in defaults (its `models.dir` is the folder checked).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelsAction {
+    /// Verify size and sha256 of every model file in the models folder.
+    Check,
+    /// Download missing or damaged model files from their public sources (resumable).
+    Fetch,
+}
+
+pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let manifest = Manifest::embedded()?;
+    let dir = &config.models.dir;
+    match args.action {
+        ModelsAction::Check => {
+            let statuses = manifest::check(&manifest, dir)?;
+            for s in &statuses {
+                println!("{s}");
+            }
+            let bad = statuses.iter().filter(|s| s.state != FileState::Ok).count();
+            if bad > 0 {
+                bail!(
+                    "{bad} model file(s) missing or damaged in {}: run `facerelay models fetch` or see models/README.md",
+                    dir.display()
+                );
+            }
+        }
+        ModelsAction::Fetch => {
+            for (name, what) in manifest::fetch(&manifest, dir)? {
+                println!("{name}: {what:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `facerelay bench swap`: median time per pipeline stage at 640x480 and 1280x720, one face.
+#[derive(Debug, clap::Args)]
+pub struct SwapBenchArgs {
+    #[command(flatten)]
+    pub models: ModelArgs,
+    /// Measured frames per size (after 5 warm-up frames).
+    #[arg(long, default_value_t = 100)]
+    pub frames: usize,
+    /// Photo of the source face (default: the stand-in test card's source).
+    #[arg(long)]
+    pub face: Option<PathBuf>,
+    /// Picture with one face, resized to each frame size (default: the drawn test card, which
+    /// only the stand-in detector sees as a face; use a real photo with the real models).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+pub fn bench_swap(args: &SwapBenchArgs) -> anyhow::Result<()> {
+    let config = args.models.load()?;
+    let mut engine = Engine::load(&config.models, &config.swap)?;
+    let or_fixture =
+        |p: &Option<PathBuf>, name: &str| p.clone().unwrap_or(fixtures_dir().join(name));
+    let source = load_image(&or_fixture(&args.face, "testcard_source.jpg"), &config.swap)?;
+    let target = load_image(
+        &or_fixture(&args.input, "testcard_target.png"),
+        &config.swap,
+    )?;
+    let results = bench::run(
+        &mut engine,
+        &source,
+        &target,
+        &[(640, 480), (1280, 720)],
+        5,
+        args.frames.max(1),
+    )?;
+    println!(
+        "models: {} (provider {})",
+        config.models.dir.display(),
+        config.models.provider
+    );
+    if results.iter().any(|r| r.faces_swapped == 0) {
+        bail!("no face was swapped in the bench frames: with the real models, pass --input PHOTO");
+    }
+    print!("{}", bench::table(&results));
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    Ok(())
+}
