@@ -85,7 +85,9 @@ pub async fn relay(args: RelayBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn relay_one(width: u32, height: u32, seconds: u64, fps: u32) -> anyhow::Result<RelayResult> {
-    let config = Config::loopback();
+    let mut config = Config::loopback();
+    // Only the relay path is measured: no self-view copy for the publisher to decode.
+    config.media.self_view = false;
     let settings = RtcSettings::from_config(&config);
     let encoder = EncoderSettings {
         bitrate_bps: if width * height > 640 * 480 {

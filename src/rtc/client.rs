@@ -529,13 +529,13 @@ async fn read_track(track: Arc<dyn TrackRemote>, out: mpsc::Sender<Received>) {
             }
             continue;
         };
+        // `try_send`: a caller that stops reading must not stall this track (and with it the
+        // connection's driver); what it does not read is dropped.
         if !is_video {
-            let _ = out
-                .send(Received::Audio {
-                    owner: owner.clone(),
-                    payload: packet.payload,
-                })
-                .await;
+            let _ = out.try_send(Received::Audio {
+                owner: owner.clone(),
+                payload: packet.payload,
+            });
             continue;
         }
         let assembled = assembler.push(RtpIn {
@@ -548,14 +548,12 @@ async fn read_track(track: Arc<dyn TrackRemote>, out: mpsc::Sender<Received>) {
         for unit in assembled.units {
             match decoder.decode(&unit.data) {
                 Ok(Some(frame)) => {
-                    let _ = out
-                        .send(Received::Video {
-                            owner: owner.clone(),
-                            frame,
-                            arrived: unit.completed_at,
-                            keyframe: unit.keyframe,
-                        })
-                        .await;
+                    let _ = out.try_send(Received::Video {
+                        owner: owner.clone(),
+                        frame,
+                        arrived: unit.completed_at,
+                        keyframe: unit.keyframe,
+                    });
                 }
                 Ok(None) => {}
                 Err(_) => assembler.resync(),
