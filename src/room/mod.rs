@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::rtc::Published;
 
+pub mod roulette;
+
 /// Depth of a participant's room-event channel.
 pub const EVENT_DEPTH: usize = 1024;
 
