@@ -170,10 +170,8 @@ fn couple(a: ParticipantId, b: ParticipantId) -> Couple {
 enum Seat {
     /// In the queue under this ticket; tickets grow, so the smallest waited longest.
     Waiting { ticket: u64 },
-    Paired {
-        partner: ParticipantId,
-        room: RoomId,
-    },
+    /// The room is not kept: the `Paired` event gave it to the signalling layer.
+    Paired { partner: ParticipantId },
 }
 
 struct Member {
@@ -263,7 +261,7 @@ impl InMemoryMatchmaker {
         if let Some(member) = state.members.get_mut(&who) {
             member.last_partner = None;
         }
-        let touched = [Some(who), current].into_iter().flatten();
+        let touched = [current, Some(who)].into_iter().flatten();
         Ok(state.settle(touched, now, &self.config, events))
     }
 
@@ -525,5 +523,395 @@ impl Matchmaker for InMemoryMatchmaker {
             pairs_made: state.pairs_made,
             reports: state.reports,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::Arc;
+
+    use super::*;
+
+    const COOLDOWN: Duration = Duration::from_secs(60);
+
+    fn p(n: u64) -> ParticipantId {
+        ParticipantId(n)
+    }
+
+    fn matchmaker(max_participants: usize) -> InMemoryMatchmaker {
+        InMemoryMatchmaker::new(RouletteConfig {
+            cooldown: COOLDOWN,
+            max_participants,
+        })
+    }
+
+    /// A `Paired` event without its room (room names are checked on their own).
+    fn paired(a: ParticipantId, b: ParticipantId) -> MatchEvent {
+        MatchEvent::Paired {
+            room: RoomId(String::new()),
+            a,
+            b,
+        }
+    }
+
+    fn left(who: ParticipantId, partner: ParticipantId, reason: NextReason) -> MatchEvent {
+        MatchEvent::PartnerLeft {
+            who,
+            partner,
+            reason,
+        }
+    }
+
+    fn waiting(who: ParticipantId, position: usize, online: usize) -> MatchEvent {
+        MatchEvent::Waiting {
+            who,
+            position,
+            online,
+        }
+    }
+
+    /// A fresh roulette in which 1 and 2 talk.
+    fn talking() -> (InMemoryMatchmaker, Instant) {
+        let m = matchmaker(100);
+        let t = Instant::now();
+        m.enter(p(1), t).unwrap();
+        m.enter(p(2), t).unwrap();
+        (m, t)
+    }
+
+    type Op =
+        fn(&InMemoryMatchmaker, ParticipantId, Instant) -> Result<Vec<MatchEvent>, RouletteError>;
+
+    /// 1 ends its pair with 2 by `op`: unlike next, not even the only two waiting meet again.
+    fn separated_by(op: Op, reason: NextReason) -> (InMemoryMatchmaker, Instant) {
+        let (m, t) = talking();
+        assert_eq!(
+            no_rooms(op(&m, p(1), t)),
+            vec![
+                left(p(2), p(1), reason),
+                waiting(p(2), 1, 2),
+                waiting(p(1), 2, 2)
+            ]
+        );
+        m.check_invariants().unwrap();
+        (m, t)
+    }
+
+    fn no_rooms(events: Result<Vec<MatchEvent>, RouletteError>) -> Vec<MatchEvent> {
+        let events = events.unwrap_or_else(|e| panic!("unexpected error {e}"));
+        events
+            .into_iter()
+            .map(|event| match event {
+                MatchEvent::Paired { a, b, .. } => paired(a, b),
+                other => other,
+            })
+            .collect()
+    }
+
+    /// What the roulette looks like from outside: the queue in order and who talks to whom.
+    struct Snapshot {
+        waiting: Vec<ParticipantId>,
+        partners: HashMap<ParticipantId, ParticipantId>,
+    }
+
+    impl Snapshot {
+        fn contains(&self, who: ParticipantId) -> bool {
+            self.waiting.contains(&who) || self.partners.contains_key(&who)
+        }
+    }
+
+    impl InMemoryMatchmaker {
+        fn snapshot(&self) -> Snapshot {
+            let state = self.lock();
+            let partners = state
+                .members
+                .iter()
+                .filter_map(|(&who, member)| match member.seat {
+                    Seat::Paired { partner } => Some((who, partner)),
+                    Seat::Waiting { .. } => None,
+                })
+                .collect();
+            Snapshot {
+                waiting: state.queue.values().copied().collect(),
+                partners,
+            }
+        }
+
+        /// Everything that must hold between operations, read under one lock.
+        fn check_invariants(&self) -> Result<(), String> {
+            let state = self.lock();
+            let mut queued = HashSet::new();
+            for (&ticket, &who) in &state.queue {
+                if !queued.insert(who) {
+                    return Err(format!("{who} queued twice"));
+                }
+                match state.members.get(&who).map(|m| m.seat) {
+                    Some(Seat::Waiting { ticket: t }) if t == ticket => {}
+                    _ => return Err(format!("{who} queued but not waiting under that ticket")),
+                }
+            }
+            let mut paired = 0;
+            for (&who, member) in &state.members {
+                match member.seat {
+                    Seat::Waiting { ticket } => {
+                        if state.queue.get(&ticket) != Some(&who) {
+                            return Err(format!("{who} waits outside the queue (lost)"));
+                        }
+                    }
+                    Seat::Paired { partner } => {
+                        paired += 1;
+                        if partner == who {
+                            return Err(format!("{who} paired with itself"));
+                        }
+                        match state.members.get(&partner).map(|m| m.seat) {
+                            Some(Seat::Paired { partner: back }) if back == who => {}
+                            _ => return Err(format!("{who}'s partner {partner} is elsewhere")),
+                        }
+                    }
+                }
+            }
+            if paired % 2 != 0 || paired + state.queue.len() != state.members.len() {
+                return Err(format!(
+                    "counts: {paired} paired + {} waiting != {} members",
+                    state.queue.len(),
+                    state.members.len()
+                ));
+            }
+            for (&a, set) in &state.blocked {
+                if set.is_empty() || set.iter().any(|&b| !state.is_blocked(b, a)) {
+                    return Err(format!("blocks of {a} are not symmetric or empty"));
+                }
+            }
+            let now = state.clock.unwrap_or_else(Instant::now);
+            if !state.shutting_down {
+                if let Some((a, b)) = state.find_pair(false, now, self.config.cooldown) {
+                    return Err(format!("{a} and {b} both wait but could be paired"));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pairs_in_arrival_order_and_says_who_waits() {
+        let m = matchmaker(100);
+        let t = Instant::now();
+        assert_eq!(no_rooms(m.enter(p(1), t)), vec![waiting(p(1), 1, 1)]);
+        assert_eq!(no_rooms(m.enter(p(2), t)), vec![paired(p(1), p(2))]);
+        assert_eq!(no_rooms(m.enter(p(3), t)), vec![waiting(p(3), 1, 3)]);
+        assert_eq!(no_rooms(m.enter(p(4), t)), vec![paired(p(3), p(4))]);
+        assert_eq!(no_rooms(m.enter(p(5), t)), vec![waiting(p(5), 1, 5)]);
+        let stats = m.stats();
+        assert_eq!(
+            stats,
+            RouletteStats {
+                online: 5,
+                waiting: 1,
+                pairs: 2,
+                pairs_made: 2,
+                reports: 0
+            }
+        );
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn next_requeues_both_and_tells_the_partner() {
+        let (m, t) = talking();
+        m.enter(p(3), t).unwrap();
+        // 3 waited longest, then 2 (queued before the one who pressed next).
+        assert_eq!(
+            no_rooms(m.next(p(1), t)),
+            vec![
+                left(p(2), p(1), NextReason::Next),
+                paired(p(3), p(2)),
+                waiting(p(1), 1, 3)
+            ]
+        );
+        // Next while waiting keeps the place.
+        assert_eq!(no_rooms(m.next(p(1), t)), vec![waiting(p(1), 1, 3)]);
+        m.check_invariants().unwrap();
+    }
+
+    /// 1 and 2 were paired at `t0`; then 2 talks to 3 and 1 waits. When 3 presses next at
+    /// `t0 + after`, the queue is [1, 2, 3] in arrival order.
+    fn after_a_cooldown_of(after: Duration) -> Vec<MatchEvent> {
+        let m = matchmaker(100);
+        let t0 = Instant::now();
+        m.enter(p(1), t0).unwrap();
+        m.enter(p(2), t0).unwrap();
+        m.enter(p(3), t0).unwrap();
+        m.next(p(1), t0).unwrap();
+        let events = no_rooms(m.next(p(3), t0 + after));
+        m.check_invariants().unwrap();
+        events
+    }
+
+    #[test]
+    fn cooldown_keeps_a_couple_apart_while_someone_else_waits() {
+        assert_eq!(
+            after_a_cooldown_of(Duration::from_secs(10)),
+            vec![
+                left(p(2), p(3), NextReason::Next),
+                paired(p(1), p(3)),
+                waiting(p(2), 1, 3)
+            ]
+        );
+        // Once the cooldown is over, arrival order alone decides.
+        assert_eq!(
+            after_a_cooldown_of(COOLDOWN + Duration::from_secs(1)),
+            vec![
+                left(p(2), p(3), NextReason::Next),
+                paired(p(1), p(2)),
+                waiting(p(3), 1, 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn cooldown_lets_the_only_two_waiting_meet_again() {
+        let (m, t) = talking();
+        assert_eq!(
+            no_rooms(m.next(p(1), t)),
+            vec![left(p(2), p(1), NextReason::Next), paired(p(2), p(1))]
+        );
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn block_ends_the_pair_and_keeps_the_two_apart_for_the_session() {
+        let (m, t) = separated_by(InMemoryMatchmaker::block, NextReason::Blocked);
+        // The longest waiter gets the newcomer.
+        assert_eq!(no_rooms(m.enter(p(3), t)), vec![paired(p(2), p(3))]);
+        let later = t + COOLDOWN * 10;
+        assert_eq!(
+            no_rooms(m.stop(p(3), later).into_iter().map(Ok).collect()),
+            vec![left(p(2), p(3), NextReason::Stop), waiting(p(2), 2, 2)]
+        );
+        // Stopping and coming back does not lift a block either.
+        m.stop(p(1), later);
+        assert_eq!(no_rooms(m.enter(p(1), later)), vec![waiting(p(1), 2, 2)]);
+        m.check_invariants().unwrap();
+        // A session that ends takes its blocks along.
+        m.disconnect(p(1), later);
+        m.disconnect(p(2), later);
+        assert!(m.lock().blocked.is_empty());
+    }
+
+    #[test]
+    fn block_while_waiting_aims_at_the_last_partner() {
+        let (m, t) = talking();
+        m.stop(p(2), t); // just before 1 pressed block
+        assert_eq!(no_rooms(m.block(p(1), t)), vec![waiting(p(1), 1, 1)]);
+        assert_eq!(no_rooms(m.enter(p(2), t)), vec![waiting(p(2), 2, 2)]);
+        // 2 stopped, which forgot its last partner: nobody to block.
+        assert_eq!(m.block(p(2), t), Err(RouletteError::NoPartner));
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn report_ends_the_pair_blocks_and_counts_once() {
+        let (m, t) = separated_by(InMemoryMatchmaker::report, NextReason::Reported);
+        assert_eq!(m.stats().reports, 1);
+        assert_eq!(m.report(p(1), t), Err(RouletteError::NoPartner));
+        assert_eq!(m.stats().reports, 1);
+        assert_eq!(m.stats().pairs, 0);
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn stop_leaves_and_requeues_the_partner() {
+        let (m, t) = talking();
+        assert_eq!(
+            m.stop(p(1), t),
+            vec![left(p(2), p(1), NextReason::Stop), waiting(p(2), 1, 1)]
+        );
+        // Idempotent: stopping again does nothing; the rest refuse.
+        assert_eq!(m.stop(p(1), t), vec![]);
+        assert_eq!(m.next(p(1), t), Err(RouletteError::NotInRoulette));
+        assert_eq!(m.block(p(1), t), Err(RouletteError::NotInRoulette));
+        assert_eq!(m.report(p(1), t), Err(RouletteError::NotInRoulette));
+        // A waiting participant just leaves the queue.
+        assert_eq!(m.stop(p(2), t), vec![]);
+        assert_eq!(
+            m.stats(),
+            RouletteStats {
+                pairs_made: 1,
+                ..RouletteStats::default()
+            }
+        );
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn disconnect_cleans_up_like_stop() {
+        let (m, t) = talking();
+        assert_eq!(
+            m.disconnect(p(2), t),
+            vec![
+                left(p(1), p(2), NextReason::Disconnected),
+                waiting(p(1), 1, 1)
+            ]
+        );
+        assert_eq!(m.disconnect(p(2), t), vec![]);
+        assert_eq!(m.disconnect(p(99), t), vec![]);
+        assert_eq!(m.stats().online, 1);
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn entering_twice_a_full_roulette_and_shutdown_are_refused() {
+        let m = matchmaker(2);
+        let t = Instant::now();
+        m.enter(p(1), t).unwrap();
+        let twice = m.enter(p(1), t).unwrap_err();
+        assert_eq!(twice, RouletteError::AlreadyInRoulette);
+        assert_eq!(twice.code(), "already_in_roulette");
+        m.enter(p(2), t).unwrap();
+        let full = m.enter(p(3), t).unwrap_err();
+        assert_eq!(full, RouletteError::RouletteFull { max: 2 });
+        assert_eq!(full.code(), "roulette_full");
+        assert_eq!(RouletteError::NotInRoulette.code(), "not_in_roulette");
+        assert_eq!(RouletteError::NoPartner.code(), "no_partner");
+        m.stop(p(2), t);
+        m.begin_shutdown();
+        let shut = m.enter(p(3), t).unwrap_err();
+        assert_eq!(shut.code(), "shutting_down");
+    }
+
+    #[test]
+    fn shutdown_makes_no_new_pairs() {
+        let m = matchmaker(100);
+        let t = Instant::now();
+        for n in 1..=3 {
+            m.enter(p(n), t).unwrap();
+        }
+        m.begin_shutdown();
+        assert_eq!(
+            no_rooms(m.next(p(1), t)),
+            vec![
+                left(p(2), p(1), NextReason::Next),
+                waiting(p(2), 2, 3),
+                waiting(p(1), 3, 3)
+            ]
+        );
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn pair_rooms_are_distinct_and_no_client_can_name_them() {
+        let m = matchmaker(100);
+        let t = Instant::now();
+        let mut rooms = HashSet::new();
+        for n in 1..=20 {
+            for event in m.enter(p(n), t).unwrap() {
+                if let MatchEvent::Paired { room, .. } = event {
+                    assert!(RoomId::parse(room.as_str(), 1000).is_err());
+                    assert!(rooms.insert(room));
+                }
+            }
+        }
+        assert_eq!(rooms.len(), 10);
     }
 }
