@@ -914,4 +914,191 @@ mod tests {
         }
         assert_eq!(rooms.len(), 10);
     }
+
+    /// xorshift64: seeded, reproducible and no new dependency.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn new(seed: u64) -> Self {
+            Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x % n
+        }
+    }
+
+    /// Events that make sense on their own, whoever else is busy with the roulette.
+    fn check_events(events: &[MatchEvent]) {
+        for event in events {
+            match event {
+                MatchEvent::Paired { a, b, .. } => assert_ne!(a, b, "paired with itself"),
+                MatchEvent::PartnerLeft { who, partner, .. } => assert_ne!(who, partner),
+                MatchEvent::Waiting {
+                    position, online, ..
+                } => assert!((1..=*online).contains(position), "{event:?}"),
+            }
+        }
+    }
+
+    /// Random enter/next/stop/disconnect (and some block/report) by the participants `ids`.
+    /// Only this caller enters, stops or disconnects them, so it knows exactly which of them
+    /// must be in the roulette, whatever other threads do; it returns those. Every
+    /// `check_every` operations it checks the invariants and that none of its own is lost.
+    fn churn(
+        m: &InMemoryMatchmaker,
+        ids: Range<u64>,
+        seed: u64,
+        ops: u64,
+        check_every: u64,
+        on_events: &mut dyn FnMut(&[MatchEvent]),
+    ) -> HashSet<ParticipantId> {
+        let mut rng = XorShift::new(seed);
+        let mut inside = HashSet::new();
+        let t0 = Instant::now();
+        for step in 0..ops {
+            let who = p(ids.start + rng.below(ids.end - ids.start));
+            // 10 ms a step against a 1 s cooldown: couples cool down and warm up again.
+            let now = t0 + Duration::from_millis(step * 10);
+            let was_inside = inside.contains(&who);
+            let refused = |r: &Result<_, RouletteError>| match r {
+                Err(e) => Some(e.clone()),
+                Ok(_) => None,
+            };
+            let result = match rng.below(100) {
+                0..=34 => {
+                    let r = m.enter(who, now);
+                    let expected = was_inside.then_some(RouletteError::AlreadyInRoulette);
+                    assert_eq!(refused(&r), expected);
+                    inside.insert(who);
+                    r
+                }
+                35..=69 => {
+                    let r = m.next(who, now);
+                    let expected = (!was_inside).then_some(RouletteError::NotInRoulette);
+                    assert_eq!(refused(&r), expected);
+                    r
+                }
+                70..=79 => {
+                    inside.remove(&who);
+                    Ok(m.stop(who, now))
+                }
+                80..=89 => {
+                    inside.remove(&who);
+                    Ok(m.disconnect(who, now))
+                }
+                op => {
+                    let r = if op < 95 {
+                        m.block(who, now)
+                    } else {
+                        m.report(who, now)
+                    };
+                    match refused(&r) {
+                        None | Some(RouletteError::NoPartner) => assert!(was_inside),
+                        Some(e) => {
+                            assert_eq!((e, was_inside), (RouletteError::NotInRoulette, false))
+                        }
+                    }
+                    r
+                }
+            };
+            let events = result.unwrap_or_default();
+            check_events(&events);
+            on_events(&events);
+            if step % check_every == 0 {
+                m.check_invariants().unwrap();
+                let snapshot = m.snapshot();
+                for id in ids.clone().map(p) {
+                    assert_eq!(
+                        snapshot.contains(id),
+                        inside.contains(&id),
+                        "{id} lost or kept"
+                    );
+                }
+            }
+        }
+        inside
+    }
+
+    fn stress_matchmaker() -> InMemoryMatchmaker {
+        InMemoryMatchmaker::new(RouletteConfig {
+            cooldown: Duration::from_secs(1),
+            max_participants: 1000,
+        })
+    }
+
+    /// One thread, invariants after every operation, and the events alone rebuild exactly
+    /// who talks to whom: what the signalling layer forwards is complete.
+    #[test]
+    fn stress_one_thread_events_tell_the_whole_story() {
+        let m = stress_matchmaker();
+        let mut partners: HashMap<ParticipantId, ParticipantId> = HashMap::new();
+        let mut rooms = HashSet::new();
+        let mut apply = |events: &[MatchEvent]| {
+            for event in events {
+                match event {
+                    MatchEvent::Paired { room, a, b } => {
+                        assert!(rooms.insert(room.clone()), "room used twice");
+                        assert_eq!(partners.insert(*a, *b), None, "{a} in two pairs");
+                        assert_eq!(partners.insert(*b, *a), None, "{b} in two pairs");
+                    }
+                    MatchEvent::PartnerLeft { who, partner, .. } => {
+                        assert_eq!(partners.remove(who), Some(*partner));
+                        assert_eq!(partners.remove(partner), Some(*who));
+                    }
+                    MatchEvent::Waiting { who, .. } => assert!(!partners.contains_key(who)),
+                }
+            }
+            assert_eq!(partners, m.snapshot().partners);
+        };
+        let inside = churn(&m, 0..30, 0x5EED, 20_000, 1, &mut apply);
+        m.check_invariants().unwrap();
+        assert_eq!(m.stats().online, inside.len());
+        assert!(m.stats().pairs_made > 1000, "{:?}", m.stats());
+    }
+
+    /// Several threads hammer one matchmaker; each owns a range of participants.
+    #[test]
+    fn stress_threads_nobody_in_two_pairs_and_nobody_lost() {
+        const THREADS: u64 = 4;
+        const IDS: u64 = 40;
+        let m = Arc::new(stress_matchmaker());
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || {
+                    churn(
+                        &m,
+                        t * IDS..(t + 1) * IDS,
+                        0xFACE + t,
+                        20_000,
+                        50,
+                        &mut check_events,
+                    )
+                })
+            })
+            .collect();
+        let mut inside = HashSet::new();
+        for worker in workers {
+            inside.extend(worker.join().unwrap());
+        }
+        m.check_invariants().unwrap();
+        let snapshot = m.snapshot();
+        let present: HashSet<_> = snapshot
+            .waiting
+            .iter()
+            .chain(snapshot.partners.keys())
+            .copied()
+            .collect();
+        assert_eq!(present, inside);
+        let stats = m.stats();
+        assert_eq!(stats.online, inside.len());
+        assert_eq!(stats.waiting + 2 * stats.pairs, stats.online);
+        assert!(stats.pairs_made > 1000 && stats.reports > 100, "{stats:?}");
+    }
 }
