@@ -162,6 +162,9 @@ pub trait Matchmaker: Send + Sync + 'static {
 /// Two participants, the smaller id first, so that (a, b) and (b, a) are one key.
 type Couple = (ParticipantId, ParticipantId);
 
+/// A queue entry: ticket and participant.
+type Queued = (u64, ParticipantId);
+
 fn couple(a: ParticipantId, b: ParticipantId) -> Couple {
     (a.min(b), a.max(b))
 }
@@ -387,34 +390,32 @@ impl State {
             .is_some_and(|&at| now.saturating_duration_since(at) < cooldown)
     }
 
-    /// The longest waiter who can be paired, with the longest waiter it can be paired with.
-    /// With `fresh_only`, couples in cooldown do not count.
-    fn find_pair(
-        &self,
-        fresh_only: bool,
-        now: Instant,
-        cooldown: Duration,
-    ) -> Option<(ParticipantId, ParticipantId)> {
-        let waiting = || self.queue.values().copied();
+    /// The longest waiter who can be paired, with the longest waiter it can be paired with,
+    /// as queue entries (ticket, participant). With `fresh_only`, couples in cooldown do not
+    /// count.
+    fn find_pair(&self, fresh_only: bool, now: Instant, cooldown: Duration) -> Option<[Queued; 2]> {
+        let waiting = || self.queue.iter().map(|(&ticket, &who)| (ticket, who));
         waiting().enumerate().find_map(|(i, a)| {
             waiting().skip(i + 1).find_map(|b| {
+                let (x, y) = (a.1, b.1);
                 let ok =
-                    !self.is_blocked(a, b) && !(fresh_only && self.cooling(a, b, now, cooldown));
-                ok.then_some((a, b))
+                    !self.is_blocked(x, y) && !(fresh_only && self.cooling(x, y, now, cooldown));
+                ok.then_some([a, b])
             })
         })
     }
 
-    fn pair(&mut self, a: ParticipantId, b: ParticipantId, events: &mut Vec<MatchEvent>) {
+    /// Pairs two queue entries. It takes both out of the queue by ticket whatever their seats
+    /// say, so that the loop in `settle` always ends.
+    fn pair(&mut self, [(ticket_a, a), (ticket_b, b)]: [Queued; 2], events: &mut Vec<MatchEvent>) {
         // The control character keeps every name a client can send (`RoomId::parse`) apart.
         let room = RoomId(format!("roulette\u{1f}{}", self.next_room));
         self.next_room += 1;
         self.pairs_made += 1;
+        self.queue.remove(&ticket_a);
+        self.queue.remove(&ticket_b);
         for (me, partner) in [(a, b), (b, a)] {
             if let Some(member) = self.members.get_mut(&me) {
-                if let Seat::Waiting { ticket } = member.seat {
-                    self.queue.remove(&ticket);
-                }
                 member.seat = Seat::Paired { partner };
             }
         }
@@ -435,8 +436,8 @@ impl State {
     ) -> Vec<MatchEvent> {
         if !self.shutting_down {
             for fresh_only in [true, false] {
-                while let Some((a, b)) = self.find_pair(fresh_only, now, config.cooldown) {
-                    self.pair(a, b, &mut events);
+                while let Some(two) = self.find_pair(fresh_only, now, config.cooldown) {
+                    self.pair(two, &mut events);
                 }
             }
         }
@@ -685,7 +686,7 @@ mod tests {
             }
             let now = state.clock.unwrap_or_else(Instant::now);
             if !state.shutting_down {
-                if let Some((a, b)) = state.find_pair(false, now, self.config.cooldown) {
+                if let Some([(_, a), (_, b)]) = state.find_pair(false, now, self.config.cooldown) {
                     return Err(format!("{a} and {b} both wait but could be paired"));
                 }
             }
