@@ -28,7 +28,7 @@
 //!   [`NextReason::Disconnected`] and also forgets the participant's blocks.
 //!
 //! Block and report aim at the current partner or, while waiting, at the last one: the
-//! partner may have pressed next a moment before the button was pressed.
+//! partner may have left a moment before the click arrived.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -84,7 +84,9 @@ pub enum MatchEvent {
         reason: NextReason,
     },
     /// `who` waits at `position` (1 is next in line); `online` is everyone in the roulette,
-    /// waiting or paired ("waiting… N online").
+    /// waiting or paired ("waiting… N online"). Only those whose seat changed hear it (the
+    /// others' positions move silently, so that one operation costs a bounded number of
+    /// messages); [`Matchmaker::stats`] has the counts for anyone who wants them fresh.
     Waiting {
         who: ParticipantId,
         position: usize,
@@ -777,6 +779,21 @@ mod tests {
             no_rooms(m.next(p(1), t)),
             vec![left(p(2), p(1), NextReason::Next), paired(p(2), p(1))]
         );
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_late_clock_reading_does_not_shorten_the_cooldown() {
+        let m = matchmaker(100);
+        let t0 = Instant::now();
+        let late = t0 + Duration::from_secs(100);
+        m.enter(p(1), late).unwrap();
+        m.enter(p(2), late).unwrap();
+        m.enter(p(3), late).unwrap();
+        // Read before `late` was, arrives after: the pair ends at `late`, not at `t0`.
+        m.next(p(1), t0).unwrap();
+        let events = no_rooms(m.next(p(3), t0 + Duration::from_secs(130)));
+        assert!(events.contains(&paired(p(1), p(3))), "{events:?}");
         m.check_invariants().unwrap();
     }
 
