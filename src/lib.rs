@@ -10,9 +10,9 @@
 //! ```
 //!
 //! Modules, dependencies pointing one way (`signal → room → rtc, media, swap → infer`):
-//! `signal` (HTTP + WebSocket edge), `room` (rooms and participants), `rtc` (the only user of
-//! the `webrtc` crate), `media` (frames and codecs), `swap` (face pipeline), `infer` (ONNX
-//! Runtime), `config` (validated configuration).
+//! `signal` (HTTP + WebSocket edge), `room` (rooms, participants and the roulette
+//! matchmaker), `rtc` (the only user of the `webrtc` crate), `media` (frames and codecs),
+//! `swap` (face pipeline), `infer` (ONNX Runtime), `config` (validated configuration).
 
 pub mod bench;
 pub mod config;

@@ -4,6 +4,9 @@
 //! tells the others when that changes (through each participant's bounded event channel). It
 //! never touches sockets or media. [`InMemoryDirectory`] serves one node; a shared store can
 //! implement the same trait for several.
+//!
+//! [`roulette`] pairs strangers into private two-person rooms behind a [`roulette::Matchmaker`]
+//! trait in the same spirit; the pair then meets in an ordinary room of the directory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -13,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use crate::rtc::Published;
+
+pub mod roulette;
 
 /// Depth of a participant's room-event channel.
 pub const EVENT_DEPTH: usize = 1024;
