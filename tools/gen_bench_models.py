@@ -51,6 +51,10 @@ What differs from the real files on purpose:
 
 IR version 6 (opset 11's), under ONNX Runtime 1.31's limit (IR <= 13 there; IR 14 is rejected).
 
+The parameter and MAC counts are kept layer by layer while the graph is built and printed per
+layer group; the MAC totals are then checked against ONNX shape inference of the graph itself
+(every Conv and MatMul), and a difference is an error. --check does all that and writes nothing.
+
     python3 tools/gen_bench_models.py [--out models/bench] [--force] [--check] [--seed N]
 """
 
@@ -73,7 +77,7 @@ REF = {  # figures from shared/reference/faceswap-pipelines.md, section 6
 
 class Net:
     """A graph under construction that also counts parameters and multiply-accumulates per
-    layer group. With `weights=False` nothing is allocated (the --check mode)."""
+    layer group. With `weights=False` the weight tensors have shapes but no data."""
 
     def __init__(self, name, seed, weights):
         self.name = name
@@ -98,19 +102,22 @@ class Net:
         from onnx import numpy_helper
 
         self.count(params=params)
-        if self.weights:
-            self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def random(self, name, shape, std, mean=0.0):
+    def random(self, name, shape, std):
+        """Random normal weights. Without `weights`, a tensor with the shape and no data: enough
+        for shape inference (the cross-check of the count), not for running."""
+        from onnx import TensorProto
+
         size = int(np.prod(shape))
         if not self.weights:
             self.count(params=size)
+            t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=shape)
+            self.inits.append(t)
             return name
         w = self.rng.standard_normal(size, dtype=np.float32)
         w *= np.float32(std)
-        if mean:
-            w += np.float32(mean)
         return self.const(name, w.reshape(shape), params=size)
 
     def op(self, op_type, inputs, n_out=1, name_hint=None, outputs=None, **attrs):
@@ -414,13 +421,11 @@ def report(fname, net, sizes):
     return total_p, totals
 
 
-def build(fname, maker, seed, weights):
-    net, io, sizes = maker(seed, weights)
-    if not weights:
-        return net, sizes, None
-    import onnx
+def build(maker, seed, weights):
+    """The model; with `weights=False` its weight tensors have shapes and no data."""
     from onnx import helper
 
+    net, io, sizes = maker(seed, weights)
     inputs, outputs = io()
     graph = helper.make_graph(net.nodes, net.name + "_bench", inputs, outputs, net.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -428,8 +433,31 @@ def build(fname, maker, seed, weights):
                               doc_string="facerelay benchmark model: random weights, the cost "
                                          "of the real model, not the real model")
     model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
     return net, sizes, model
+
+
+def inferred_macs(model, size):
+    """MACs of every Conv and MatMul from ONNX shape inference of `model` (input resized to
+    `size` where it is dynamic): an independent check of the counts kept while building."""
+    from onnx import shape_inference
+
+    m = type(model)()
+    m.CopyFrom(model)
+    if size is not None:
+        dims = m.graph.input[0].type.tensor_type.shape.dim
+        dims[2].dim_value, dims[3].dim_value = size
+    m = shape_inference.infer_shapes(m, strict_mode=True)
+    shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+              for v in list(m.graph.value_info) + list(m.graph.output)}
+    weights = {t.name: list(t.dims) for t in m.graph.initializer}
+    total = 0
+    for n in m.graph.node:
+        if n.op_type == "Conv":
+            w = weights[n.input[1]]
+            total += int(np.prod(shapes[n.output[0]])) * w[1] * w[2] * w[3]
+        elif n.op_type == "MatMul":
+            total += int(np.prod(weights[n.input[1]]))
+    return total
 
 
 def main():
@@ -443,24 +471,34 @@ def main():
     ap.add_argument("--no-recognizer", action="store_true",
                     help="do not copy the stand-in recognizer from models/fixtures/")
     args = ap.parse_args()
+    import onnx
+
     out = pathlib.Path(args.out)
     if not args.check:
         out.mkdir(parents=True, exist_ok=True)
     for i, (fname, maker) in enumerate((("inswapper_128.onnx", swapper),
                                         ("det_10g.onnx", detector))):
+        net, sizes, shape_only = build(maker, args.seed + i, weights=False)
+        _, totals = report(fname, net, sizes)
+        for size, total in zip(sizes or [None], totals):
+            inferred = inferred_macs(shape_only, size)
+            if inferred != total:
+                sys.exit(f"{fname}: the count kept while building ({total}) differs from shape "
+                         f"inference ({inferred}) at {size}: fix the generator")
+        print("  (shape inference of the graph gives the same MAC totals)")
+        del shape_only
         path = out / fname
-        write = not args.check and (args.force or not path.exists())
-        net, sizes, model = build(fname, maker, args.seed + i, write)
-        report(fname, net, sizes)
-        if write:
-            import onnx
-
+        if args.check:
+            pass
+        elif args.force or not path.exists():
+            _, _, model = build(maker, args.seed + i, weights=True)
+            onnx.checker.check_model(model)
             tmp = path.with_name(path.name + ".part")
             onnx.save(model, tmp)
             tmp.replace(path)
             del model
             print(f"  wrote {path} ({path.stat().st_size:,} bytes)")
-        elif not args.check:
+        else:
             print(f"  {path} exists, kept (--force to overwrite)")
         print()
     rec = out / "w600k_r50.onnx"
