@@ -11,8 +11,8 @@
 //!
 //! - **Arrival order.** Whoever has waited longest is paired first, with the longest waiter
 //!   they may be paired with.
-//! - **Next** ends the pair and queues both again at the back: the partner first, then the
-//!   one who pressed next. The partner is told why ([`MatchEvent::PartnerLeft`]).
+//! - **Next** ends the pair and queues both again at the back: the one who pressed next first
+//!   (a stranger already waiting meets them), then the partner, who is told why.
 //! - **Cooldown.** Two participants whose pair ended less than
 //!   [`RouletteConfig::cooldown`] ago are not paired again while anyone else is waiting whom
 //!   either of them could be paired with instead. If nobody else is (for example, they are
@@ -260,6 +260,7 @@ impl InMemoryMatchmaker {
         let mut events = Vec::new();
         if current.is_some() {
             state.split(who, target, reason, now, &mut events);
+            state.enqueue(target);
             state.enqueue(who);
         }
         // Once blocked there is nothing more to aim at: a second report must not count twice.
@@ -287,6 +288,7 @@ impl InMemoryMatchmaker {
             }
             Seat::Paired { partner } => {
                 state.split(who, partner, reason, now, &mut events);
+                state.enqueue(partner);
                 Some(partner)
             }
         };
@@ -357,7 +359,6 @@ impl State {
             partner: who,
             reason,
         });
-        self.enqueue(partner);
     }
 
     fn block(&mut self, a: ParticipantId, b: ParticipantId) {
@@ -492,8 +493,11 @@ impl Matchmaker for InMemoryMatchmaker {
         };
         let mut events = Vec::new();
         state.split(who, partner, NextReason::Next, now, &mut events);
+        // The one who pressed next goes back first: they asked for someone new, and a waiting
+        // stranger should meet them rather than the partner who was just left.
         state.enqueue(who);
-        Ok(state.settle([partner, who], now, &self.config, events))
+        state.enqueue(partner);
+        Ok(state.settle([who, partner], now, &self.config, events))
     }
 
     fn block(&self, who: ParticipantId, now: Instant) -> Result<Vec<MatchEvent>, RouletteError> {
@@ -723,22 +727,22 @@ mod tests {
     fn next_requeues_both_and_tells_the_partner() {
         let (m, t) = talking();
         m.enter(p(3), t).unwrap();
-        // 3 waited longest, then 2 (queued before the one who pressed next).
+        // 3 waited longest, then 1 (who pressed next goes back before the partner it left).
         assert_eq!(
             no_rooms(m.next(p(1), t)),
             vec![
                 left(p(2), p(1), NextReason::Next),
-                paired(p(3), p(2)),
-                waiting(p(1), 1, 3)
+                paired(p(3), p(1)),
+                waiting(p(2), 1, 3)
             ]
         );
         // Next while waiting keeps the place.
-        assert_eq!(no_rooms(m.next(p(1), t)), vec![waiting(p(1), 1, 3)]);
+        assert_eq!(no_rooms(m.next(p(2), t)), vec![waiting(p(2), 1, 3)]);
         m.check_invariants().unwrap();
     }
 
-    /// 1 and 2 were paired at `t0`; then 2 talks to 3 and 1 waits. When 3 presses next at
-    /// `t0 + after`, the queue is [1, 2, 3] in arrival order.
+    /// 1 and 2 were paired at `t0`; 1 pressed next, met 3, and 2 waits. When 1 presses next
+    /// again at `t0 + after`, the queue is [2, 1, 3]: 2 waited longest and 1 is next in line.
     fn after_a_cooldown_of(after: Duration) -> Vec<MatchEvent> {
         let m = matchmaker(100);
         let t0 = Instant::now();
@@ -746,7 +750,7 @@ mod tests {
         m.enter(p(2), t0).unwrap();
         m.enter(p(3), t0).unwrap();
         m.next(p(1), t0).unwrap();
-        let events = no_rooms(m.next(p(3), t0 + after));
+        let events = no_rooms(m.next(p(1), t0 + after));
         m.check_invariants().unwrap();
         events
     }
@@ -756,17 +760,17 @@ mod tests {
         assert_eq!(
             after_a_cooldown_of(Duration::from_secs(10)),
             vec![
-                left(p(2), p(3), NextReason::Next),
-                paired(p(1), p(3)),
-                waiting(p(2), 1, 3)
+                left(p(3), p(1), NextReason::Next),
+                paired(p(2), p(3)),
+                waiting(p(1), 1, 3)
             ]
         );
         // Once the cooldown is over, arrival order alone decides.
         assert_eq!(
             after_a_cooldown_of(COOLDOWN + Duration::from_secs(1)),
             vec![
-                left(p(2), p(3), NextReason::Next),
-                paired(p(1), p(2)),
+                left(p(3), p(1), NextReason::Next),
+                paired(p(2), p(1)),
                 waiting(p(3), 1, 3)
             ]
         );
@@ -777,7 +781,7 @@ mod tests {
         let (m, t) = talking();
         assert_eq!(
             no_rooms(m.next(p(1), t)),
-            vec![left(p(2), p(1), NextReason::Next), paired(p(2), p(1))]
+            vec![left(p(2), p(1), NextReason::Next), paired(p(1), p(2))]
         );
         m.check_invariants().unwrap();
     }
@@ -790,10 +794,12 @@ mod tests {
         m.enter(p(1), late).unwrap();
         m.enter(p(2), late).unwrap();
         m.enter(p(3), late).unwrap();
-        // Read before `late` was, arrives after: the pair ends at `late`, not at `t0`.
+        // Read before `late` was, arrives after: the pair (1, 2) ends at `late`, not at `t0`.
         m.next(p(1), t0).unwrap();
-        let events = no_rooms(m.next(p(3), t0 + Duration::from_secs(130)));
-        assert!(events.contains(&paired(p(1), p(3))), "{events:?}");
+        // 1 leaves 3 thirty seconds after `late`: 1 and 2 are still in cooldown, so 2 (waiting
+        // longest) meets 3. Had the pair ended at `t0`, 2 would have met 1.
+        let events = no_rooms(m.next(p(1), t0 + Duration::from_secs(130)));
+        assert!(events.contains(&paired(p(2), p(3))), "{events:?}");
         m.check_invariants().unwrap();
     }
 
@@ -910,8 +916,8 @@ mod tests {
             no_rooms(m.next(p(1), t)),
             vec![
                 left(p(2), p(1), NextReason::Next),
-                waiting(p(2), 2, 3),
-                waiting(p(1), 3, 3)
+                waiting(p(1), 2, 3),
+                waiting(p(2), 3, 3)
             ]
         );
         m.check_invariants().unwrap();
