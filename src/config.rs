@@ -38,6 +38,7 @@ pub struct Config {
     pub ice: IceConfig,
     pub media: MediaConfig,
     pub rooms: RoomsConfig,
+    pub roulette: RouletteSettings,
     pub models: crate::infer::ModelsConfig,
     pub swap: crate::swap::SwapConfig,
 }
@@ -110,6 +111,15 @@ pub struct RoomsConfig {
     pub max_total_participants: usize,
     /// Longest room name, characters.
     pub max_name_chars: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouletteSettings {
+    /// Seconds two people whose pair ended are kept apart while others wait.
+    pub cooldown_secs: u64,
+    /// Most participants in the roulette at once.
+    pub max_participants: usize,
 }
 
 impl Config {

@@ -105,6 +105,7 @@ pub struct Gauges {
     pub participants: usize,
     pub rooms: usize,
     pub sessions: usize,
+    pub roulette: crate::room::roulette::RouletteStats,
 }
 
 /// Renders everything in the Prometheus text exposition format (version 0.0.4).
@@ -134,6 +135,36 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
         gauges.sessions,
         "",
     );
+    let r = gauges.roulette;
+    gauge(
+        "facerelay_roulette_online",
+        "Participants in the roulette, waiting or paired.",
+        r.online,
+        "",
+    );
+    gauge(
+        "facerelay_roulette_waiting",
+        "Roulette participants waiting for a partner.",
+        r.waiting,
+        "",
+    );
+    for (name, help, value) in [
+        (
+            "facerelay_roulette_pairs_total",
+            "Roulette pairs made.",
+            r.pairs_made,
+        ),
+        (
+            "facerelay_roulette_reports_total",
+            "Roulette partners reported.",
+            r.reports,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP facerelay_published_streams Tracks being relayed.\n# TYPE facerelay_published_streams gauge\n\

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::rtc::Published;
 
+pub mod hub;
 pub mod roulette;
 
 /// Depth of a participant's room-event channel.
@@ -24,6 +25,15 @@ pub const EVENT_DEPTH: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParticipantId(pub u64);
+
+impl ParticipantId {
+    /// A process-wide unique id (rooms and roulette draw from the same counter, so an id
+    /// never means two people).
+    pub fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 impl fmt::Display for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -72,9 +82,26 @@ pub struct ParticipantInfo {
 pub enum RoomEvent {
     Joined(ParticipantInfo),
     Left(ParticipantId),
+    /// Someone this participant sees publishes a track (a room member, or the roulette partner).
     Published {
         owner: ParticipantId,
         track: Arc<Published>,
+    },
+    /// Roulette: a new partner, with what it already publishes.
+    Paired {
+        partner: ParticipantInfo,
+        partner_id: ParticipantId,
+        tracks: Vec<Arc<Published>>,
+    },
+    /// Roulette: the partner is gone, and why.
+    PartnerLeft {
+        partner: ParticipantId,
+        reason: roulette::NextReason,
+    },
+    /// Roulette: waiting for a partner.
+    Waiting {
+        position: usize,
+        online: usize,
     },
 }
 
@@ -156,7 +183,6 @@ struct State {
 /// The single-node directory: all state in memory behind one short-held lock.
 pub struct InMemoryDirectory {
     state: Mutex<State>,
-    next_id: AtomicU64,
     max_per_room: usize,
     max_total: usize,
     max_name_chars: usize,
@@ -166,7 +192,6 @@ impl InMemoryDirectory {
     pub fn new(max_per_room: usize, max_total: usize, max_name_chars: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            next_id: AtomicU64::new(1),
             max_per_room,
             max_total,
             max_name_chars,
@@ -211,7 +236,7 @@ impl RoomDirectory for InMemoryDirectory {
                 max: self.max_per_room,
             });
         }
-        let id = ParticipantId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = ParticipantId::fresh();
         let info = ParticipantInfo {
             id: id.to_string(),
             name,

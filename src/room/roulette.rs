@@ -55,7 +55,7 @@ impl Default for RouletteConfig {
 }
 
 /// Why a pair ended, as told to the partner who stays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NextReason {
     Next,

@@ -22,6 +22,8 @@ use tower_http::services::ServeDir;
 
 use crate::config::Config;
 use crate::media::FrameStage;
+use crate::room::hub::RouletteHub;
+use crate::room::roulette::{InMemoryMatchmaker, RouletteConfig};
 use crate::room::{InMemoryDirectory, RoomDirectory};
 use crate::rtc::{RtcEngine, RtcSettings};
 
@@ -30,6 +32,7 @@ pub struct App {
     pub config: Arc<Config>,
     pub engine: Arc<RtcEngine>,
     pub directory: Arc<dyn RoomDirectory>,
+    pub roulette: RouletteHub,
     /// Turns true when the server starts draining.
     shutdown: watch::Receiver<bool>,
     sessions: SessionCounter,
@@ -43,11 +46,16 @@ impl App {
             config.rooms.max_total_participants,
             config.rooms.max_name_chars,
         ));
+        let roulette = RouletteHub::new(Arc::new(InMemoryMatchmaker::new(RouletteConfig {
+            cooldown: Duration::from_secs(config.roulette.cooldown_secs),
+            max_participants: config.roulette.max_participants,
+        })));
         let (tx, rx) = watch::channel(false);
         let app = Arc::new(Self {
             config: Arc::new(config),
             engine,
             directory,
+            roulette,
             shutdown: rx,
             sessions: SessionCounter::default(),
         });
@@ -95,6 +103,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
         "status": if draining { "draining" } else { "ok" },
         "rooms": stats.rooms,
         "participants": stats.participants,
+        "roulette": app.roulette.stats().online,
     });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
@@ -112,6 +121,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             participants: stats.participants,
             rooms: stats.rooms,
             sessions: app.live_sessions(),
+            roulette: app.roulette.stats(),
         },
     );
     (
@@ -150,6 +160,7 @@ pub async fn serve(
             shutdown.await;
             tracing::info!("shutting down: refusing new joins, closing sessions");
             draining_app.directory.begin_shutdown();
+            draining_app.roulette.begin_shutdown();
             let _ = drain.send(true);
             let deadline = Instant::now() + grace;
             while draining_app.live_sessions() > 0 && Instant::now() < deadline {

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::IceServer;
+use crate::room::roulette::NextReason;
 use crate::room::ParticipantInfo;
 use crate::rtc::IceCandidate;
 
@@ -19,12 +20,33 @@ pub enum ClientMessage {
     Answer { sdp: String },
     /// A trickled ICE candidate; `null` marks the end of gathering.
     Candidate { candidate: Option<IceCandidate> },
-    /// Leave the room (the socket stays open for another join).
+    /// Leave the room or the roulette (the socket stays open for another join).
     Leave,
+    /// Enter the roulette: be paired with a random stranger.
+    Roulette { name: String },
+    /// Roulette: end this pair and be paired with someone else.
+    Next,
+    /// Roulette: leave it (same as `leave`).
+    Stop,
+    /// Roulette: end this pair and never be paired with this partner again.
+    Block,
+    /// Roulette: report the partner (ends the pair and blocks; logged and counted).
+    Report,
 }
 
 impl ClientMessage {
-    pub const TYPES: &'static [&'static str] = &["join", "offer", "answer", "candidate", "leave"];
+    pub const TYPES: &'static [&'static str] = &[
+        "join",
+        "offer",
+        "answer",
+        "candidate",
+        "leave",
+        "roulette",
+        "next",
+        "stop",
+        "block",
+        "report",
+    ];
 }
 
 /// Server → browser.
@@ -35,7 +57,8 @@ pub enum ServerMessage {
     #[serde(rename_all = "camelCase")]
     Welcome {
         id: String,
-        room: String,
+        /// The room joined; `null` in the roulette.
+        room: Option<String>,
         participants: Vec<ParticipantInfo>,
         ice_servers: Vec<IceServer>,
     },
@@ -62,6 +85,19 @@ pub enum ServerMessage {
     /// The server ends the session (shutdown); the socket closes next.
     Bye {
         reason: String,
+    },
+    /// Roulette: waiting for a partner (`position` 1 = next in line).
+    RouletteWaiting {
+        position: usize,
+        online: usize,
+    },
+    /// Roulette: a new partner; its media arrives with the next offer.
+    RoulettePaired {
+        partner: ParticipantInfo,
+    },
+    /// Roulette: the partner left (`next`, `stop` or `disconnected`); waiting again.
+    RouletteEnded {
+        reason: NextReason,
     },
 }
 
@@ -169,7 +205,7 @@ mod tests {
     fn server_messages_serialise_as_documented() {
         let m = ServerMessage::Welcome {
             id: "p1".into(),
-            room: "r".into(),
+            room: Some("r".into()),
             participants: vec![],
             ice_servers: vec![],
         };

@@ -17,14 +17,32 @@ use tokio::sync::mpsc;
 
 use super::protocol::{parse_client_message, ClientMessage, ServerMessage};
 use super::App;
-use crate::room::{ParticipantId, RoomEvent, RoomId, EVENT_DEPTH};
+use crate::room::roulette::{NextReason, RouletteError};
+use crate::room::{
+    clean_name, ParticipantId, ParticipantInfo, RoomError, RoomEvent, RoomId, EVENT_DEPTH,
+};
 use crate::rtc::{MediaKind, PeerEvent, Published, RtcError, ServerPeer, SubscriptionId};
 
 /// WebSocket close code for "message too big" (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
 
+/// Where a participant is: a room joined by name, or the roulette (pairs made by the hub).
+enum Place {
+    Room(RoomId),
+    Roulette,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Room(room) => write!(f, "room {room}"),
+            Place::Roulette => f.write_str("the roulette"),
+        }
+    }
+}
+
 struct Member {
-    room: RoomId,
+    place: Place,
     id: ParticipantId,
     peer: ServerPeer,
     /// What this participant receives, by publisher.
@@ -172,13 +190,48 @@ impl Session {
 
     async fn on_client(&mut self, msg: ClientMessage) -> Flow {
         match msg {
-            ClientMessage::Join { room, name } => self.join(&room, &name).await,
-            ClientMessage::Leave => {
+            ClientMessage::Join { room, name } => self.join(Some(&room), &name).await,
+            ClientMessage::Roulette { name } => self.join(None, &name).await,
+            ClientMessage::Leave | ClientMessage::Stop => {
                 self.leave().await;
+            }
+            ClientMessage::Next | ClientMessage::Block | ClientMessage::Report => {
+                let hub = &self.app.roulette;
+                let result = match (&self.member, &msg) {
+                    (
+                        Some(Member {
+                            place: Place::Roulette,
+                            id,
+                            ..
+                        }),
+                        ClientMessage::Next,
+                    ) => hub.next(*id),
+                    (
+                        Some(Member {
+                            place: Place::Roulette,
+                            id,
+                            ..
+                        }),
+                        ClientMessage::Block,
+                    ) => hub.block(*id),
+                    (
+                        Some(Member {
+                            place: Place::Roulette,
+                            id,
+                            ..
+                        }),
+                        _,
+                    ) => hub.report(*id),
+                    _ => Err(RouletteError::NotInRoulette),
+                };
+                if let Err(e) = result {
+                    self.send_error(e.code(), e.to_string()).await;
+                }
             }
             msg => {
                 if self.member.is_none() {
-                    self.send_error("not_joined", "join a room first").await;
+                    self.send_error("not_joined", "join a room or the roulette first")
+                        .await;
                     return Flow::Continue;
                 }
                 if let Err((code, message)) = self.on_negotiation(msg).await {
@@ -189,50 +242,72 @@ impl Session {
         Flow::Continue
     }
 
-    async fn join(&mut self, room: &str, name: &str) {
+    /// Joins the room `room`, or the roulette when `room` is `None`.
+    async fn join(&mut self, room: Option<&str>, name: &str) {
         if self.member.is_some() {
             self.send_error(
                 "already_joined",
-                "this connection is already in a room; leave first",
+                "this connection is already in a room or the roulette; leave first",
             )
             .await;
             return;
         }
         let max = self.app.config.rooms.max_name_chars;
-        let room = match RoomId::parse(room, max) {
-            Ok(r) => r,
-            Err(e) => return self.send_error(e.code(), e.to_string()).await,
-        };
         let (tx, rx) = mpsc::channel(EVENT_DEPTH);
-        let joined = match self.app.directory.join(&room, name, tx) {
-            Ok(j) => j,
-            Err(e) => return self.send_error(e.code(), e.to_string()).await,
+        let (place, id, present) = match room {
+            Some(room) => {
+                let room = match RoomId::parse(room, max) {
+                    Ok(r) => r,
+                    Err(e) => return self.send_error(e.code(), e.to_string()).await,
+                };
+                match self.app.directory.join(&room, name, tx) {
+                    Ok(j) => (Place::Room(room), j.id, j.present),
+                    Err(e) => return self.send_error(e.code(), e.to_string()).await,
+                }
+            }
+            None => {
+                let Some(name) = clean_name(name, max) else {
+                    let e = RoomError::InvalidDisplayName { max_chars: max };
+                    return self.send_error(e.code(), e.to_string()).await;
+                };
+                let id = ParticipantId::fresh();
+                let info = ParticipantInfo {
+                    id: id.to_string(),
+                    name,
+                };
+                if let Err(e) = self.app.roulette.enter(info, id, tx) {
+                    return self.send_error(e.code(), e.to_string()).await;
+                }
+                (Place::Roulette, id, Vec::new())
+            }
         };
         let (peer, peer_events) = match ServerPeer::new(self.app.engine.clone()).await {
             Ok(p) => p,
             Err(e) => {
-                self.app.directory.leave(&room, joined.id);
+                self.vacate(&place, id);
                 tracing::warn!(error = %e, "cannot create a peer connection");
                 return self.send_error(rtc_error_code(&e), e.to_string()).await;
             }
         };
-        tracing::info!(room = %room, participant = %joined.id, "joined");
-        let participants = joined.present.iter().map(|p| p.info.clone()).collect();
-        let waiting = joined
-            .present
+        tracing::info!(place = %place, participant = %id, "joined");
+        let participants = present.iter().map(|p| p.info.clone()).collect();
+        let waiting = present
             .into_iter()
             .flat_map(|p| p.tracks.into_iter().map(move |t| (p.id, t)))
             .collect();
         self.send(ServerMessage::Welcome {
-            id: joined.id.to_string(),
-            room: room.to_string(),
+            id: id.to_string(),
+            room: match &place {
+                Place::Room(room) => Some(room.to_string()),
+                Place::Roulette => None,
+            },
             participants,
             ice_servers: self.app.config.ice.servers.clone(),
         })
         .await;
         self.member = Some(Member {
-            room,
-            id: joined.id,
+            place,
+            id,
             peer,
             subscriptions: HashMap::new(),
             published: Vec::new(),
@@ -244,6 +319,14 @@ impl Session {
         });
         self.peer_events = Some(peer_events);
         self.room_events = Some(rx);
+    }
+
+    /// Takes the participant out of its room or the roulette (the others are told).
+    fn vacate(&self, place: &Place, id: ParticipantId) {
+        match place {
+            Place::Room(room) => self.app.directory.leave(room, id),
+            Place::Roulette => self.app.roulette.leave(id),
+        }
     }
 
     async fn on_negotiation(&mut self, msg: ClientMessage) -> Result<(), (&'static str, String)> {
@@ -283,7 +366,14 @@ impl Session {
                 m.peer.add_remote_candidate(candidate).await.map_err(rtc)?;
             }
             ClientMessage::Candidate { candidate: None } => {}
-            ClientMessage::Join { .. } | ClientMessage::Leave => {}
+            // Handled by `on_client`.
+            ClientMessage::Join { .. }
+            | ClientMessage::Leave
+            | ClientMessage::Roulette { .. }
+            | ClientMessage::Next
+            | ClientMessage::Stop
+            | ClientMessage::Block
+            | ClientMessage::Report => {}
         }
         Ok(())
     }
@@ -328,7 +418,12 @@ impl Session {
             PeerEvent::RemoteTrack(track) => match m.peer.publish(track, &m.id.to_string()).await {
                 Ok(published) => {
                     tracing::info!(participant = %m.id, kind = ?published.kind, stream = %published.stream, "publishing");
-                    self.app.directory.publish(&m.room, m.id, published.clone());
+                    match &m.place {
+                        Place::Room(room) => {
+                            self.app.directory.publish(room, m.id, published.clone())
+                        }
+                        Place::Roulette => self.app.roulette.publish(m.id, published.clone()),
+                    }
                     if published.kind == MediaKind::Video && self.app.config.media.self_view {
                         // The participant sees itself as the others do (after the stage).
                         subscribe(m, m.id, &published).await;
@@ -373,24 +468,37 @@ impl Session {
                     .await;
             }
             RoomEvent::Left(id) => {
-                m.waiting.retain(|(owner, _)| *owner != id);
-                for sub in m.subscriptions.remove(&id).unwrap_or_default() {
-                    if let Err(e) = m.peer.unsubscribe(sub).await {
-                        tracing::debug!(error = %e, "unsubscribe failed");
-                    }
-                    m.dirty = true;
-                }
+                drop_publisher(m, id).await;
                 self.send(ServerMessage::ParticipantLeft { id: id.to_string() })
                     .await;
                 self.renegotiate_if_needed().await;
             }
             RoomEvent::Published { owner, track } => {
-                if m.answered_first_offer {
-                    subscribe(m, owner, &track).await;
-                    self.renegotiate_if_needed().await;
-                } else {
-                    m.waiting.push((owner, track));
-                }
+                add_publisher(m, owner, vec![track]).await;
+                self.renegotiate_if_needed().await;
+            }
+            RoomEvent::Paired {
+                partner,
+                partner_id,
+                tracks,
+            } => {
+                add_publisher(m, partner_id, tracks).await;
+                self.send(ServerMessage::RoulettePaired { partner }).await;
+                self.renegotiate_if_needed().await;
+            }
+            RoomEvent::PartnerLeft { partner, reason } => {
+                drop_publisher(m, partner).await;
+                // Blocks and reports are not revealed to the one blocked or reported.
+                let reason = match reason {
+                    NextReason::Blocked | NextReason::Reported => NextReason::Next,
+                    other => other,
+                };
+                self.send(ServerMessage::RouletteEnded { reason }).await;
+                self.renegotiate_if_needed().await;
+            }
+            RoomEvent::Waiting { position, online } => {
+                self.send(ServerMessage::RouletteWaiting { position, online })
+                    .await;
             }
         }
         Flow::Continue
@@ -401,10 +509,32 @@ impl Session {
         self.peer_events = None;
         self.room_events = None;
         if let Some(mut m) = self.member.take() {
-            self.app.directory.leave(&m.room, m.id);
+            self.vacate(&m.place, m.id);
             m.peer.close().await;
-            tracing::info!(room = %m.room, participant = %m.id, "left");
+            tracing::info!(place = %m.place, participant = %m.id, "left");
         }
+    }
+}
+
+/// Starts receiving `owner`'s tracks (after the first exchange; until then they wait).
+async fn add_publisher(m: &mut Member, owner: ParticipantId, tracks: Vec<Arc<Published>>) {
+    for track in tracks {
+        if m.answered_first_offer {
+            subscribe(m, owner, &track).await;
+        } else {
+            m.waiting.push((owner, track));
+        }
+    }
+}
+
+/// Stops receiving everything of `owner`.
+async fn drop_publisher(m: &mut Member, owner: ParticipantId) {
+    m.waiting.retain(|(o, _)| *o != owner);
+    for sub in m.subscriptions.remove(&owner).unwrap_or_default() {
+        if let Err(e) = m.peer.unsubscribe(sub).await {
+            tracing::debug!(error = %e, "unsubscribe failed");
+        }
+        m.dirty = true;
     }
 }
 

@@ -203,3 +203,82 @@ async fn ice_advertises_the_public_address_and_uses_the_port_range() {
     c.close().await;
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roulette_pairs_in_arrival_order_and_next_moves_on() {
+    let _serial = serial().await;
+    let server = start(Config::loopback()).await;
+    async fn enter(server: &facerelay::signal::RunningServer, name: &str) -> RawSocket {
+        let mut s = RawSocket::connect(server).await;
+        s.send(serde_json::json!({"type": "roulette", "name": name}).to_string())
+            .await;
+        let welcome = s.recv().await.unwrap();
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert!(welcome["room"].is_null(), "{welcome}");
+        s
+    }
+    let mut ann = enter(&server, "Ann").await;
+    let waiting = ann.recv().await.unwrap();
+    assert_eq!(waiting["type"], "roulette-waiting", "{waiting}");
+    assert_eq!(
+        (waiting["position"].as_u64(), waiting["online"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    let mut bob = enter(&server, "Bob").await;
+    let paired = |v: serde_json::Value, partner: &str| {
+        assert_eq!(v["type"], "roulette-paired", "{v}");
+        assert_eq!(v["partner"]["name"], partner, "{v}");
+    };
+    paired(ann.recv().await.unwrap(), "Bob");
+    paired(bob.recv().await.unwrap(), "Ann");
+
+    let mut cid = enter(&server, "Cid").await;
+    assert_eq!(cid.recv().await.unwrap()["type"], "roulette-waiting");
+
+    // Ann moves on: she meets Cid, who was waiting; Bob is told and waits.
+    ann.send(r#"{"type":"next"}"#).await;
+    paired(ann.recv().await.unwrap(), "Cid");
+    paired(cid.recv().await.unwrap(), "Ann");
+    let ended = bob.recv().await.unwrap();
+    assert_eq!(ended["type"], "roulette-ended", "{ended}");
+    assert_eq!(ended["reason"], "next");
+    assert_eq!(bob.recv().await.unwrap()["type"], "roulette-waiting");
+
+    // Cid reports Ann: Ann is not told it was a report; Cid meets Bob.
+    cid.send(r#"{"type":"report"}"#).await;
+    let ended = ann.recv().await.unwrap();
+    assert_eq!(
+        (ended["type"].as_str(), ended["reason"].as_str()),
+        (Some("roulette-ended"), Some("next"))
+    );
+    paired(cid.recv().await.unwrap(), "Bob");
+    paired(bob.recv().await.unwrap(), "Cid");
+    let metrics = crate::support::http_get(&format!("http://{}/metrics", server.addr)).await;
+    assert!(
+        metrics.contains("facerelay_roulette_reports_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("facerelay_roulette_online 3\n"),
+        "{metrics}"
+    );
+
+    // Bob's tab dies: Cid is told, and waits rather than meet Ann again (Cid reported her).
+    drop(bob);
+    let ended = cid.recv().await.unwrap();
+    assert_eq!(
+        (ended["type"].as_str(), ended["reason"].as_str()),
+        (Some("roulette-ended"), Some("disconnected"))
+    );
+    assert_eq!(cid.recv().await.unwrap()["type"], "roulette-waiting");
+
+    // Roulette commands outside the roulette are refused clearly.
+    let mut outsider = RawSocket::connect(&server).await;
+    outsider.send(r#"{"type":"next"}"#).await;
+    outsider.expect_error("not_in_roulette").await;
+    assert_eq!(outsider.join("room", "Dee").await["type"], "welcome");
+    outsider.send(r#"{"type":"block"}"#).await;
+    outsider.expect_error("not_in_roulette").await;
+    server.shutdown().await.expect("clean shutdown");
+}
