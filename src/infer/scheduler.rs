@@ -26,7 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -292,19 +292,20 @@ impl<I, O> Shared<I, O> {
 
 /// A submitted request: wait on it for the output. Dropping it withdraws the request if no
 /// worker has taken it yet.
-pub struct Ticket<O> {
-    reply: Receiver<Reply<O>>,
+pub struct Ticket<R: BatchRunner> {
+    reply: Receiver<Reply<R::Output>>,
     stream: StreamId,
     seq: u64,
-    withdraw: Box<dyn Fn(StreamId, u64) -> bool + Send + Sync>,
+    /// Weak: a ticket outliving its scheduler must not keep the queue alive.
+    shared: Weak<Shared<R::Input, R::Output>>,
     metrics: Arc<SchedulerMetrics>,
     answered: bool,
 }
 
-impl<O> Ticket<O> {
+impl<R: BatchRunner> Ticket<R> {
     /// Waits up to `timeout` for the output. On timeout a still-waiting request is withdrawn
     /// (a running one finishes and its output is discarded).
-    pub fn wait(mut self, timeout: Duration) -> Result<O, ScheduleError> {
+    pub fn wait(mut self, timeout: Duration) -> Result<R::Output, ScheduleError> {
         let result = match self.reply.recv_timeout(timeout) {
             Ok(reply) => reply,
             Err(RecvTimeoutError::Timeout) => {
@@ -320,10 +321,12 @@ impl<O> Ticket<O> {
     }
 }
 
-impl<O> Drop for Ticket<O> {
+impl<R: BatchRunner> Drop for Ticket<R> {
     fn drop(&mut self) {
         if !self.answered {
-            (self.withdraw)(self.stream, self.seq);
+            if let Some(shared) = self.shared.upgrade() {
+                shared.withdraw(self.stream, self.seq);
+            }
         }
     }
 }
@@ -402,11 +405,7 @@ impl<R: BatchRunner> Scheduler<R> {
 
     /// Puts `input` in `stream`'s slot, answering a request still waiting there
     /// [`ScheduleError::Superseded`], and returns at once.
-    pub fn submit(
-        &self,
-        stream: StreamId,
-        input: R::Input,
-    ) -> Result<Ticket<R::Output>, ScheduleError> {
+    pub fn submit(&self, stream: StreamId, input: R::Input) -> Result<Ticket<R>, ScheduleError> {
         let (tx, rx) = mpsc::sync_channel(1);
         let now = Instant::now();
         let (seq, replaced) = {
@@ -444,23 +443,19 @@ impl<R: BatchRunner> Scheduler<R> {
             q.next_seq += 1;
             (seq, replaced)
         };
-        self.shared.changed.notify_all();
-        if let Some(old) = replaced {
-            SchedulerMetrics::add(&self.shared.metrics.superseded, 1);
-            let _ = old.reply.try_send(Err(ScheduleError::Superseded));
+        match replaced {
+            // Same queue length, same oldest request: nothing a worker waits on has changed.
+            Some(old) => {
+                SchedulerMetrics::add(&self.shared.metrics.superseded, 1);
+                let _ = old.reply.try_send(Err(ScheduleError::Superseded));
+            }
+            None => self.shared.changed.notify_all(),
         }
-        let shared = Arc::downgrade(&self.shared);
         Ok(Ticket {
             reply: rx,
             stream,
             seq,
-            // Weak: a ticket outliving the scheduler must not keep its queue alive.
-            withdraw: Box::new(move |stream, seq| {
-                shared
-                    .upgrade()
-                    .and_then(|s| s.withdraw(stream, seq))
-                    .is_some()
-            }),
+            shared: Arc::downgrade(&self.shared),
             metrics: self.shared.metrics.clone(),
             answered: false,
         })
@@ -772,7 +767,7 @@ mod tests {
 
     /// Occupies the (single) worker with a `BLOCK` request of stream 0 until `gate` is passed
     /// a second time.
-    fn occupy(s: &Scheduler<Probe>, h: &Harness) -> Ticket<u32> {
+    fn occupy(s: &Scheduler<Probe>, h: &Harness) -> Ticket<Probe> {
         let ticket = s.submit(StreamId(0), BLOCK).unwrap();
         h.gate.wait();
         ticket
@@ -1014,6 +1009,28 @@ mod tests {
             matches!(&e, SpawnError::Build { worker: 0, message } if message == "model missing"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn handles_can_be_shared_by_codec_threads() {
+        fn shareable<T: Send + Sync>() {}
+        fn sendable<T: Send>() {}
+        shareable::<Scheduler<Probe>>();
+        sendable::<Ticket<Probe>>();
+        shareable::<Admission>();
+        sendable::<AdmissionGuard>();
+    }
+
+    #[test]
+    fn a_ticket_outliving_its_scheduler_reports_closed() {
+        let (s, h) = start(settings(1, 1, Duration::ZERO));
+        let running = occupy(&s, &h);
+        let waiting = s.submit(StreamId(1), 1).unwrap();
+        let stopper = std::thread::spawn(move || drop(s));
+        assert_eq!(waiting.wait(LONG), Err(ScheduleError::Closed));
+        h.gate.wait();
+        stopper.join().unwrap();
+        assert_eq!(running.wait(LONG), Ok(BLOCK + 1));
     }
 
     #[test]
