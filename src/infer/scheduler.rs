@@ -21,6 +21,12 @@
 //! - Every error is per request and means "pass this frame through": a failing or panicking
 //!   model run, a wrong number of outputs, a timeout, a full queue. The stream lives on.
 //! - The queue lock is held only to move requests in and out, never while a model runs.
+//!
+//! Use: one `Arc<Scheduler<_>>` per model role, shared by every stream's processor. A codec
+//! thread calls [`Scheduler::infer`] (submit and wait up to `timeout`) and passes the frame
+//! through on any error. The mailbox holds one request per stream and scheduler, so a frame
+//! with several faces sends them one after the other or bundles them into one input; a stage
+//! that overlaps CPU work with inference uses [`Scheduler::submit`] and [`Ticket::wait`].
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
