@@ -15,9 +15,10 @@ impl std::fmt::Display for StreamId {
 /// Creates one [`StreamProcessor`] per published video stream.
 ///
 /// Implementations are shared by every stream of the server; per-stream state (tracking,
-/// smoothing, the chosen face) lives in the processor it opens.
+/// smoothing) lives in the processor it opens. `owner` is the publishing participant's id
+/// (as in signalling, e.g. `p7`), by which per-participant choices such as the face are found.
 pub trait FrameStage: Send + Sync + 'static {
-    fn open(&self, stream: StreamId) -> Box<dyn StreamProcessor>;
+    fn open(&self, stream: StreamId, owner: &str) -> Box<dyn StreamProcessor>;
 }
 
 /// Transforms the decoded frames of one stream, in order, on a codec thread (never on tokio's
@@ -37,7 +38,7 @@ impl StreamProcessor for Identity {
 }
 
 impl FrameStage for IdentityStage {
-    fn open(&self, _stream: StreamId) -> Box<dyn StreamProcessor> {
+    fn open(&self, _stream: StreamId, _owner: &str) -> Box<dyn StreamProcessor> {
         Box::new(Identity)
     }
 }

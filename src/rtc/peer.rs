@@ -398,7 +398,7 @@ impl ServerPeer {
                     engine.settings.pipeline,
                     engine.codec_pool.clone(),
                     engine.metrics.clone(),
-                    engine.stage.open(stream),
+                    engine.stage.open(stream, owner),
                     tx,
                 )
                 .map_err(|e| RtcError::Thread(e.to_string()))?;
