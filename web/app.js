@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 
 const state = {
+  mode: "room", // or "roulette"
+  rouletteStatus: null, // what the roulette status line says (waiting, or with whom)
   ws: null,
   pc: null,
   id: null,
@@ -38,6 +40,8 @@ const SERVER_ERRORS = {
   invalid_room: "Room names are 1 to 64 characters.",
   invalid_name: "Names are 1 to 64 characters.",
   connection_lost: "The video connection was lost.",
+  roulette_full: "The roulette is full right now. Please try again in a few minutes.",
+  no_partner: "There is nobody to report or block right now.",
 };
 
 function tile(id, label) {
@@ -67,6 +71,18 @@ function removeTile(id) {
 function show(section) {
   $("landing").hidden = section !== "landing";
   $("call").hidden = section !== "call";
+  for (const el of document.querySelectorAll("[data-mode]")) el.hidden = el.dataset.mode !== state.mode;
+  document.body.classList.toggle("roulette", section === "call" && state.mode === "roulette");
+  $("leave").textContent = state.mode === "roulette" ? "Stop" : "Leave";
+}
+
+function notice(text) {
+  $("notice").textContent = text ?? "";
+  $("notice").hidden = !text;
+}
+
+function removePartners() {
+  for (const fig of document.querySelectorAll("figure:not([data-participant=self])")) fig.remove();
 }
 
 // ------------------------------------------------------------------------------ media
@@ -158,7 +174,9 @@ function connect() {
   setStatus(state.retries ? "Reconnecting…" : "Connecting…");
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   state.ws = ws;
-  ws.onopen = () => send({ type: "join", room: state.room, name: state.name });
+  ws.onopen = () => send(state.mode === "roulette"
+    ? { type: "roulette", name: state.name }
+    : { type: "join", room: state.room, name: state.name });
   ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => showError(err.message));
   ws.onclose = () => {
     if (state.ws !== ws) return;
@@ -180,7 +198,26 @@ async function onMessage(msg) {
       showError("");
       for (const p of msg.participants) state.names.set(p.id, p.name);
       await startPeer(msg.iceServers);
-      setStatus(`Room “${msg.room}” · connecting media…`);
+      setStatus(state.mode === "roulette" ? "Roulette · connecting media…" : `Room “${msg.room}” · connecting media…`);
+      break;
+    case "roulette-waiting":
+      removePartners();
+      state.rouletteStatus = `Waiting for someone… ${msg.online} online`;
+      setStatus(state.rouletteStatus);
+      break;
+    case "roulette-paired":
+      state.names.set(msg.partner.id, msg.partner.name);
+      state.rouletteStatus = `Talking with ${msg.partner.name}`;
+      setStatus(state.rouletteStatus);
+      notice("");
+      break;
+    case "roulette-ended":
+      removePartners();
+      notice({
+        next: "Your partner moved on. Finding someone new…",
+        stop: "Your partner left the roulette. Finding someone new…",
+        disconnected: "Your partner's connection dropped. Finding someone new…",
+      }[msg.reason] ?? "The chat ended. Finding someone new…");
       break;
     case "answer":
       await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
@@ -205,7 +242,7 @@ async function onMessage(msg) {
       break;
     case "error":
       showError(SERVER_ERRORS[msg.code] ?? msg.message);
-      if (["room_full", "server_full", "shutting_down", "invalid_room", "invalid_name"].includes(msg.code)) {
+      if (["room_full", "server_full", "roulette_full", "shutting_down", "invalid_room", "invalid_name"].includes(msg.code)) {
         leave();
       }
       break;
@@ -232,7 +269,9 @@ async function startPeer(iceServers) {
   };
   pc.onconnectionstatechange = () => {
     const s = pc.connectionState;
-    setStatus(`Room “${state.room}” · ${s === "connected" ? "connected" : s}`);
+    if (state.mode === "room") setStatus(`Room “${state.room}” · ${s}`);
+    else if (s === "failed" || s === "disconnected") setStatus(`Roulette · ${s}`);
+    else if (state.rouletteStatus) setStatus(state.rouletteStatus);
   };
   for (const track of state.local.getTracks()) {
     const t = pc.addTransceiver(track, { direction: "sendrecv", streams: [state.local] });
@@ -281,13 +320,16 @@ async function updateStats() {
 
 // ------------------------------------------------------------------------------ flow
 
+// Joins the room `room`, or the roulette when `room` is null.
 async function join(room, name) {
   showError("");
+  notice("");
+  state.mode = room === null ? "roulette" : "room";
   state.room = room;
   state.name = name;
   state.leaving = false;
   localStorage.setItem("facerelay-name", name);
-  history.replaceState(null, "", `?room=${encodeURIComponent(room)}`);
+  if (room !== null) history.replaceState(null, "", `?room=${encodeURIComponent(room)}`);
   setStatus("Starting camera…");
   await startCamera();
   show("call");
@@ -301,7 +343,7 @@ function leave() {
   state.leaving = true;
   clearTimeout(state.reconnectTimer);
   clearInterval(state.statsTimer);
-  send({ type: "leave" });
+  send({ type: state.mode === "roulette" ? "stop" : "leave" });
   state.ws?.close();
   closePeer();
   for (const t of state.local?.getTracks() ?? []) t.stop();
@@ -311,13 +353,31 @@ function leave() {
   setStatus("Not connected");
 }
 
-$("join-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  join($("room").value.trim(), $("name").value.trim()).catch((err) => {
+function start(room) {
+  join(room, $("name").value.trim()).catch((err) => {
     showError(err.message);
     setStatus("Not connected");
     show("landing");
   });
+}
+$("join-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  start($("room").value.trim());
+});
+$("roulette").addEventListener("click", () => {
+  if (!$("name").reportValidity()) return;
+  start(null);
+});
+$("next").addEventListener("click", () => { removePartners(); notice("Finding someone new…"); send({ type: "next" }); });
+$("report").addEventListener("click", () => {
+  removePartners();
+  notice("Reported, thank you. You will not meet this person again. Finding someone new…");
+  send({ type: "report" });
+});
+$("block").addEventListener("click", () => {
+  removePartners();
+  notice("Blocked. You will not meet this person again. Finding someone new…");
+  send({ type: "block" });
 });
 $("leave").addEventListener("click", leave);
 $("mic").addEventListener("click", (e) => toggle("audio", e.currentTarget));

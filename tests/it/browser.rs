@@ -1,18 +1,21 @@
 //! The web client in a real browser: Debian Chromium with a fake camera, driven by
-//! playwright-core (tests/browser/room.mjs). Needs `node`, `node_modules/playwright-core` and
-//! `/usr/bin/chromium`; `scripts/setup.sh` installs them.
+//! playwright-core (tests/browser/*.mjs). Needs `node`, `node_modules/playwright-core` and
+//! `/usr/bin/chromium`; `scripts/setup.sh` installs them. Screenshots go to test-artifacts/.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use facerelay::config::Config;
 
 use crate::support::{serial, start};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_chromium_pages_see_each_other() {
-    let _serial = serial().await;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `tests/browser/<script>` against a fresh server; returns the screenshot folder.
+async fn run_browser_script(script: &str) -> PathBuf {
+    let root = root();
     for (need, path) in [
         ("Chromium", Path::new("/usr/bin/chromium").to_path_buf()),
         ("playwright-core", root.join("node_modules/playwright-core")),
@@ -29,29 +32,43 @@ async fn two_chromium_pages_see_each_other() {
     let server = start(config).await;
     let artifacts = root.join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("room.png");
-    let _ = std::fs::remove_file(&shot);
     let run = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/room.mjs"))
+        .arg(root.join("tests/browser").join(script))
         .arg(format!("http://{}/", server.addr))
-        .arg(&shot)
+        .arg(&artifacts)
         .current_dir(root)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), run)
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
         .await
-        .expect("the browser test finishes within 90 s")
+        .expect("the browser test finishes within 120 s")
         .expect("node runs (install Node.js: scripts/setup.sh)");
     println!("{}", String::from_utf8_lossy(&out.stdout));
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         out.status.success(),
-        "both pages must play each other's video"
-    );
-    assert!(
-        shot.exists(),
-        "a screenshot is written to {}",
-        shot.display()
+        "{script} failed (its output is above)"
     );
     server.shutdown().await.expect("clean shutdown");
+    artifacts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_chromium_pages_see_each_other_in_a_room() {
+    let _serial = serial().await;
+    let dir = run_browser_script("room.mjs").await;
+    assert!(dir.join("room.png").exists(), "a screenshot of the room");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_chromium_pages_in_the_roulette() {
+    let _serial = serial().await;
+    let dir = run_browser_script("roulette.mjs").await;
+    for shot in [
+        "roulette-paired.png",
+        "roulette-waiting.png",
+        "roulette-left.png",
+    ] {
+        assert!(dir.join(shot).exists(), "a screenshot {shot}");
+    }
 }

@@ -1,0 +1,60 @@
+// Shared by the browser tests: Debian Chromium with a fake camera, and what a page shows.
+
+import { chromium } from "playwright-core";
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu",
+      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--autoplay-policy=no-user-gesture-required",
+    ],
+  });
+}
+
+export async function openPage(browser, url, name, viewport = { width: 960, height: 720 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("console", (m) => { if (m.type() === "error") console.log(`[${name}] ${m.text()}`); });
+  await page.goto(url);
+  await page.fill("#name", name);
+  return page;
+}
+
+// Remote tiles (name, video size), frames decoded across inbound video, status and errors.
+export async function look(page) {
+  return page.evaluate(async () => {
+    const remote = [...document.querySelectorAll("figure:not([data-participant=self])")].map((f) => {
+      const v = f.querySelector("video");
+      return { name: f.querySelector("figcaption")?.textContent, width: v.videoWidth, height: v.videoHeight };
+    });
+    let framesDecoded = 0;
+    const stats = await window.facerelay.pc?.getStats();
+    stats?.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") framesDecoded += s.framesDecoded ?? 0;
+    });
+    const error = document.getElementById("error");
+    return {
+      remote,
+      framesDecoded,
+      status: document.getElementById("status").textContent,
+      error: error.hidden ? null : error.textContent,
+    };
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls `check(page state)` on each page until all pass or `ms` elapse; returns the states.
+export async function until(pages, check, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  let states;
+  while (Date.now() < deadline) {
+    states = await Promise.all(pages.map(look));
+    if (states.every(check)) return { ok: true, states };
+    await sleep(300);
+  }
+  return { ok: false, states };
+}
