@@ -106,6 +106,19 @@ impl RouletteHub {
         }
     }
 
+    /// Records whether the participant's video is face-swapped and tells its partner.
+    pub fn set_swapped(&self, id: ParticipantId, swapped: bool) {
+        let mut members = self.lock();
+        let Some(member) = members.get_mut(&id) else {
+            return;
+        };
+        member.info.swapped = swapped;
+        let info = member.info.clone();
+        if let Some(partner) = member.partner.and_then(|p| members.get(&p)) {
+            send(partner, RoomEvent::Updated(info));
+        }
+    }
+
     pub fn begin_shutdown(&self) {
         self.matchmaker.begin_shutdown();
     }
@@ -182,6 +195,7 @@ mod tests {
         let info = ParticipantInfo {
             id: id.to_string(),
             name: format!("guest{n}"),
+            swapped: false,
         };
         hub.enter(info, id, tx).unwrap();
         (id, rx)

@@ -76,11 +76,16 @@ pub fn clean_name(raw: &str, max_chars: usize) -> Option<String> {
 pub struct ParticipantInfo {
     pub id: String,
     pub name: String,
+    /// Whether this participant's video is face-swapped (disclosure: everyone can know).
+    #[serde(default)]
+    pub swapped: bool,
 }
 
 /// What the directory tells a participant about the others in its room.
 pub enum RoomEvent {
     Joined(ParticipantInfo),
+    /// Someone's details changed (e.g. they picked or cleared a face).
+    Updated(ParticipantInfo),
     Left(ParticipantId),
     /// Someone this participant sees publishes a track (a room member, or the roulette partner).
     Published {
@@ -162,6 +167,8 @@ pub trait RoomDirectory: Send + Sync + 'static {
     fn publish(&self, room: &RoomId, id: ParticipantId, track: Arc<Published>);
     /// Removes a participant and its tracks (idempotent). The others are told.
     fn leave(&self, room: &RoomId, id: ParticipantId);
+    /// Records whether the participant's video is face-swapped and tells the others.
+    fn set_swapped(&self, room: &RoomId, id: ParticipantId, swapped: bool);
     /// From now on every join is refused.
     fn begin_shutdown(&self);
     fn stats(&self) -> DirectoryStats;
@@ -240,6 +247,7 @@ impl RoomDirectory for InMemoryDirectory {
         let info = ParticipantInfo {
             id: id.to_string(),
             name,
+            swapped: false,
         };
         let present = members
             .iter()
@@ -301,6 +309,23 @@ impl RoomDirectory for InMemoryDirectory {
             state.rooms.remove(room);
         }
         state.participants -= 1;
+    }
+
+    fn set_swapped(&self, room: &RoomId, id: ParticipantId, swapped: bool) {
+        let mut state = self.lock();
+        let Some(members) = state.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(member) = members.get_mut(&id) else {
+            return;
+        };
+        member.info.swapped = swapped;
+        let info = member.info.clone();
+        for (pid, m) in members.iter() {
+            if *pid != id {
+                notify(m, RoomEvent::Updated(info.clone()));
+            }
+        }
     }
 
     fn begin_shutdown(&self) {

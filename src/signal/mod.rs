@@ -1,6 +1,7 @@
 //! The HTTP edge: static web client, `GET /healthz`, and WebSocket signalling at `/ws`.
 //! Maps domain errors to messages with stable codes; knows nothing of WebRTC or models.
 
+mod faces;
 pub mod protocol;
 mod session;
 
@@ -16,8 +17,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+
+use tokio::sync::{mpsc, oneshot, watch};
 use tower_http::services::ServeDir;
 
 use crate::config::Config;
@@ -26,6 +30,7 @@ use crate::room::hub::RouletteHub;
 use crate::room::roulette::{InMemoryMatchmaker, RouletteConfig};
 use crate::room::{InMemoryDirectory, RoomDirectory};
 use crate::rtc::{RtcEngine, RtcSettings};
+use crate::swap::picker::{FacePicker, FaceRegistry, FaceStore};
 
 /// Everything the handlers share.
 pub struct App {
@@ -33,13 +38,59 @@ pub struct App {
     pub engine: Arc<RtcEngine>,
     pub directory: Arc<dyn RoomDirectory>,
     pub roulette: RouletteHub,
+    /// Turns photos into faces; `None` when this server runs without the swap models.
+    pub picker: Option<FacePicker>,
+    /// Where the frame stage looks up each participant's face.
+    pub faces: Arc<dyn FaceRegistry>,
+    /// Face-API tokens of the sessions in a room or the roulette.
+    tokens: Mutex<HashMap<String, TokenHolder>>,
     /// Turns true when the server starts draining.
     shutdown: watch::Receiver<bool>,
     sessions: SessionCounter,
 }
 
+/// What the HTTP edge may ask of a session.
+pub(crate) enum SessionCommand {
+    /// The participant picked (true) or cleared (false) a face: tell the others.
+    Swapped(bool),
+}
+
+struct TokenHolder {
+    participant: String,
+    commands: mpsc::Sender<SessionCommand>,
+}
+
+/// The swap engine's parts the server uses; [`Swap::none`] runs a pure relay.
+pub struct Swap {
+    pub stage: Arc<dyn FrameStage>,
+    pub picker: Option<FacePicker>,
+    pub faces: Arc<dyn FaceRegistry>,
+}
+
+impl Swap {
+    /// No face swap: frames pass through, face choices are refused.
+    pub fn none() -> Self {
+        Self {
+            stage: Arc::new(crate::media::IdentityStage),
+            picker: None,
+            faces: Arc::new(FaceStore::default()),
+        }
+    }
+}
+
 impl App {
     pub fn new(config: Config, stage: Arc<dyn FrameStage>) -> (Arc<Self>, watch::Sender<bool>) {
+        Self::with_swap(
+            config,
+            Swap {
+                stage,
+                ..Swap::none()
+            },
+        )
+    }
+
+    pub fn with_swap(config: Config, swap: Swap) -> (Arc<Self>, watch::Sender<bool>) {
+        let stage = swap.stage;
         let engine = RtcEngine::new(RtcSettings::from_config(&config), stage);
         let directory = Arc::new(InMemoryDirectory::new(
             config.rooms.max_participants,
@@ -56,10 +107,49 @@ impl App {
             engine,
             directory,
             roulette,
+            picker: swap.picker,
+            faces: swap.faces,
+            tokens: Mutex::new(HashMap::new()),
             shutdown: rx,
             sessions: SessionCounter::default(),
         });
         (app, tx)
+    }
+
+    /// A new face-API token for a participant's session.
+    pub(crate) fn register_session(
+        &self,
+        participant: &str,
+        commands: mpsc::Sender<SessionCommand>,
+    ) -> String {
+        let token = format!("{:032x}", rand::random::<u128>());
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                token.clone(),
+                TokenHolder {
+                    participant: participant.to_owned(),
+                    commands,
+                },
+            );
+        token
+    }
+
+    /// The session is over: its token stops working and its face is forgotten.
+    pub(crate) fn unregister_session(&self, token: &str, participant: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(token);
+        self.faces.set(participant, None);
+    }
+
+    /// The participant a token belongs to, and its session's command channel.
+    fn session_of(&self, token: &str) -> Option<(String, mpsc::Sender<SessionCommand>)> {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let holder = tokens.get(token)?;
+        Some((holder.participant.clone(), holder.commands.clone()))
     }
 
     /// WebSocket sessions alive now (joined or not).
@@ -91,6 +181,16 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route(
+            "/api/face",
+            axum::routing::post(faces::upload).delete(faces::clear),
+        )
+        .route(
+            "/api/face/gallery/{name}",
+            axum::routing::post(faces::pick_gallery),
+        )
+        .route("/api/gallery", get(faces::gallery))
+        .route("/api/gallery/{name}", get(faces::gallery_image))
         .route("/ws", get(websocket))
         .fallback_service(web)
         .with_state(app)
@@ -188,9 +288,20 @@ pub struct RunningServer {
 impl RunningServer {
     /// Binds `config.server.listen` (port 0 for an ephemeral one) and serves.
     pub async fn start(config: Config, stage: Arc<dyn FrameStage>) -> std::io::Result<Self> {
+        Self::start_with_swap(
+            config,
+            Swap {
+                stage,
+                ..Swap::none()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with_swap(config: Config, swap: Swap) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
-        let (app, drain) = App::new(config, stage);
+        let (app, drain) = App::with_swap(config, swap);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, app.clone(), drain, async move {
             let _ = stopped.await;

@@ -61,12 +61,18 @@ pub enum ServerMessage {
         room: Option<String>,
         participants: Vec<ParticipantInfo>,
         ice_servers: Vec<IceServer>,
+        /// Authorises this participant's calls to the face API (`Authorization: Bearer …`).
+        token: String,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
     },
     ParticipantLeft {
         id: String,
+    },
+    /// Someone's details changed, e.g. `swapped`: their video is now (or no longer) face-swapped.
+    ParticipantUpdated {
+        participant: ParticipantInfo,
     },
     Offer {
         sdp: String,
@@ -208,10 +214,11 @@ mod tests {
             room: Some("r".into()),
             participants: vec![],
             ice_servers: vec![],
+            token: "t".into(),
         };
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
-            r#"{"type":"welcome","id":"p1","room":"r","participants":[],"iceServers":[]}"#
+            r#"{"type":"welcome","id":"p1","room":"r","participants":[],"iceServers":[],"token":"t"}"#
         );
         let e = ServerMessage::error("room_full", "room is full");
         assert_eq!(

@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::protocol::{parse_client_message, ClientMessage, ServerMessage};
-use super::App;
+use super::{App, SessionCommand};
 use crate::room::roulette::{NextReason, RouletteError};
 use crate::room::{
     clean_name, ParticipantId, ParticipantInfo, RoomError, RoomEvent, RoomId, EVENT_DEPTH,
@@ -44,6 +44,8 @@ impl std::fmt::Display for Place {
 struct Member {
     place: Place,
     id: ParticipantId,
+    /// Secret that authorises this participant's calls to the face API.
+    token: String,
     peer: ServerPeer,
     /// What this participant receives, by publisher.
     subscriptions: HashMap<ParticipantId, Vec<SubscriptionId>>,
@@ -66,6 +68,8 @@ struct Session {
     member: Option<Member>,
     peer_events: Option<mpsc::Receiver<PeerEvent>>,
     room_events: Option<mpsc::Receiver<RoomEvent>>,
+    /// Commands from the HTTP edge (face changes), addressed by this session's token.
+    commands: Option<mpsc::Receiver<SessionCommand>>,
 }
 
 enum Flow {
@@ -83,6 +87,7 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
         member: None,
         peer_events: None,
         room_events: None,
+        commands: None,
     };
     loop {
         let flow = tokio::select! {
@@ -96,6 +101,7 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
             },
             Some(event) = recv(&mut s.peer_events) => s.on_peer(event).await,
             Some(event) = recv(&mut s.room_events) => s.on_room(event).await,
+            Some(command) = recv(&mut s.commands) => s.on_command(command).await,
             _ = draining(&mut shutdown) => {
                 s.send(ServerMessage::Bye { reason: "server is shutting down".into() }).await;
                 Flow::Close
@@ -274,6 +280,7 @@ impl Session {
                 let info = ParticipantInfo {
                     id: id.to_string(),
                     name,
+                    swapped: false,
                 };
                 if let Err(e) = self.app.roulette.enter(info, id, tx) {
                     return self.send_error(e.code(), e.to_string()).await;
@@ -290,6 +297,8 @@ impl Session {
             }
         };
         tracing::info!(place = %place, participant = %id, "joined");
+        let (command_tx, command_rx) = mpsc::channel(16);
+        let token = self.app.register_session(&id.to_string(), command_tx);
         let participants = present.iter().map(|p| p.info.clone()).collect();
         let waiting = present
             .into_iter()
@@ -303,11 +312,13 @@ impl Session {
             },
             participants,
             ice_servers: self.app.config.ice.servers.clone(),
+            token: token.clone(),
         })
         .await;
         self.member = Some(Member {
             place,
             id,
+            token,
             peer,
             subscriptions: HashMap::new(),
             published: Vec::new(),
@@ -319,6 +330,20 @@ impl Session {
         });
         self.peer_events = Some(peer_events);
         self.room_events = Some(rx);
+        self.commands = Some(command_rx);
+    }
+
+    async fn on_command(&mut self, command: SessionCommand) -> Flow {
+        let Some(m) = self.member.as_ref() else {
+            return Flow::Continue;
+        };
+        match command {
+            SessionCommand::Swapped(swapped) => match &m.place {
+                Place::Room(room) => self.app.directory.set_swapped(room, m.id, swapped),
+                Place::Roulette => self.app.roulette.set_swapped(m.id, swapped),
+            },
+        }
+        Flow::Continue
     }
 
     /// Takes the participant out of its room or the roulette (the others are told).
@@ -467,6 +492,10 @@ impl Session {
                 self.send(ServerMessage::ParticipantJoined { participant })
                     .await;
             }
+            RoomEvent::Updated(participant) => {
+                self.send(ServerMessage::ParticipantUpdated { participant })
+                    .await;
+            }
             RoomEvent::Left(id) => {
                 drop_publisher(m, id).await;
                 self.send(ServerMessage::ParticipantLeft { id: id.to_string() })
@@ -508,7 +537,9 @@ impl Session {
     async fn leave(&mut self) {
         self.peer_events = None;
         self.room_events = None;
+        self.commands = None;
         if let Some(mut m) = self.member.take() {
+            self.app.unregister_session(&m.token, &m.id.to_string());
             self.vacate(&m.place, m.id);
             m.peer.close().await;
             tracing::info!(place = %m.place, participant = %m.id, "left");

@@ -26,6 +26,7 @@ pub mod detect;
 pub mod geometry;
 pub mod identity;
 pub mod paste;
+pub mod picker;
 pub mod swapper;
 
 use std::path::{Path, PathBuf};
@@ -160,6 +161,14 @@ pub enum SwapError {
     NoReferenceFace(String),
     #[error("{path}: {message}")]
     Image { path: String, message: String },
+    /// Refused before decoding: the header alone says it is too big (a decompression bomb).
+    #[error("{path}: {width}x{height} is more than swap.max_image_pixels ({max})")]
+    TooManyPixels {
+        path: String,
+        width: u32,
+        height: u32,
+        max: u64,
+    },
     #[error(transparent)]
     Frame(#[from] FrameError),
 }
@@ -444,13 +453,26 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, origin: &str) -> Result<RgbIm
             .with_guessed_format()
             .map_err(|e| err(e.to_string()))
     };
+    // The JPEG decoder fills a cut-off image with grey instead of failing; a JPEG must end
+    // with its end-of-image marker (trailing padding aside) to count as whole.
+    if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        if end < 2 || bytes[end - 2..end] != [0xFF, 0xD9] {
+            return Err(err(
+                "truncated JPEG: the end-of-image marker is missing".into()
+            ));
+        }
+    }
     let (w, h) = reader()?
         .into_dimensions()
         .map_err(|e| err(format!("not a readable JPEG/PNG/WebP image: {e}")))?;
     if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(err(format!(
-            "{w}x{h} is more than swap.max_image_pixels ({max_pixels})"
-        )));
+        return Err(SwapError::TooManyPixels {
+            path: origin.to_owned(),
+            width: w,
+            height: h,
+            max: max_pixels,
+        });
     }
     let mut r = reader()?;
     let mut limits = image::Limits::default();

@@ -1,0 +1,153 @@
+//! The face API: a participant picks the face it wants to wear (an uploaded photo, a gallery
+//! face) or none. Calls carry the session's token (`Authorization: Bearer …`, given in
+//! `welcome`). The photo is analysed in memory, off the async threads, and dropped; only the
+//! identity latent stays, for the session only. A failed pick keeps the previous choice.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+
+use super::{App, SessionCommand};
+use crate::swap::picker::{ChosenFace, PickError};
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "code": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+fn pick_error(e: PickError) -> Response {
+    let status = match &e {
+        PickError::TooLarge { .. } | PickError::TooManyPixels { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        PickError::NotAnImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        PickError::NoFace | PickError::SeveralFaces(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        PickError::NotInGallery(_) => StatusCode::NOT_FOUND,
+        PickError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        PickError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.code(), e.to_string())
+}
+
+/// The participant the request's token belongs to.
+fn caller(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<(String, tokio::sync::mpsc::Sender<SessionCommand>), Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let unauthorised = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "not_joined",
+            "join a room or the roulette first, and send its token as Authorization: Bearer",
+        )
+    };
+    app.session_of(token.ok_or_else(unauthorised)?)
+        .ok_or_else(unauthorised)
+}
+
+/// Runs a pick off the async threads, then makes it the participant's face.
+async fn choose(
+    app: Arc<App>,
+    headers: HeaderMap,
+    pick: impl FnOnce(&crate::swap::picker::FacePicker) -> Result<ChosenFace, PickError>
+        + Send
+        + 'static,
+) -> Response {
+    let (participant, commands) = match caller(&app, &headers) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    if app.picker.is_none() {
+        return pick_error(PickError::Unavailable(
+            "the swap models are not installed (see models/README.md)".into(),
+        ));
+    }
+    let worker = app.clone();
+    let picked = tokio::task::spawn_blocking(move || match &worker.picker {
+        Some(picker) => pick(picker),
+        None => Err(PickError::Unavailable("no picker".into())),
+    })
+    .await
+    .unwrap_or_else(|e| Err(PickError::Failed(e.to_string())));
+    match picked {
+        Ok(face) => {
+            app.faces.set(&participant, Some(face.source));
+            let _ = commands.try_send(SessionCommand::Swapped(true));
+            tracing::info!(participant = %participant, "face chosen");
+            let preview = base64::engine::general_purpose::STANDARD.encode(&face.preview_png);
+            Json(serde_json::json!({
+                "swapped": true,
+                "preview": format!("data:image/png;base64,{preview}"),
+            }))
+            .into_response()
+        }
+        Err(e) => pick_error(e),
+    }
+}
+
+/// `POST /api/face`: the body is a JPEG, PNG or WebP photo of one face.
+pub(super) async fn upload(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    choose(app, headers, move |picker| picker.from_photo(&body)).await
+}
+
+/// `POST /api/face/gallery/{name}`: wear a face of the operator's gallery.
+pub(super) async fn pick_gallery(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    choose(app, headers, move |picker| picker.from_gallery(&name)).await
+}
+
+/// `DELETE /api/face`: no swap.
+pub(super) async fn clear(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let (participant, commands) = match caller(&app, &headers) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    app.faces.set(&participant, None);
+    let _ = commands.try_send(SessionCommand::Swapped(false));
+    Json(serde_json::json!({ "swapped": false })).into_response()
+}
+
+/// `GET /api/gallery`: the names of the gallery's faces, and whether swapping is available.
+pub(super) async fn gallery(State(app): State<Arc<App>>) -> Response {
+    let names = app.picker.as_ref().map(|p| p.gallery()).unwrap_or_default();
+    Json(serde_json::json!({ "available": app.picker.is_some(), "faces": names })).into_response()
+}
+
+/// `GET /api/gallery/{name}`: a gallery image (the operator put it there to be shown).
+pub(super) async fn gallery_image(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Response {
+    let Some(picker) = &app.picker else {
+        return pick_error(PickError::NotInGallery(name));
+    };
+    match picker.gallery_image(&name) {
+        Ok(bytes) => {
+            let kind = image::guess_format(&bytes)
+                .map(|f| f.to_mime_type())
+                .unwrap_or("application/octet-stream");
+            ([(header::CONTENT_TYPE, kind)], bytes).into_response()
+        }
+        Err(e) => pick_error(e),
+    }
+}

@@ -1,0 +1,219 @@
+//! Choosing a face for the live swap: an uploaded photo or one from the operator's gallery
+//! becomes a [`SourceFace`] (identity latent computed once), with a small preview of the face
+//! that was found. Photos are decoded in memory and dropped as soon as the latent exists: they
+//! never touch the disk or the log.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use image::RgbImage;
+
+use super::{color, decode_image, largest, Engine, SourceFace, SwapConfig, SwapError};
+
+/// Where the live stage finds each participant's chosen face. The signalling edge writes it
+/// when a participant picks or clears a face.
+pub trait FaceRegistry: Send + Sync + 'static {
+    /// Sets (or with `None`, clears) the face of participant `owner` (its signalling id).
+    fn set(&self, owner: &str, face: Option<Arc<SourceFace>>);
+    fn get(&self, owner: &str) -> Option<Arc<SourceFace>>;
+}
+
+/// The in-memory registry: faces live exactly as long as their participant's session.
+#[derive(Default)]
+pub struct FaceStore {
+    faces: Mutex<std::collections::HashMap<String, Arc<SourceFace>>>,
+}
+
+impl FaceRegistry for FaceStore {
+    fn set(&self, owner: &str, face: Option<Arc<SourceFace>>) {
+        let mut faces = self.faces.lock().unwrap_or_else(|e| e.into_inner());
+        match face {
+            Some(face) => faces.insert(owner.to_owned(), face),
+            None => faces.remove(owner),
+        };
+    }
+
+    fn get(&self, owner: &str) -> Option<Arc<SourceFace>> {
+        self.faces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(owner)
+            .cloned()
+    }
+}
+
+/// Largest side of a face preview, pixels.
+const PREVIEW_SIDE: u32 = 160;
+
+/// A chosen face: what the stage needs, and what the person sees.
+#[derive(Debug, Clone)]
+pub struct ChosenFace {
+    pub source: Arc<SourceFace>,
+    /// PNG of the detected face (with a margin), at most 160 px a side.
+    pub preview_png: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    #[error("the file is {len} bytes; the limit is {max} bytes")]
+    TooLarge { len: usize, max: u64 },
+    #[error("the image is {width}x{height} pixels; the limit is {max} pixels")]
+    TooManyPixels { width: u32, height: u32, max: u64 },
+    /// Not decodable; the text says why (it names the accepted formats).
+    #[error("{0}")]
+    NotAnImage(String),
+    #[error("no face was found in the photo; use a clear, front-facing photo of one face")]
+    NoFace,
+    #[error("the photo shows {0} faces; use a photo with exactly one face")]
+    SeveralFaces(usize),
+    #[error("no gallery face is called {0:?}")]
+    NotInGallery(String),
+    #[error("face swap is not available on this server: {0}")]
+    Unavailable(String),
+    #[error("face analysis failed: {0}")]
+    Failed(String),
+}
+
+impl PickError {
+    /// Stable code for the HTTP edge.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PickError::TooLarge { .. } | PickError::TooManyPixels { .. } => "image_too_large",
+            PickError::NotAnImage(_) => "not_an_image",
+            PickError::NoFace => "no_face",
+            PickError::SeveralFaces(_) => "several_faces",
+            PickError::NotInGallery(_) => "not_in_gallery",
+            PickError::Unavailable(_) => "swap_unavailable",
+            PickError::Failed(_) => "internal",
+        }
+    }
+}
+
+/// Turns photos into source faces. One engine behind a lock: choosing a face is rare (once per
+/// participant, or on a change), and the live stage has its own model workers.
+pub struct FacePicker {
+    engine: Mutex<Engine>,
+    config: SwapConfig,
+    gallery: Option<PathBuf>,
+}
+
+impl FacePicker {
+    pub fn new(engine: Engine, gallery: Option<PathBuf>) -> Self {
+        Self {
+            config: engine.config().clone(),
+            engine: Mutex::new(engine),
+            gallery,
+        }
+    }
+
+    /// A face from uploaded bytes. Blocking (model runs): call it off the async threads.
+    pub fn from_photo(&self, bytes: &[u8]) -> Result<ChosenFace, PickError> {
+        if bytes.len() as u64 > self.config.max_image_bytes {
+            return Err(PickError::TooLarge {
+                len: bytes.len(),
+                max: self.config.max_image_bytes,
+            });
+        }
+        let photo =
+            decode_image(bytes, self.config.max_image_pixels, "upload").map_err(|e| match e {
+                SwapError::Image { message, .. } => PickError::NotAnImage(message),
+                SwapError::TooManyPixels {
+                    width, height, max, ..
+                } => PickError::TooManyPixels { width, height, max },
+                other => PickError::Failed(other.to_string()),
+            })?;
+        self.from_image(&photo)
+    }
+
+    fn from_image(&self, photo: &RgbImage) -> Result<ChosenFace, PickError> {
+        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let frame = color::rgb_to_i420(photo).map_err(|e| PickError::NotAnImage(e.to_string()))?;
+        let faces = engine
+            .detect(&frame)
+            .map_err(|e| PickError::Failed(e.to_string()))?;
+        match faces.len() {
+            0 => return Err(PickError::NoFace),
+            1 => {}
+            n => return Err(PickError::SeveralFaces(n)),
+        }
+        let source = engine.source_face(photo).map_err(|e| match e {
+            SwapError::NoSourceFace(_) => PickError::NoFace,
+            other => PickError::Failed(other.to_string()),
+        })?;
+        let face = largest(&faces).unwrap_or(source.detection.clone());
+        Ok(ChosenFace {
+            preview_png: preview(photo, face.bbox),
+            source: Arc::new(source),
+        })
+    }
+
+    /// The gallery's faces: file names (without extension) of the images in its folder.
+    pub fn gallery(&self) -> Vec<String> {
+        let Some(dir) = &self.gallery else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.path().file_name()?.to_str().map(str::to_owned))
+            .filter_map(|file| {
+                let (stem, ext) = file.rsplit_once('.')?;
+                matches!(
+                    ext.to_ascii_lowercase().as_str(),
+                    "jpg" | "jpeg" | "png" | "webp"
+                )
+                .then(|| stem.to_owned())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The bytes of a gallery image by name (only names [`Self::gallery`] lists).
+    pub fn gallery_image(&self, name: &str) -> Result<Vec<u8>, PickError> {
+        let dir = self
+            .gallery
+            .as_ref()
+            .ok_or_else(|| PickError::NotInGallery(name.into()))?;
+        if !self.gallery().iter().any(|n| n == name) {
+            return Err(PickError::NotInGallery(name.into()));
+        }
+        for ext in ["jpg", "jpeg", "png", "webp", "JPG", "JPEG", "PNG", "WEBP"] {
+            if let Ok(bytes) = std::fs::read(dir.join(format!("{name}.{ext}"))) {
+                return Ok(bytes);
+            }
+        }
+        Err(PickError::NotInGallery(name.into()))
+    }
+
+    /// A face from the gallery.
+    pub fn from_gallery(&self, name: &str) -> Result<ChosenFace, PickError> {
+        let bytes = self.gallery_image(name)?;
+        self.from_photo(&bytes)
+    }
+}
+
+/// The face's box with a 25 % margin, scaled to fit 160 px, as PNG.
+fn preview(photo: &RgbImage, bbox: [f32; 4]) -> Vec<u8> {
+    let (w, h) = (photo.width() as f32, photo.height() as f32);
+    let margin = 0.25 * (bbox[2] - bbox[0]).max(bbox[3] - bbox[1]);
+    let x0 = (bbox[0] - margin).clamp(0.0, w - 1.0) as u32;
+    let y0 = (bbox[1] - margin).clamp(0.0, h - 1.0) as u32;
+    let x1 = (bbox[2] + margin).clamp(x0 as f32 + 1.0, w) as u32;
+    let y1 = (bbox[3] + margin).clamp(y0 as f32 + 1.0, h) as u32;
+    let crop = image::imageops::crop_imm(photo, x0, y0, x1 - x0, y1 - y0).to_image();
+    let scale = (PREVIEW_SIDE as f32 / crop.width().max(crop.height()) as f32).min(1.0);
+    let small = image::imageops::resize(
+        &crop,
+        ((crop.width() as f32 * scale) as u32).max(1),
+        ((crop.height() as f32 * scale) as u32).max(1),
+        image::imageops::FilterType::Triangle,
+    );
+    let mut png = Vec::new();
+    if let Err(e) = small.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png) {
+        tracing::warn!(error = %e, "cannot encode a face preview");
+    }
+    png
+}

@@ -1,0 +1,261 @@
+//! The face API: a participant picks a face by uploading a photo; bad uploads get clear errors,
+//! keep the previous choice, and the server keeps working. The others are told who is swapped.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use facerelay::config::Config;
+use facerelay::signal::{RunningServer, Swap};
+use facerelay::swap::picker::{FacePicker, FaceRegistry, FaceStore};
+use facerelay::swap::{fixtures_dir, Engine};
+use image::{ImageFormat, RgbImage};
+
+use crate::support::{serial, RawSocket};
+
+struct Server {
+    server: RunningServer,
+    faces: Arc<FaceStore>,
+}
+
+async fn start_with_picker() -> Server {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut config = Config::loopback();
+    config.models = config.models.with_fixtures();
+    let engine = Engine::load(&config.models, &config.swap).expect("fixture models load");
+    let faces = Arc::new(FaceStore::default());
+    let swap = Swap {
+        picker: Some(FacePicker::new(engine, None)),
+        faces: faces.clone(),
+        ..Swap::none()
+    };
+    let server = RunningServer::start_with_swap(config, swap).await.unwrap();
+    Server { server, faces }
+}
+
+/// POSTs `body` to `path` with the token; returns (status, JSON body).
+async fn post(
+    server: &RunningServer,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    request(server, "POST", path, token, body).await
+}
+
+async fn request(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (413) before reading a large body; a failed write is fine then.
+    let _ = stream.write_all(&body).await;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b.trim()).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+fn png(img: &RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn source_photo() -> Vec<u8> {
+    std::fs::read(fixtures_dir().join("testcard_source.jpg")).unwrap()
+}
+
+/// Three copies of the one-face source photo side by side.
+fn three_faces() -> Vec<u8> {
+    let one = image::load_from_memory(&source_photo()).unwrap().to_rgb8();
+    let mut three = RgbImage::new(one.width() * 3, one.height());
+    for i in 0..3 {
+        image::imageops::replace(&mut three, &one, (i * one.width()) as i64, 0);
+    }
+    png(&three)
+}
+
+/// A PNG claiming 20000 x 20000 pixels (a decompression bomb): a valid header, a few bytes of
+/// image data, and the end chunk.
+fn pixel_bomb() -> Vec<u8> {
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&20_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&20_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut crc_input = b"IHDR".to_vec();
+    crc_input.extend_from_slice(&ihdr);
+    let crc = crc32(&crc_input);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&crc_input);
+    out.extend_from_slice(&crc.to_be_bytes());
+    for (kind, data) in [
+        (
+            &b"IDAT"[..],
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01][..],
+        ),
+        (b"IEND", &[]),
+    ] {
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
+    let _serial = serial().await;
+    let Server { server, faces } = start_with_picker().await;
+    let mut watcher = RawSocket::connect(&server).await;
+    assert_eq!(watcher.join("faces", "Watcher").await["type"], "welcome");
+    let mut me = RawSocket::connect(&server).await;
+    let welcome = me.join("faces", "Me").await;
+    let token = welcome["token"].as_str().expect("a token").to_owned();
+    let id = welcome["id"].as_str().unwrap().to_owned();
+    assert_eq!(watcher.recv().await.unwrap()["type"], "participant-joined");
+
+    // Without a (valid) token nothing happens.
+    let (status, body) = post(&server, "/api/face", "nope", source_photo()).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("not_joined")));
+
+    // A good photo: the face is found, a preview comes back, the others are told.
+    let (status, body) = post(&server, "/api/face", &token, source_photo()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["preview"]
+        .as_str()
+        .unwrap()
+        .starts_with("data:image/png;base64,"));
+    let chosen = faces
+        .get(&id)
+        .expect("the face is registered for the stage");
+    let updated = watcher.recv().await.unwrap();
+    assert_eq!(updated["type"], "participant-updated", "{updated}");
+    assert_eq!(updated["participant"]["swapped"], true);
+
+    // Every bad upload: a clear error, and the face chosen before stays.
+    let mut truncated = source_photo();
+    truncated.truncate(truncated.len() / 3);
+    let blank = png(&RgbImage::from_pixel(320, 240, image::Rgb([90, 90, 90])));
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a text file",
+            b"hello, I am not an image".to_vec(),
+            415,
+            "not_an_image",
+        ),
+        ("a truncated JPEG", truncated, 415, "not_an_image"),
+        (
+            "a 20000x20000 PNG header",
+            pixel_bomb(),
+            413,
+            "image_too_large",
+        ),
+        ("an image without a face", blank, 422, "no_face"),
+        (
+            "an image with three faces",
+            three_faces(),
+            422,
+            "several_faces",
+        ),
+        ("an empty body", Vec::new(), 415, "not_an_image"),
+    ];
+    for (what, bytes, want_status, want_code) in cases {
+        let (status, body) = post(&server, "/api/face", &token, bytes).await;
+        println!("{what}: {status} {body}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (want_status, Some(want_code)),
+            "{what}: {body}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| m.len() > 10),
+            "{what}: {body}"
+        );
+        assert!(
+            faces.get(&id).is_some_and(|f| Arc::ptr_eq(&f, &chosen)),
+            "{what}: the previous face stays"
+        );
+    }
+    // The 20000x20000 case is refused for its size, not by running out of memory.
+    let (_, body) = post(&server, "/api/face", &token, pixel_bomb()).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("20000x20000"),
+        "{body}"
+    );
+
+    // No swap.
+    let (status, body) = request(&server, "DELETE", "/api/face", &token, Vec::new()).await;
+    assert_eq!((status, body["swapped"].as_bool()), (200, Some(false)));
+    assert!(faces.get(&id).is_none());
+    assert_eq!(
+        watcher.recv().await.unwrap()["participant"]["swapped"],
+        false
+    );
+
+    // The server is fine, and leaving forgets the face and the token.
+    let (status, _) = post(&server, "/api/face", &token, source_photo()).await;
+    assert_eq!(status, 200);
+    me.send(r#"{"type":"leave"}"#).await;
+    assert_eq!(watcher.recv().await.unwrap()["type"], "participant-updated");
+    assert_eq!(watcher.recv().await.unwrap()["type"], "participant-left");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        faces.get(&id).is_none(),
+        "a face lives for the session only"
+    );
+    let (status, _) = post(&server, "/api/face", &token, source_photo()).await;
+    assert_eq!(status, 401);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_models_face_choices_are_refused_clearly() {
+    let _serial = serial().await;
+    let server = crate::support::start(Config::loopback()).await;
+    let mut me = RawSocket::connect(&server).await;
+    let welcome = me.join("plain", "Me").await;
+    let token = welcome["token"].as_str().unwrap().to_owned();
+    let (status, body) = post(&server, "/api/face", &token, source_photo()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("swap_unavailable")),
+        "{body}"
+    );
+    server.shutdown().await.unwrap();
+}
