@@ -13,6 +13,8 @@ const state = {
   room: null,
   name: null,
   names: new Map(), // participant id -> display name
+  swapped: new Set(), // participant ids whose video is face-swapped (the server says so)
+  token: null, // authorises the face API for this session
   trackOwners: new Map(), // remote track id -> participant id
   pendingCandidates: [],
   local: null, // the camera + microphone MediaStream
@@ -59,7 +61,15 @@ function tile(id, label) {
     fig.append(video, caption, overlay);
     if (id === "self") $("grid").prepend(fig); else $("grid").append(fig);
   }
-  fig.querySelector("figcaption").textContent = label;
+  const caption = fig.querySelector("figcaption");
+  caption.textContent = label;
+  const owner = id === "self" ? state.id : id;
+  if (state.swapped.has(owner)) {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = "face-swapped";
+    caption.append(badge);
+  }
   fig.querySelector("video").setAttribute("aria-label", `Video of ${label}`);
   return fig.querySelector("video");
 }
@@ -195,8 +205,10 @@ async function onMessage(msg) {
     case "welcome":
       state.retries = 0;
       state.id = msg.id;
+      state.token = msg.token;
       showError("");
-      for (const p of msg.participants) state.names.set(p.id, p.name);
+      for (const p of msg.participants) noteParticipant(p);
+      loadGallery();
       await startPeer(msg.iceServers);
       setStatus(state.mode === "roulette" ? "Roulette · connecting media…" : `Room “${msg.room}” · connecting media…`);
       break;
@@ -206,7 +218,7 @@ async function onMessage(msg) {
       setStatus(state.rouletteStatus);
       break;
     case "roulette-paired":
-      state.names.set(msg.partner.id, msg.partner.name);
+      noteParticipant(msg.partner);
       state.rouletteStatus = `Talking with ${msg.partner.name}`;
       setStatus(state.rouletteStatus);
       notice("");
@@ -234,7 +246,11 @@ async function onMessage(msg) {
       else state.pendingCandidates.push(msg.candidate);
       break;
     case "participant-joined":
-      state.names.set(msg.participant.id, msg.participant.name);
+      noteParticipant(msg.participant);
+      break;
+    case "participant-updated":
+      noteParticipant(msg.participant);
+      relabel(msg.participant.id);
       break;
     case "participant-left":
       removeTile(msg.id);
@@ -250,6 +266,80 @@ async function onMessage(msg) {
       showError(`The server ended the call: ${msg.reason}.`);
       break;
   }
+}
+
+function noteParticipant(p) {
+  state.names.set(p.id, p.name);
+  if (p.swapped) state.swapped.add(p.id); else state.swapped.delete(p.id);
+}
+
+// Redraws a tile's caption (name and badge) after a change.
+function relabel(id) {
+  const self = id === state.id;
+  const fig = document.querySelector(`figure[data-participant="${CSS.escape(self ? "self" : id)}"]`);
+  if (!fig) return;
+  const label = self ? fig.querySelector("figcaption").firstChild?.textContent ?? "" : state.names.get(id) ?? "Guest";
+  tile(self ? "self" : id, label);
+}
+
+// ------------------------------------------------------------------------- face picker
+
+async function faceRequest(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    body,
+    headers: { Authorization: `Bearer ${state.token}` },
+  });
+  const json = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(json.message ?? `The server answered ${response.status}.`);
+  return json;
+}
+
+function showFace(result) {
+  const preview = $("face-preview");
+  preview.hidden = !result.swapped;
+  if (result.preview) preview.src = result.preview;
+  $("face-state").textContent = result.swapped
+    ? "This is the face the others see on you."
+    : "You appear as yourself.";
+  if (result.swapped) state.swapped.add(state.id); else state.swapped.delete(state.id);
+  relabel(state.id);
+}
+
+async function pickFace(method, path, body, busy) {
+  showError("");
+  $("face-state").textContent = busy;
+  try {
+    showFace(await faceRequest(method, path, body));
+  } catch (err) {
+    $("face-state").textContent = state.swapped.has(state.id)
+      ? "Your previous face is still on."
+      : "You appear as yourself.";
+    showError(err.message);
+  }
+}
+
+async function loadGallery() {
+  let info;
+  try {
+    info = await (await fetch("/api/gallery")).json();
+  } catch {
+    info = { available: false, faces: [] };
+  }
+  $("face-unavailable").hidden = info.available;
+  $("face-choices").hidden = !info.available;
+  $("gallery").replaceChildren(...info.faces.map((name) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.setAttribute("role", "listitem");
+    b.setAttribute("aria-label", `Wear the gallery face ${name}`);
+    const img = document.createElement("img");
+    img.src = `/api/gallery/${encodeURIComponent(name)}`;
+    img.alt = "";
+    b.append(img);
+    b.addEventListener("click", () => pickFace("POST", `/api/face/gallery/${encodeURIComponent(name)}`, null, "Looking for the face…"));
+    return b;
+  }));
 }
 
 async function startPeer(iceServers) {
@@ -348,6 +438,12 @@ function leave() {
   closePeer();
   for (const t of state.local?.getTracks() ?? []) t.stop();
   state.local = null;
+  state.swapped.clear();
+  state.token = null;
+  $("face-panel").hidden = true;
+  $("face").setAttribute("aria-expanded", "false");
+  $("face-preview").hidden = true;
+  $("face-state").textContent = "You appear as yourself.";
   $("grid").replaceChildren();
   show("landing");
   setStatus("Not connected");
@@ -390,6 +486,17 @@ $("stats").addEventListener("click", (e) => {
   for (const o of document.querySelectorAll(".overlay")) o.hidden = !on;
   updateStats();
 });
+$("face").addEventListener("click", (e) => {
+  const open = e.currentTarget.getAttribute("aria-expanded") !== "true";
+  e.currentTarget.setAttribute("aria-expanded", String(open));
+  $("face-panel").hidden = !open;
+});
+$("face-file").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  e.target.value = "";
+  if (file) pickFace("POST", "/api/face", file, "Looking for the face in your photo…");
+});
+$("face-none").addEventListener("click", () => pickFace("DELETE", "/api/face", null, "Removing the face…"));
 $("copy-link").addEventListener("click", async () => {
   const link = `${location.origin}/?room=${encodeURIComponent(state.room)}`;
   try { await navigator.clipboard.writeText(link); setStatus(`Link copied: ${link}`); } catch { setStatus(link); }

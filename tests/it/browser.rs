@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use facerelay::config::Config;
 
-use crate::support::{serial, start};
+use facerelay::signal::{RunningServer, Swap};
+use facerelay::swap::picker::{FacePicker, FaceStore};
+use facerelay::swap::{fixtures_dir, Engine};
+
+use crate::support::serial;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -15,6 +19,10 @@ fn root() -> &'static Path {
 
 /// Runs `tests/browser/<script>` against a fresh server; returns the screenshot folder.
 async fn run_browser_script(script: &str) -> PathBuf {
+    run_browser_script_with(script, Swap::none(), &[]).await
+}
+
+async fn run_browser_script_with(script: &str, swap: Swap, extra: &[&Path]) -> PathBuf {
     let root = root();
     for (need, path) in [
         ("Chromium", Path::new("/usr/bin/chromium").to_path_buf()),
@@ -29,13 +37,16 @@ async fn run_browser_script(script: &str) -> PathBuf {
     let mut config = Config::defaults();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.web_root = root.join("web");
-    let server = start(config).await;
+    let server = RunningServer::start_with_swap(config, swap)
+        .await
+        .expect("server starts");
     let artifacts = root.join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let run = tokio::process::Command::new("node")
         .arg(root.join("tests/browser").join(script))
         .arg(format!("http://{}/", server.addr))
         .arg(&artifacts)
+        .args(extra)
         .current_dir(root)
         .kill_on_drop(true)
         .output();
@@ -71,4 +82,21 @@ async fn three_chromium_pages_in_the_roulette() {
     ] {
         assert!(dir.join(shot).exists(), "a screenshot {shot}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_face_picker_uploads_a_photo_and_refuses_a_non_image() {
+    let _serial = serial().await;
+    let mut config = Config::defaults();
+    config.models = config.models.with_fixtures();
+    let engine = Engine::load(&config.models, &config.swap).expect("fixture models load");
+    let swap = Swap {
+        picker: Some(FacePicker::new(engine, None)),
+        faces: std::sync::Arc::new(FaceStore::default()),
+        ..Swap::none()
+    };
+    let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
+    let dir = run_browser_script_with("faces.mjs", swap, &[&photo]).await;
+    assert!(dir.join("face-picked.png").exists());
+    assert!(dir.join("face-error.png").exists());
 }

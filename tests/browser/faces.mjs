@@ -1,0 +1,62 @@
+// The face picker in Debian Chromium: a page uploads a photo and sees the face found in it, the
+// other page sees the "face-swapped" badge on its tile; a non-image upload shows an error and
+// the face stays. Usage: node tests/browser/faces.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR PHOTO
+
+import { writeFileSync } from "node:fs";
+import { launch, openPage, until, sleep } from "./lib.mjs";
+
+const [base, dir = "test-artifacts", photo] = process.argv.slice(2);
+const browser = await launch();
+const room = `faces-${Date.now()}`;
+const link = `${base}?room=${room}`;
+const fail = (what, detail) => {
+  console.log(`FAIL: ${what}: ${JSON.stringify(detail)}`);
+  return false;
+};
+
+async function run() {
+  const ann = await openPage(browser, link, "Ann");
+  await ann.click("#join");
+  const bob = await openPage(browser, link, "Bob");
+  await bob.click("#join");
+  const r = await until([ann, bob], (s) => s.remote.length === 1 && s.remote[0].width > 0);
+  if (!r.ok) return fail("both see each other", r.states);
+
+  await ann.click("#face");
+  await ann.setInputFiles("#face-file", photo);
+  await ann.waitForFunction(() => {
+    const img = document.getElementById("face-preview");
+    return !img.hidden && img.naturalWidth > 0;
+  }, null, { timeout: 15_000 });
+  const state = await ann.textContent("#face-state");
+  const badge = await bob
+    .waitForSelector(`figure:not([data-participant=self]) .badge`, { timeout: 10_000 })
+    .then((el) => el.textContent())
+    .catch(() => null);
+  if (badge !== "face-swapped") return fail("Bob sees Ann's badge", badge);
+  console.log(`upload: preview shown ("${state}"); Bob sees the badge "${badge}"`);
+  await ann.screenshot({ path: `${dir}/face-picked.png` });
+
+  const junk = `${dir}/not-an-image.txt`;
+  writeFileSync(junk, "this is not a photo\n");
+  await ann.setInputFiles("#face-file", junk);
+  const error = await ann
+    .waitForSelector("#error:not([hidden])", { timeout: 10_000 })
+    .then((el) => el.textContent())
+    .catch(() => null);
+  if (!error) return fail("an error for a non-image", null);
+  const still = await ann.evaluate(() => !document.getElementById("face-preview").hidden);
+  if (!still) return fail("the previous face stays", null);
+  console.log(`non-image: "${error}"; the face stays`);
+  await sleep(300);
+  await ann.screenshot({ path: `${dir}/face-error.png` });
+  return true;
+}
+
+let ok = false;
+try {
+  ok = await run();
+} finally {
+  await browser.close();
+}
+process.exit(ok ? 0 : 1);
