@@ -117,7 +117,12 @@ pub struct RtcEngine {
 }
 
 impl RtcEngine {
-    pub fn new(settings: RtcSettings, stage: Arc<dyn FrameStage>) -> Arc<Self> {
+    /// `metrics` is shared with whoever else records per-frame figures (the frame stage).
+    pub fn new(
+        settings: RtcSettings,
+        stage: Arc<dyn FrameStage>,
+        metrics: Arc<MediaMetrics>,
+    ) -> Arc<Self> {
         let [lo, hi] = settings.udp_port_range;
         let ports = (lo != 0).then(|| ports::PortPool::new(lo, hi));
         Arc::new(Self {
@@ -127,7 +132,7 @@ impl RtcEngine {
             stage,
             next_stream: AtomicU64::new(1),
             latency: Arc::new(LatencyRecorder::default()),
-            metrics: Arc::new(MediaMetrics::default()),
+            metrics,
         })
     }
 

@@ -84,7 +84,13 @@ async fn choose(
     .unwrap_or_else(|e| Err(PickError::Failed(e.to_string())));
     match picked {
         Ok(face) => {
-            app.faces.set(&participant, Some(face.source));
+            if let Err(full) = app.faces.set(&participant, face.source) {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    full.code(),
+                    format!("{full}; you stay in the call without a swapped face"),
+                );
+            }
             let _ = commands.try_send(SessionCommand::Swapped(true));
             tracing::info!(participant = %participant, "face chosen");
             let preview = base64::engine::general_purpose::STANDARD.encode(&face.preview_png);
@@ -122,7 +128,7 @@ pub(super) async fn clear(State(app): State<Arc<App>>, headers: HeaderMap) -> Re
         Ok(c) => c,
         Err(response) => return response,
     };
-    app.faces.set(&participant, None);
+    app.faces.clear(&participant);
     let _ = commands.try_send(SessionCommand::Swapped(false));
     Json(serde_json::json!({ "swapped": false })).into_response()
 }

@@ -26,6 +26,7 @@ use tower_http::services::ServeDir;
 
 use crate::config::Config;
 use crate::media::FrameStage;
+use crate::metrics::MediaMetrics;
 use crate::room::hub::RouletteHub;
 use crate::room::roulette::{InMemoryMatchmaker, RouletteConfig};
 use crate::room::{InMemoryDirectory, RoomDirectory};
@@ -65,6 +66,8 @@ pub struct Swap {
     pub stage: Arc<dyn FrameStage>,
     pub picker: Option<FacePicker>,
     pub faces: Arc<dyn FaceRegistry>,
+    /// The counters the stage records into; the relay records into the same.
+    pub metrics: Arc<MediaMetrics>,
 }
 
 impl Swap {
@@ -74,6 +77,7 @@ impl Swap {
             stage: Arc::new(crate::media::IdentityStage),
             picker: None,
             faces: Arc::new(FaceStore::default()),
+            metrics: Arc::new(MediaMetrics::default()),
         }
     }
 }
@@ -91,7 +95,7 @@ impl App {
 
     pub fn with_swap(config: Config, swap: Swap) -> (Arc<Self>, watch::Sender<bool>) {
         let stage = swap.stage;
-        let engine = RtcEngine::new(RtcSettings::from_config(&config), stage);
+        let engine = RtcEngine::new(RtcSettings::from_config(&config), stage, swap.metrics);
         let directory = Arc::new(InMemoryDirectory::new(
             config.rooms.max_participants,
             config.rooms.max_total_participants,
@@ -142,7 +146,7 @@ impl App {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(token);
-        self.faces.set(participant, None);
+        self.faces.clear(participant);
     }
 
     /// The participant a token belongs to, and its session's command channel.

@@ -10,28 +10,40 @@ use std::sync::{Arc, Mutex};
 use image::RgbImage;
 
 use super::{color, decode_image, largest, Engine, SourceFace, SwapConfig, SwapError};
+use crate::infer::scheduler::AdmissionError;
 
 /// Where the live stage finds each participant's chosen face. The signalling edge writes it
 /// when a participant picks or clears a face.
 pub trait FaceRegistry: Send + Sync + 'static {
-    /// Sets (or with `None`, clears) the face of participant `owner` (its signalling id).
-    fn set(&self, owner: &str, face: Option<Arc<SourceFace>>);
+    /// Makes `face` the face of participant `owner` (its signalling id); refused when the
+    /// server's face-swap capacity is taken.
+    fn set(&self, owner: &str, face: Arc<SourceFace>) -> Result<(), AdmissionError>;
+    /// No swap for `owner` (frees its capacity).
+    fn clear(&self, owner: &str);
     fn get(&self, owner: &str) -> Option<Arc<SourceFace>>;
 }
 
-/// The in-memory registry: faces live exactly as long as their participant's session.
+/// A registry without capacity limits: faces live exactly as long as their participant's
+/// session (tests, and servers whose stage does not swap).
 #[derive(Default)]
 pub struct FaceStore {
     faces: Mutex<std::collections::HashMap<String, Arc<SourceFace>>>,
 }
 
 impl FaceRegistry for FaceStore {
-    fn set(&self, owner: &str, face: Option<Arc<SourceFace>>) {
-        let mut faces = self.faces.lock().unwrap_or_else(|e| e.into_inner());
-        match face {
-            Some(face) => faces.insert(owner.to_owned(), face),
-            None => faces.remove(owner),
-        };
+    fn set(&self, owner: &str, face: Arc<SourceFace>) -> Result<(), AdmissionError> {
+        self.faces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(owner.to_owned(), face);
+        Ok(())
+    }
+
+    fn clear(&self, owner: &str) {
+        self.faces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(owner);
     }
 
     fn get(&self, owner: &str) -> Option<Arc<SourceFace>> {
