@@ -25,6 +25,7 @@ pub mod color;
 pub mod detect;
 pub mod geometry;
 pub mod identity;
+pub mod live;
 pub mod paste;
 pub mod swapper;
 

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, the server in-process on 127.0.0.1 with ephemeral ports.
 
 mod browser;
+mod live;
 mod models;
 mod relay;
 mod signalling;
