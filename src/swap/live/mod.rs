@@ -18,6 +18,7 @@
 //! Any inference error (timeout, full queue, model failure) passes the frame through unchanged
 //! and counts it in `MediaMetrics::swap_errors`: a stream never dies of the swap.
 
+pub mod bench;
 mod label;
 
 use std::collections::HashMap;
