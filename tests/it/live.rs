@@ -363,3 +363,23 @@ fn decode_swap_encode_through_a_pipeline() {
     }
     assert_eq!(count(&metrics.swapped_frames), 3);
 }
+
+#[test]
+fn a_resolution_change_starts_a_fresh_detection() {
+    let _g = lock();
+    let c = config(|s| s.detect_every = 30);
+    let (live, metrics) = stage(&c);
+    live.faces().set("p1", source(&live, &c)).unwrap();
+    let det0 = live.models().detector.stats().completed;
+    let mut p = live.open(StreamId(9), "p1");
+    let mut f = card(&c);
+    p.process(&mut f);
+    let img = load_image(&fixtures_dir().join("testcard_target.png"), &c.swap).unwrap();
+    let big = image::imageops::resize(&img, 1280, 960, image::imageops::FilterType::Triangle);
+    let big = rgb_to_i420(&big).unwrap();
+    let mut f = big.clone();
+    p.process(&mut f);
+    assert_ne!(f, big);
+    assert_eq!(live.models().detector.stats().completed - det0, 2);
+    assert_eq!(count(&metrics.swapped_frames), 2);
+}

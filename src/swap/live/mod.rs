@@ -484,12 +484,19 @@ impl FrameStage for LiveSwap {
     }
 }
 
+/// A stream's tracked face and the frame size its coordinates belong to.
+#[derive(Debug, Clone, Copy)]
+struct TrackedFace {
+    track: Track,
+    frame_size: (u32, u32),
+}
+
 /// The per-stream half of the stage, on the stream's codec thread.
 struct LiveProcessor {
     stream: StreamId,
     owner: String,
     inner: Arc<Inner>,
-    track: Option<Track>,
+    track: Option<TrackedFace>,
     /// Frames until the next detection; 0 = detect on this frame.
     countdown: u32,
     /// The stream's crop buffer; travels to the swapper and back.
@@ -501,6 +508,12 @@ impl LiveProcessor {
     /// Runs detection when due and updates the track. `Err` = inference failed (counted by
     /// the caller); `Ok` with no track = no face in view.
     fn update_track(&mut self, frame: &I420Frame) -> Result<(), ScheduleError> {
+        let size = (frame.width(), frame.height());
+        if self.track.is_some_and(|t| t.frame_size != size) {
+            // The publisher changed resolution: the tracked keypoints mean nothing now.
+            self.track = None;
+            self.countdown = 0;
+        }
         if self.countdown > 0 {
             self.countdown -= 1;
             return Ok(());
@@ -513,8 +526,14 @@ impl LiveProcessor {
         // its turn, so a stream without a face costs one detection every `detect_every` frames.
         let faces = found?;
         self.countdown = self.inner.config.detect_every.saturating_sub(1);
-        self.track = largest(&faces)
-            .map(|face| smooth(self.track.as_ref(), &face, self.inner.config.smoothing));
+        self.track = largest(&faces).map(|face| TrackedFace {
+            track: smooth(
+                self.track.as_ref().map(|t| &t.track),
+                &face,
+                self.inner.config.smoothing,
+            ),
+            frame_size: size,
+        });
         Ok(())
     }
 }
@@ -532,7 +551,7 @@ impl StreamProcessor for LiveProcessor {
             MediaMetrics::add(&m.swap_errors);
             return;
         }
-        let Some(track) = self.track else {
+        let Some(TrackedFace { track, .. }) = self.track else {
             return;
         };
         let t0 = Instant::now();
