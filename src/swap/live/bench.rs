@@ -164,12 +164,17 @@ fn encoded_loop(
     Ok(out)
 }
 
+/// Two decimals: finer digits are noise on any machine.
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e3
+    round2(sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e3)
 }
 
 fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
@@ -273,12 +278,13 @@ fn run_one(
     for p in publishers {
         let _ = p.join();
     }
+    settle(metrics);
     let secs = args.seconds as f64;
     let mut fps: Vec<f64> = Vec::with_capacity(n);
     let mut latencies = Vec::new();
     for s in &stats {
         let s = s.lock().unwrap_or_else(|e| e.into_inner());
-        fps.push(s.frames as f64 / secs);
+        fps.push(round2(s.frames as f64 / secs));
         latencies.extend_from_slice(&s.latencies);
     }
     fps.sort_by(f64::total_cmp);
@@ -287,7 +293,7 @@ fn run_one(
     let (units_in, frames_out, swapped, errors) = (d(0), d(1), d(2), d(3));
     let cpu = match (before.cpu, after.cpu) {
         (Some(b), Some(a)) if frames_out > 0 => {
-            a.saturating_sub(b).as_secs_f64() * 1e3 / frames_out as f64
+            round2(a.saturating_sub(b).as_secs_f64() * 1e3 / frames_out as f64)
         }
         _ => 0.0,
     };
@@ -304,12 +310,12 @@ fn run_one(
             p99: percentile(&latencies, 0.99),
         }),
         drop_rate: if units_in > 0 {
-            1.0 - (frames_out as f64 / units_in as f64).min(1.0)
+            ((1.0 - (frames_out as f64 / units_in as f64).min(1.0)) * 1e4).round() / 1e4
         } else {
             0.0
         },
         swapped_share: if frames_out > 0 {
-            swapped as f64 / frames_out as f64
+            round2(swapped as f64 / frames_out as f64)
         } else {
             0.0
         },
@@ -318,6 +324,23 @@ fn run_one(
         swapper_batches: delta(&after.swapper.batch_sizes, &before.swapper.batch_sizes),
         cpu_ms_per_frame: cpu,
     })
+}
+
+/// Waits (at most 3 s) until the pipelines, whose inputs are gone, have finished their last
+/// frames: the next run, or the process exit, must not overlap a model run still going.
+fn settle(metrics: &MediaMetrics) {
+    let progress =
+        || MediaMetrics::get(&metrics.frames_decoded) + MediaMetrics::get(&metrics.frames_out);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = progress();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = progress();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
 
 /// `n×count` for every batch size that ran, e.g. `1×300`.
