@@ -665,8 +665,36 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = SwapConfig {
             mask_erode_px: 70,
-            ..c
+            ..c.clone()
         };
         assert!(bad.validate().is_err());
+        // The live stage's keys.
+        for bad in [
+            SwapConfig {
+                detect_every: 0,
+                ..c.clone()
+            },
+            SwapConfig {
+                smoothing: 0.0,
+                ..c.clone()
+            },
+            SwapConfig {
+                smoothing: f32::NAN,
+                ..c.clone()
+            },
+            SwapConfig {
+                swapper_workers: 0,
+                ..c.clone()
+            },
+            SwapConfig {
+                max_wait_ms: 300,
+                timeout_ms: 300,
+                ..c.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let off = SwapConfig { capacity: 0, ..c };
+        assert_eq!(off.validate(), Ok(()), "capacity 0 turns the swap off");
     }
 }

@@ -17,6 +17,19 @@
 //!
 //! Any inference error (timeout, full queue, model failure) passes the frame through unchanged
 //! and counts it in `MediaMetrics::swap_errors`: a stream never dies of the swap.
+//!
+//! Use, from the server's side:
+//!
+//! - At start-up, `LiveSwap::load(&config.models, &config.swap, media_metrics)` (an error is a
+//!   start-up failure, never a silent fall-back) and hand `Arc::new(live.clone())` to the relay
+//!   as its [`FrameStage`]; the `media_metrics` must be the relay's own `MediaMetrics`.
+//! - Face upload: `live.source_face_from_bytes(&bytes)` (blocking: `spawn_blocking`), then
+//!   `live.faces().set(participant_id, Arc::new(face))`, which takes an admission slot for a
+//!   participant's first face and answers `AdmissionError` (code `swap_capacity`) past
+//!   `swap.capacity`. `LiveError::code` gives the upload's error code.
+//! - `live.faces().clear(participant_id)` when the participant drops its face or leaves (frees
+//!   the slot).
+//! - `/metrics`: append `live.render_metrics()` (scheduler batches and outcomes).
 
 pub mod bench;
 mod label;
@@ -51,6 +64,8 @@ use crate::metrics::MediaMetrics;
 /// Why the live stage could not start, or could not compute a source face.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
+    #[error("invalid [swap] configuration: {0}")]
+    Config(String),
     #[error(transparent)]
     Swap(#[from] SwapError),
     #[error("{role}: {source}")]
@@ -374,11 +389,7 @@ impl LiveSwap {
         swap: &SwapConfig,
         metrics: Arc<MediaMetrics>,
     ) -> Result<Self, LiveError> {
-        swap.validate().map_err(|m| {
-            LiveError::Swap(SwapError::ModelOutput(format!(
-                "invalid [swap] config: {m}"
-            )))
-        })?;
+        swap.validate().map_err(LiveError::Config)?;
         Ok(Self::with_models(
             LiveModels::load(models, swap)?,
             swap,
