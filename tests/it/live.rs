@@ -383,3 +383,26 @@ fn a_resolution_change_starts_a_fresh_detection() {
     assert_eq!(live.models().detector.stats().completed - det0, 2);
     assert_eq!(count(&metrics.swapped_frames), 2);
 }
+
+#[test]
+fn start_up_fails_loudly_on_a_missing_or_wrong_model_or_an_absent_gpu() {
+    let _g = lock();
+    let load = |f: &dyn Fn(&mut Config)| {
+        let mut c = config(|_| {});
+        f(&mut c);
+        LiveSwap::load(&c.models, &c.swap, Arc::new(MediaMetrics::default()))
+            .err()
+            .map(|e| e.to_string())
+            .expect("must not start")
+    };
+    let e = load(&|c| c.models.swapper = "nope.onnx".into());
+    assert!(e.contains("swapper") && e.contains("nope.onnx"), "{e}");
+    // The recognizer where the swapper belongs: a contract error, named.
+    let e = load(&|c| c.models.swapper = "w600k_r50.onnx".into());
+    assert!(e.contains("not a usable swapper model"), "{e}");
+    let e = load(&|c| c.swap.detect_every = 0);
+    assert!(e.contains("swap.detect_every"), "{e}");
+    // No GPU on the test machines: asking for one is an error, never the CPU in silence.
+    let e = load(&|c| c.models.provider = facerelay::infer::Provider::Cuda);
+    assert!(e.contains("Refusing to fall back to the CPU"), "{e}");
+}
