@@ -94,8 +94,10 @@ pub struct MediaMetrics {
     /// Frames the live stage passed through unchanged because inference failed (timeout, full
     /// queue, model error).
     pub swap_errors: AtomicU64,
-    /// Live swap stages, per frame that ran them: detection (queueing included; only on
-    /// detection frames), crop warp, swapper (queueing included), paste-back and label.
+    /// Live swap stages, per frame that ran them: detection (the time a frame waited for one,
+    /// queueing included: the first frame of a track, or a detector behind its cadence; other
+    /// detections run in the background), crop warp, swapper (queueing included), paste-back
+    /// and label.
     pub swap_detect: Histogram,
     pub swap_align: Histogram,
     pub swap_swap: Histogram,

@@ -149,8 +149,17 @@ fn detection_runs_every_n_frames_and_every_frame_is_swapped() {
         p.process(&mut f);
         assert_ne!(f, before);
     }
-    let d = live.models().detector.stats().completed - detections_for_source;
-    assert_eq!(d, 3, "frames 0, 3 and 6");
+    // Frame 0 waited for its detection; those of frames 3 and 6 ran in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let detections = || live.models().detector.stats().completed - detections_for_source;
+    while detections() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(detections(), 3, "frames 0, 3 and 6");
+    assert_eq!(
+        live.models().detector.stats().batches - detections_for_source,
+        3
+    );
     assert_eq!(live.models().swapper.stats().completed, 9);
     assert_eq!(count(&metrics.swapped_frames), 9);
     assert_eq!(count(&metrics.swap_errors), 0);
@@ -215,6 +224,22 @@ fn the_label_is_drawn_only_on_swapped_frames_and_only_when_configured() {
     assert_eq!(f, blank);
 }
 
+/// The stage over stand-in runners (no recognizer).
+fn stand_in_stage(
+    c: &Config,
+    detector: Scheduler<DetectRunner>,
+    swapper: Scheduler<SwapRunner>,
+) -> (LiveSwap, Arc<MediaMetrics>) {
+    let metrics = Arc::new(MediaMetrics::default());
+    let models = LiveModels {
+        detector: Arc::new(detector),
+        swapper: Arc::new(swapper),
+        recognizer: None,
+    };
+    let live = LiveSwap::with_models(models, &c.swap, metrics.clone());
+    (live, metrics)
+}
+
 fn stand_in_face(c: &Config) -> Detection {
     // The fixture detector's answer on the card, computed once with the real stand-in model.
     let mut engine = Engine::load(&c.models, &c.swap).unwrap();
@@ -256,16 +281,7 @@ fn failing_models_pass_frames_through_and_are_counted() {
             }))
         })
         .unwrap();
-        let metrics = Arc::new(MediaMetrics::default());
-        let live = LiveSwap::with_models(
-            LiveModels {
-                detector: Arc::new(detector),
-                swapper: Arc::new(swapper),
-                recognizer: None,
-            },
-            &c.swap,
-            metrics.clone(),
-        );
+        let (live, metrics) = stand_in_stage(&c, detector, swapper);
         live.faces().set("p1", photo_source.clone()).unwrap();
         let mut p = live.open(StreamId(7), "p1");
         let before = card(&c);
@@ -405,4 +421,53 @@ fn start_up_fails_loudly_on_a_missing_or_wrong_model_or_an_absent_gpu() {
     // No GPU on the test machines: asking for one is an error, never the CPU in silence.
     let e = load(&|c| c.models.provider = facerelay::infer::Provider::Cuda);
     assert!(e.contains("Refusing to fall back to the CPU"), "{e}");
+}
+
+#[test]
+fn a_background_detection_that_fails_drops_the_track() {
+    let _g = lock();
+    let c = config(|s| s.detect_every = 1);
+    let face = stand_in_face(&c);
+    let settings = c.swap.scheduler_settings(1);
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let detector = Scheduler::spawn("detector", settings, move |_| {
+        let calls = counted.clone();
+        Ok::<_, SwapError>(DetectRunner::new(move |_| {
+            // The first detection finds the face, every later one fails.
+            match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Ok(vec![face]),
+                _ => Err(SwapError::ModelOutput("stand-in detector failure".into())),
+            }
+        }))
+    })
+    .unwrap();
+    let swapper = Scheduler::spawn("swapper", settings, |_| {
+        Ok::<_, SwapError>(SwapRunner::new(|target, _, out| {
+            out.copy_from_slice(target);
+            Ok(())
+        }))
+    })
+    .unwrap();
+    let (live, metrics) = stand_in_stage(&c, detector, swapper);
+    let photo_source = {
+        let (real, _) = stage(&c);
+        source(&real, &c)
+    };
+    live.faces().set("p1", photo_source).unwrap();
+    let mut p = live.open(StreamId(10), "p1");
+    let before = card(&c);
+    // Frame 0 waits for the good detection; frame 1 starts a (failing) one in the background
+    // and is swapped with the track; from frame 2 on there is no track and no good detection.
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let mut f = before.clone();
+        p.process(&mut f);
+        outcomes.push(count(&metrics.swapped_frames));
+        if outcomes.len() > 2 {
+            assert_eq!(f, before);
+        }
+    }
+    assert_eq!(outcomes, [1, 2, 2, 2]);
+    assert_eq!(count(&metrics.swap_errors), 2);
 }

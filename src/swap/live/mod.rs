@@ -55,7 +55,7 @@ use super::{
 };
 use crate::infer::scheduler::{
     Admission, AdmissionError, AdmissionGuard, BatchRunner, ScheduleError, Scheduler,
-    SchedulerMetrics, SpawnError,
+    SchedulerMetrics, SpawnError, Ticket,
 };
 use crate::infer::ModelsConfig;
 use crate::media::{FrameStage, I420Frame, StreamId, StreamProcessor};
@@ -488,6 +488,7 @@ impl FrameStage for LiveSwap {
             owner: owner.to_owned(),
             inner: self.inner.clone(),
             track: None,
+            pending: None,
             countdown: 0,
             crop: Vec::new(),
             scratch: PasteScratch::default(),
@@ -502,12 +503,21 @@ struct TrackedFace {
     frame_size: (u32, u32),
 }
 
+/// A detection submitted for a frame of the given size, not yet folded into the track.
+struct PendingDetection {
+    ticket: Ticket<DetectRunner>,
+    submitted: Instant,
+    frame_size: (u32, u32),
+}
+
 /// The per-stream half of the stage, on the stream's codec thread.
 struct LiveProcessor {
     stream: StreamId,
     owner: String,
     inner: Arc<Inner>,
     track: Option<TrackedFace>,
+    /// A detection running in the background while the track is used.
+    pending: Option<PendingDetection>,
     /// Frames until the next detection; 0 = detect on this frame.
     countdown: u32,
     /// The stream's crop buffer; travels to the swapper and back.
@@ -516,28 +526,101 @@ struct LiveProcessor {
 }
 
 impl LiveProcessor {
-    /// Runs detection when due and updates the track. `Err` = inference failed (counted by
-    /// the caller); `Ok` with no track = no face in view.
+    /// Runs detection when due and updates the track. `Err` = inference failed and this frame
+    /// has no trustworthy face position (the caller passes it through and counts it); `Ok`
+    /// with no track = no face in view.
+    ///
+    /// With a face tracked, a due detection runs in the background: this frame and the next
+    /// ones use the track, and the result is folded in on the first frame after it arrives, so
+    /// detection adds no latency to the stream. Only a stream without a track (its first
+    /// frames, a lost face, after an error) waits for its detection. If the previous detection
+    /// is still running when the next is due, the frame waits for it, so the cadence holds.
     fn update_track(&mut self, frame: &I420Frame) -> Result<(), ScheduleError> {
         let size = (frame.width(), frame.height());
-        if self.track.is_some_and(|t| t.frame_size != size) {
+        let stale = |s: (u32, u32)| s != size;
+        if self.track.is_some_and(|t| stale(t.frame_size))
+            || self.pending.as_ref().is_some_and(|p| stale(p.frame_size))
+        {
             // The publisher changed resolution: the tracked keypoints mean nothing now.
             self.track = None;
+            self.pending = None;
             self.countdown = 0;
         }
+        self.collect(false);
         if self.countdown > 0 {
             self.countdown -= 1;
             return Ok(());
         }
-        let m = &self.inner.metrics;
+        if self.pending.is_some() {
+            self.collect(true);
+        }
+        let every = self.inner.config.detect_every.saturating_sub(1);
+        let detector = &self.inner.models.detector;
+        if self.track.is_some() {
+            let ticket = detector
+                .submit(self.stream, frame.clone())
+                .inspect_err(|_| {
+                    self.track = None;
+                })?;
+            self.pending = Some(PendingDetection {
+                ticket,
+                submitted: Instant::now(),
+                frame_size: size,
+            });
+            self.countdown = every;
+            return Ok(());
+        }
         let t = Instant::now();
-        let found = self.inner.models.detector.infer(self.stream, frame.clone());
-        m.swap_detect.record(t.elapsed());
+        let found = detector.infer(self.stream, frame.clone());
+        self.inner.metrics.swap_detect.record(t.elapsed());
         // A failed detection retries on the next frame; a successful one (face or not) waits
         // its turn, so a stream without a face costs one detection every `detect_every` frames.
         let faces = found?;
-        self.countdown = self.inner.config.detect_every.saturating_sub(1);
-        self.track = largest(&faces).map(|face| TrackedFace {
+        self.countdown = every;
+        self.apply(&faces, size);
+        Ok(())
+    }
+
+    /// Folds in the background detection if it has finished (or, with `block`, waits for it
+    /// up to the inference timeout). A failed one drops the track: the next frame detects
+    /// afresh and waits for it.
+    fn collect(&mut self, block: bool) {
+        let timeout = self.inner.models.detector.settings().timeout;
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        let size = p.frame_size;
+        let reply = if block {
+            let t = Instant::now();
+            let left = timeout.saturating_sub(p.submitted.elapsed());
+            let Some(p) = self.pending.take() else {
+                return;
+            };
+            let reply = p.ticket.wait(left);
+            self.inner.metrics.swap_detect.record(t.elapsed());
+            reply
+        } else {
+            let reply = match p.ticket.try_take() {
+                Some(reply) => reply,
+                None if p.submitted.elapsed() < timeout => return,
+                // Dropping the ticket (below) withdraws the request if no worker has taken it.
+                None => Err(ScheduleError::Timeout),
+            };
+            self.pending = None;
+            reply
+        };
+        match reply {
+            Ok(faces) => self.apply(&faces, size),
+            Err(_) => {
+                self.track = None;
+                self.countdown = 0;
+            }
+        }
+    }
+
+    /// A detection's largest face becomes the track, smoothed with the one before.
+    fn apply(&mut self, faces: &[Detection], size: (u32, u32)) {
+        self.track = largest(faces).map(|face| TrackedFace {
             track: smooth(
                 self.track.as_ref().map(|t| &t.track),
                 &face,
@@ -545,7 +628,6 @@ impl LiveProcessor {
             ),
             frame_size: size,
         });
-        Ok(())
     }
 }
 
@@ -554,6 +636,7 @@ impl StreamProcessor for LiveProcessor {
         let Some(source) = self.inner.faces.get(&self.owner) else {
             // No face chosen: no model call; the next chosen face starts from a fresh detection.
             self.track = None;
+            self.pending = None;
             self.countdown = 0;
             return;
         };
