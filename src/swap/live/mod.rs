@@ -5,6 +5,8 @@
 //! codec thread of stream s (StreamProcessor::process, per decoded frame)
 //!   face chosen for the owner?  no ─▶ frame passes through, no model call
 //!   every `detect_every`-th frame: copy of the frame ──▶ detector scheduler (mailbox s)
+//!        (waited for only when no face is tracked; otherwise it runs in the background and
+//!        its result is folded in on the first frame after it arrives)
 //!        largest face ─▶ keypoints smoothed with the tracked ones (exponential filter)
 //!   frames between: the tracked keypoints carried over
 //!   align (crop warp from I420) ──▶ swapper scheduler (mailbox s) ──▶ paste-back ▸ label
