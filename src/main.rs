@@ -46,6 +46,8 @@ enum Bench {
     Relay(facerelay::bench::RelayBenchArgs),
     /// Median time per face-swap stage at 640x480 and 1280x720 with one face.
     Swap(facerelay::swap::cli::SwapBenchArgs),
+    /// N synthetic publishers through decode, live face swap and encode, in-process.
+    Live(facerelay::swap::live::bench::LiveBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,9 @@ fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Swap(args),
         } => facerelay::swap::cli::bench_swap(&args),
+        Command::Bench {
+            bench: Bench::Live(args),
+        } => facerelay::swap::live::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::infer::scheduler::SchedulerMetrics;
+
 /// Upper bounds of the latency buckets, seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.066, 0.133, 0.25, 0.5, 1.0,
@@ -87,6 +89,19 @@ pub struct MediaMetrics {
     pub encode: Histogram,
     /// Last RTP packet of a frame in → first RTP packet of its re-encoded frame out.
     pub server_latency: Histogram,
+    /// Frames whose face the live stage swapped.
+    pub swapped_frames: AtomicU64,
+    /// Frames the live stage passed through unchanged because inference failed (timeout, full
+    /// queue, model error).
+    pub swap_errors: AtomicU64,
+    /// Live swap stages, per frame that ran them: detection (the time a frame waited for one,
+    /// queueing included: the first frame of a track, or a detector behind its cadence; other
+    /// detections run in the background), crop warp, swapper (queueing included), paste-back
+    /// and label.
+    pub swap_detect: Histogram,
+    pub swap_align: Histogram,
+    pub swap_swap: Histogram,
+    pub swap_paste: Histogram,
 }
 
 impl MediaMetrics {
@@ -172,7 +187,17 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
         MediaMetrics::get(&media.video_streams),
         MediaMetrics::get(&media.audio_streams)
     );
-    let counters: [(&str, &str, &AtomicU64); 11] = [
+    let counters: [(&str, &str, &AtomicU64); 13] = [
+        (
+            "facerelay_swapped_frames_total",
+            "Frames whose face the live stage swapped.",
+            &media.swapped_frames,
+        ),
+        (
+            "facerelay_swap_errors_total",
+            "Frames passed through unswapped because inference failed (timeout, busy, model error).",
+            &media.swap_errors,
+        ),
         (
             "facerelay_units_in_total",
             "H.264 access units received from publishers.",
@@ -253,12 +278,89 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP facerelay_swap_stage_seconds Time per frame in each stage of the live face swap.\n# TYPE facerelay_swap_stage_seconds histogram"
+    );
+    for (stage, h) in [
+        ("detect", &media.swap_detect),
+        ("align", &media.swap_align),
+        ("swap", &media.swap_swap),
+        ("paste", &media.swap_paste),
+    ] {
+        h.render(
+            &mut out,
+            "facerelay_swap_stage_seconds",
+            &format!("stage=\"{stage}\""),
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP facerelay_server_latency_seconds Last RTP packet of a frame in to first RTP packet of its re-encoded frame out.\n\
          # TYPE facerelay_server_latency_seconds histogram"
     );
     media
         .server_latency
         .render(&mut out, "facerelay_server_latency_seconds", "");
+    out
+}
+
+/// Renders the inference schedulers' counters, one `model` label per role: batches by size,
+/// request outcomes, queue wait and run time. Appended to [`render`]'s text by whoever owns
+/// the schedulers (the live swap stage).
+pub fn render_schedulers(schedulers: &[(&str, &SchedulerMetrics)]) -> String {
+    let mut out = String::with_capacity(2048);
+    let _ = writeln!(
+        out,
+        "# HELP facerelay_infer_batches_total Model runs by batch size.\n# TYPE facerelay_infer_batches_total counter"
+    );
+    for (model, m) in schedulers {
+        for (i, n) in m.batch_sizes.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "facerelay_infer_batches_total{{model=\"{model}\",size=\"{}\"}} {}",
+                i + 1,
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+    type Pick = fn(&SchedulerMetrics) -> &AtomicU64;
+    let outcomes: [(&str, Pick); 6] = [
+        ("completed", |m| &m.completed),
+        ("superseded", |m| &m.superseded),
+        ("failed", |m| &m.failed_requests),
+        ("timeout", |m| &m.timeouts),
+        ("busy", |m| &m.busy),
+        ("panicked_runs", |m| &m.panics),
+    ];
+    let _ = writeln!(
+        out,
+        "# HELP facerelay_infer_requests_total Inference requests by outcome (panicked_runs counts model runs).\n# TYPE facerelay_infer_requests_total counter"
+    );
+    for (model, m) in schedulers {
+        for (outcome, pick) in outcomes {
+            let _ = writeln!(
+                out,
+                "facerelay_infer_requests_total{{model=\"{model}\",outcome=\"{outcome}\"}} {}",
+                pick(m).load(Ordering::Relaxed)
+            );
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "facerelay_infer_queue_wait_seconds",
+            "Inference request submitted to taken by a worker.",
+            (|m| &m.queue_wait) as fn(&SchedulerMetrics) -> &Histogram,
+        ),
+        (
+            "facerelay_infer_run_seconds",
+            "One model run (a batch).",
+            |m| &m.run,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (model, m) in schedulers {
+            pick(m).render(&mut out, name, &format!("model=\"{model}\""));
+        }
+    }
     out
 }
 

@@ -31,7 +31,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -309,6 +309,19 @@ pub struct Ticket<R: BatchRunner> {
 }
 
 impl<R: BatchRunner> Ticket<R> {
+    /// The reply if it has come, without waiting: `None` while the request is still queued or
+    /// running (the ticket stays valid). For a stage that keeps working while a request runs.
+    pub fn try_take(&mut self) -> Option<Result<R::Output, ScheduleError>> {
+        let reply = match self.reply.try_recv() {
+            Ok(reply) => reply,
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => Err(ScheduleError::Closed),
+        };
+        // Answered, one way or the other: nothing is left to withdraw on drop.
+        self.answered = true;
+        Some(reply)
+    }
+
     /// Waits up to `timeout` for the output. On timeout a still-waiting request is withdrawn
     /// (a running one finishes and its output is discarded).
     pub fn wait(mut self, timeout: Duration) -> Result<R::Output, ScheduleError> {
@@ -1025,6 +1038,25 @@ mod tests {
         sendable::<Ticket<Probe>>();
         shareable::<Admission>();
         sendable::<AdmissionGuard>();
+    }
+
+    #[test]
+    fn try_take_polls_without_consuming_the_ticket() {
+        let (s, h) = start(settings(1, 1, Duration::ZERO));
+        let running = occupy(&s, &h);
+        let mut queued = s.submit(StreamId(2), 7).unwrap();
+        assert!(queued.try_take().is_none(), "still waiting behind BLOCK");
+        h.gate.wait();
+        assert_eq!(running.wait(LONG), Ok(BLOCK + 1));
+        let deadline = Instant::now() + LONG;
+        let got = loop {
+            if let Some(reply) = queued.try_take() {
+                break reply;
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(got, Ok(8));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod color;
 pub mod detect;
 pub mod geometry;
 pub mod identity;
+pub mod live;
 pub mod paste;
 pub mod picker;
 pub mod swapper;
@@ -39,7 +40,7 @@ use crate::infer::{InferError, ModelsConfig};
 use crate::media::{FrameError, I420Frame};
 use color::Planes;
 pub use detect::{DetectParams, Detection, Detector};
-use geometry::{arcface_template, similarity};
+use geometry::{arcface_template, similarity, Affine, Point};
 pub use identity::{Emap, Embedding, Recognizer};
 use paste::{Mask, PasteScratch};
 pub use swapper::Swapper;
@@ -68,6 +69,26 @@ pub struct SwapConfig {
     pub max_image_pixels: u64,
     /// Largest image file, bytes.
     pub max_image_bytes: u64,
+    /// Live stage: the detector runs on every `detect_every`-th frame of a stream; the frames
+    /// between reuse the smoothed keypoints of the last detection.
+    pub detect_every: u32,
+    /// Live stage: weight of the newest detection in the keypoint smoothing, `(0, 1]`
+    /// (1 = no smoothing).
+    pub smoothing: f32,
+    /// Live stage: draw the "face swapped" disclosure label into swapped frames.
+    pub label: bool,
+    /// Live stage: detector instances (worker threads, one session each).
+    pub detector_workers: usize,
+    /// Live stage: swapper instances (worker threads, one session each).
+    pub swapper_workers: usize,
+    /// Live stage: most requests per model run, for models with a dynamic batch dimension.
+    pub max_batch: usize,
+    /// Live stage: longest wait for a batch to fill, milliseconds.
+    pub max_wait_ms: u64,
+    /// Live stage: longest wait for one model result, queueing included, milliseconds.
+    pub timeout_ms: u64,
+    /// Live stage: most participants with a chosen face at once (admission); 0 disables it.
+    pub capacity: usize,
 }
 
 impl SwapConfig {
@@ -96,7 +117,35 @@ impl SwapConfig {
         if self.max_image_pixels == 0 || self.max_image_bytes == 0 {
             return Err("swap.max_image_pixels and swap.max_image_bytes must be positive".into());
         }
+        if !(1..=120).contains(&self.detect_every) {
+            return Err("swap.detect_every must be within 1..=120".into());
+        }
+        if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
+            return Err("swap.smoothing must be within (0, 1]".into());
+        }
+        if self.capacity > 100_000 {
+            return Err("swap.capacity must be at most 100000".into());
+        }
+        for workers in [self.detector_workers, self.swapper_workers] {
+            self.scheduler_settings(workers)
+                .validate()
+                .map_err(|e| format!("swap scheduler: {e} (swap.*_workers, swap.max_batch, swap.max_wait_ms, swap.timeout_ms)"))?;
+        }
         Ok(())
+    }
+}
+
+impl SwapConfig {
+    /// The live stage's scheduler settings for a role with `workers` instances. The queue
+    /// holds one request per admitted stream, plus room for source-face uploads.
+    pub fn scheduler_settings(&self, workers: usize) -> crate::infer::scheduler::SchedulerSettings {
+        crate::infer::scheduler::SchedulerSettings {
+            workers,
+            max_batch: self.max_batch,
+            max_wait: Duration::from_millis(self.max_wait_ms),
+            timeout: Duration::from_millis(self.timeout_ms),
+            queue_depth: self.capacity.saturating_add(8),
+        }
     }
 }
 
@@ -230,6 +279,21 @@ pub struct SourceFace {
     pub detection: Detection,
 }
 
+impl SourceFace {
+    /// The source identity of a detected face from its ArcFace embedding: the swapper's latent
+    /// through `emap`.
+    pub fn new(embedding: Embedding, detection: Detection, emap: &Emap) -> Result<Self, SwapError> {
+        let latent = emap
+            .latent(&embedding)
+            .ok_or_else(|| SwapError::Emap("emap maps this face to a zero latent".into()))?;
+        Ok(Self {
+            embedding,
+            latent,
+            detection,
+        })
+    }
+}
+
 /// The three models, the emap and the reusable buffers of the pipeline. Single owner: model
 /// runs need `&mut`.
 pub struct Engine {
@@ -245,8 +309,10 @@ pub struct Engine {
     scratch: PasteScratch,
 }
 
-const SWAP: usize = swapper::SWAP_SIZE;
-const ARC: usize = identity::ARCFACE_SIZE;
+/// Side of the swapper's crop.
+pub const SWAP: usize = swapper::SWAP_SIZE;
+/// Side of ArcFace's crop.
+pub const ARC: usize = identity::ARCFACE_SIZE;
 
 impl Engine {
     /// Loads ONNX Runtime (once per process) and the three models named by `models`, checking
@@ -291,19 +357,7 @@ impl Engine {
 
     /// ArcFace embedding of a detected face.
     pub fn embed(&mut self, frame: &I420Frame, face: &Detection) -> Result<Embedding, SwapError> {
-        let to_crop = similarity(&face.kps, &arcface_template(ARC as u32))
-            .ok_or_else(|| SwapError::ModelOutput("degenerate face keypoints".into()))?;
-        let to_frame = to_crop
-            .invert()
-            .ok_or_else(|| SwapError::ModelOutput("degenerate face keypoints".into()))?;
-        paste::warp_crop(
-            Planes::of(frame),
-            &to_frame,
-            ARC,
-            1.0 / 127.5,
-            -1.0,
-            &mut self.arc_crop,
-        );
+        align_for_identity(frame, &face.kps, &mut self.arc_crop)?;
         self.recognizer.embed(&self.arc_crop)
     }
 
@@ -313,15 +367,7 @@ impl Engine {
         let faces = self.detect(&frame)?;
         let face = largest(&faces).ok_or(SwapError::NoSourceFace(None))?;
         let embedding = self.embed(&frame, &face)?;
-        let latent = self
-            .emap
-            .latent(&embedding)
-            .ok_or_else(|| SwapError::Emap("emap maps this face to a zero latent".into()))?;
-        Ok(SourceFace {
-            embedding,
-            latent,
-            detection: face,
-        })
+        SourceFace::new(embedding, face, &self.emap)
     }
 
     /// A selection of the face most like the face in the photo at `path` (at least
@@ -350,27 +396,16 @@ impl Engine {
             .detector
             .detect(Planes::of(frame), &params, &mut timings)?;
         let chosen = self.select(frame, &detected, selection, &mut timings)?;
-        let template = arcface_template(SWAP as u32);
         let mut swapped = Vec::with_capacity(chosen.len());
         for face in chosen {
             let t0 = Instant::now();
-            let Some(to_crop) = similarity(&face.kps, &template) else {
+            let Some(Aligned {
+                to_crop,
+                paste_box: bx,
+            }) = align_for_swap(frame, &face.kps, &mut self.crop)
+            else {
                 continue;
             };
-            let Some(to_frame) = to_crop.invert() else {
-                continue;
-            };
-            let Some(bx) = paste::paste_box(&to_frame, SWAP, frame.width(), frame.height()) else {
-                continue;
-            };
-            paste::warp_crop(
-                Planes::of(frame),
-                &to_frame,
-                SWAP,
-                1.0 / 255.0,
-                0.0,
-                &mut self.crop,
-            );
             let t1 = Instant::now();
             timings.align += t1 - t0;
             self.swapper
@@ -423,6 +458,51 @@ impl Engine {
             }
         })
     }
+}
+
+/// Where one face's aligned swapper crop came from, to paste the swapped crop back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aligned {
+    /// Frame pixels → crop pixels (paste-back samples the crop through it).
+    pub to_crop: Affine,
+    /// The frame box the crop covers, `[x0, y0, x1, y1)` (see [`paste::paste_box`]).
+    pub paste_box: [u32; 4],
+}
+
+/// Aligns one face for the swapper: the similarity of its keypoints onto the 128 px template
+/// and the crop (planar RGB in [0,1], 3×128×128) sampled straight from I420 into `crop`.
+/// `None` when the keypoints are degenerate or the face misses the frame (the frame then
+/// passes through). Shared by [`Engine::swap_frame`] and the live stage.
+pub fn align_for_swap(frame: &I420Frame, kps: &[Point; 5], crop: &mut [f32]) -> Option<Aligned> {
+    if crop.len() != 3 * SWAP * SWAP {
+        return None;
+    }
+    let to_crop = similarity(kps, &arcface_template(SWAP as u32))?;
+    let to_frame = to_crop.invert()?;
+    let bx = paste::paste_box(&to_frame, SWAP, frame.width(), frame.height())?;
+    paste::warp_crop(Planes::of(frame), &to_frame, SWAP, 1.0 / 255.0, 0.0, crop);
+    Some(Aligned {
+        to_crop,
+        paste_box: bx,
+    })
+}
+
+/// Aligns one face for ArcFace: 3×112×112, normalised to (x − 127.5)/127.5, into `crop`.
+pub fn align_for_identity(
+    frame: &I420Frame,
+    kps: &[Point; 5],
+    crop: &mut [f32],
+) -> Result<(), SwapError> {
+    let degenerate = || SwapError::ModelOutput("degenerate face keypoints".into());
+    if crop.len() != 3 * ARC * ARC {
+        return Err(SwapError::ModelOutput(
+            "identity crop of the wrong size".into(),
+        ));
+    }
+    let to_crop = similarity(kps, &arcface_template(ARC as u32)).ok_or_else(degenerate)?;
+    let to_frame = to_crop.invert().ok_or_else(degenerate)?;
+    paste::warp_crop(Planes::of(frame), &to_frame, ARC, 1.0 / 127.5, -1.0, crop);
+    Ok(())
 }
 
 /// The face with the largest box.
@@ -607,8 +687,36 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = SwapConfig {
             mask_erode_px: 70,
-            ..c
+            ..c.clone()
         };
         assert!(bad.validate().is_err());
+        // The live stage's keys.
+        for bad in [
+            SwapConfig {
+                detect_every: 0,
+                ..c.clone()
+            },
+            SwapConfig {
+                smoothing: 0.0,
+                ..c.clone()
+            },
+            SwapConfig {
+                smoothing: f32::NAN,
+                ..c.clone()
+            },
+            SwapConfig {
+                swapper_workers: 0,
+                ..c.clone()
+            },
+            SwapConfig {
+                max_wait_ms: 300,
+                timeout_ms: 300,
+                ..c.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let off = SwapConfig { capacity: 0, ..c };
+        assert_eq!(off.validate(), Ok(()), "capacity 0 turns the swap off");
     }
 }

@@ -2,6 +2,7 @@
 
 mod browser;
 mod faces;
+mod live;
 mod models;
 mod relay;
 mod signalling;

@@ -24,7 +24,8 @@ const TARGET_BOX: [f32; 4] = [327.5, 177.5, 471.5, 321.5];
 /// The source photo's nose: 40 px square centred on 159.5, 209.5.
 const SOURCE_NOSE: [f32; 2] = [159.5, 209.5];
 
-fn config() -> Config {
+/// The defaults with the fixture models (the live stage's tests use it too).
+pub(crate) fn config() -> Config {
     let mut c = Config::defaults();
     c.models = c.models.with_fixtures();
     let lib = c.models.library_path();
@@ -36,11 +37,16 @@ fn config() -> Config {
     c
 }
 
+/// Held by every test that runs the models (here and in the live stage's tests).
+pub(crate) fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// One engine at a time: ONNX Runtime spreads each run over every core, and the tests that
 /// count pixels should not fight over them.
 fn engine() -> (MutexGuard<'static, ()>, Engine, Config) {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let guard = one_at_a_time();
     let c = config();
     let engine = Engine::load(&c.models, &c.swap).expect("fixture models load");
     (guard, engine, c)

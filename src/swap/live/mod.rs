@@ -1,0 +1,772 @@
+//! The live face swap: the relay's frame stage, running the swap engine on every published
+//! stream through the batching inference scheduler.
+//!
+//! ```text
+//! codec thread of stream s (StreamProcessor::process, per decoded frame)
+//!   face chosen for the owner?  no ─▶ frame passes through, no model call
+//!   every `detect_every`-th frame: copy of the frame ──▶ detector scheduler (mailbox s)
+//!        (waited for only when no face is tracked; otherwise it runs in the background and
+//!        its result is folded in on the first frame after it arrives)
+//!        largest face ─▶ keypoints smoothed with the tracked ones (exponential filter)
+//!   frames between: the tracked keypoints carried over
+//!   align (crop warp from I420) ──▶ swapper scheduler (mailbox s) ──▶ paste-back ▸ label
+//! ```
+//!
+//! One [`LiveSwap`] per server, shared by every stream; it owns one scheduler per model role
+//! (detector, swapper, and the recognizer for source faces), the registry of chosen faces
+//! ([`LiveFaces`], with admission) and the paste mask. Per-stream state (the tracked face,
+//! buffers) lives in the processor [`FrameStage::open`] returns.
+//!
+//! Any inference error (timeout, full queue, model failure) passes the frame through unchanged
+//! and counts it in `MediaMetrics::swap_errors`: a stream never dies of the swap.
+//!
+//! Use, from the server's side:
+//!
+//! - At start-up, `LiveSwap::load(&config.models, &config.swap, media_metrics)` (an error is a
+//!   start-up failure, never a silent fall-back) and hand `Arc::new(live.clone())` to the relay
+//!   as its [`FrameStage`]; the `media_metrics` must be the relay's own `MediaMetrics`.
+//! - Face upload: `live.source_face_from_bytes(&bytes)` (blocking: `spawn_blocking`), then
+//!   `live.faces().set(participant_id, Arc::new(face))`, which takes an admission slot for a
+//!   participant's first face and answers `AdmissionError` (code `swap_capacity`) past
+//!   `swap.capacity`. `LiveError::code` gives the upload's error code.
+//! - `live.faces().clear(participant_id)` when the participant drops its face or leaves (frees
+//!   the slot).
+//! - `/metrics`: append `live.render_metrics()` (scheduler batches and outcomes).
+
+pub mod bench;
+mod label;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+pub use label::{draw_label, label_box};
+
+use super::color::{self, Planes};
+use super::detect::{iou, DetectParams, Detection, Detector};
+use super::geometry::Point;
+use super::identity::{Emap, Embedding, Recognizer};
+use super::paste::{self, Mask, PasteScratch};
+use super::swapper::Swapper;
+use super::{
+    align_for_identity, align_for_swap, largest, Aligned, SourceFace, StageTimings, SwapConfig,
+    SwapError, ARC, SWAP,
+};
+use crate::infer::scheduler::{
+    Admission, AdmissionError, AdmissionGuard, BatchRunner, ScheduleError, Scheduler,
+    SchedulerMetrics, SpawnError, Ticket,
+};
+use crate::infer::ModelsConfig;
+use crate::media::{FrameStage, I420Frame, StreamId, StreamProcessor};
+use crate::metrics::MediaMetrics;
+
+/// Why the live stage could not start, or could not compute a source face.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("invalid [swap] configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+    #[error("{role}: {source}")]
+    Spawn {
+        role: &'static str,
+        source: SpawnError,
+    },
+    #[error("face swap is busy: {0}")]
+    Schedule(#[from] ScheduleError),
+    #[error("this live stage has no recognizer, so it cannot compute source faces")]
+    NoRecognizer,
+}
+
+impl LiveError {
+    /// Stable code for the upload API's error response.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LiveError::Swap(SwapError::NoSourceFace(_)) => "no_face",
+            LiveError::Swap(SwapError::Image { .. }) => "bad_image",
+            LiveError::Schedule(_) => "swap_busy",
+            _ => "swap_unavailable",
+        }
+    }
+}
+
+type DetectFn = Box<dyn FnMut(&I420Frame) -> Result<Vec<Detection>, SwapError> + Send>;
+type SwapFn = Box<dyn FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), SwapError> + Send>;
+type EmbedFn = Box<dyn FnMut(&[f32]) -> Result<Embedding, SwapError> + Send>;
+
+/// A detector instance for the scheduler: a frame in, its faces (frame pixels, best first) out.
+pub struct DetectRunner {
+    run: DetectFn,
+}
+
+impl DetectRunner {
+    /// Any detection function (tests use stand-ins that fail or count).
+    pub fn new(
+        f: impl FnMut(&I420Frame) -> Result<Vec<Detection>, SwapError> + Send + 'static,
+    ) -> Self {
+        Self { run: Box::new(f) }
+    }
+
+    /// Loads the configured detector (checked against its contract).
+    pub fn load(models: &ModelsConfig, swap: &SwapConfig) -> Result<Self, SwapError> {
+        let rt = crate::infer::runtime(models)?;
+        let mut detector = Detector::load(rt, models, &models.detector_path(), swap.det_size)?;
+        let params = DetectParams {
+            score_threshold: swap.score_threshold,
+            nms_threshold: swap.nms_threshold,
+        };
+        Ok(Self::new(move |frame| {
+            detector.detect(Planes::of(frame), &params, &mut StageTimings::default())
+        }))
+    }
+}
+
+impl BatchRunner for DetectRunner {
+    type Input = I420Frame;
+    type Output = Vec<Detection>;
+    type Error = SwapError;
+
+    /// The detector's contract (`det_10g.onnx`) is fixed at batch 1.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    fn run(&mut self, batch: Vec<I420Frame>) -> Result<Vec<Vec<Detection>>, SwapError> {
+        batch.iter().map(|f| (self.run)(f)).collect()
+    }
+}
+
+/// One face for the swapper: its aligned crop (3×128×128 RGB in [0,1]) and the source.
+pub struct SwapJob {
+    pub crop: Vec<f32>,
+    pub source: Arc<SourceFace>,
+}
+
+/// A swapper instance for the scheduler: a [`SwapJob`] in, the swapped crop out (in the job's
+/// own buffer, so a stream's crop buffer goes round without allocating).
+pub struct SwapRunner {
+    run: SwapFn,
+    out: Vec<f32>,
+}
+
+impl SwapRunner {
+    /// Any swap function `(target crop, source latent, output crop)`.
+    pub fn new(
+        f: impl FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), SwapError> + Send + 'static,
+    ) -> Self {
+        Self {
+            run: Box::new(f),
+            out: vec![0.0; 3 * SWAP * SWAP],
+        }
+    }
+
+    pub fn load(models: &ModelsConfig) -> Result<Self, SwapError> {
+        let rt = crate::infer::runtime(models)?;
+        let mut swapper = Swapper::load(rt, models, &models.swapper_path())?;
+        Ok(Self::new(move |target, latent, out| {
+            swapper.swap(target, latent, out)
+        }))
+    }
+}
+
+impl BatchRunner for SwapRunner {
+    type Input = SwapJob;
+    type Output = Vec<f32>;
+    type Error = SwapError;
+
+    /// `inswapper_128.onnx` is fixed at batch 1: several instances run side by side instead.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    fn run(&mut self, batch: Vec<SwapJob>) -> Result<Vec<Vec<f32>>, SwapError> {
+        let mut outputs = Vec::with_capacity(batch.len());
+        for mut job in batch {
+            if job.crop.len() != self.out.len() {
+                return Err(SwapError::ModelOutput("swap crop of the wrong size".into()));
+            }
+            (self.run)(&job.crop, &job.source.latent, &mut self.out)?;
+            std::mem::swap(&mut job.crop, &mut self.out);
+            outputs.push(job.crop);
+        }
+        Ok(outputs)
+    }
+}
+
+/// A recognizer instance: an aligned 112 px ArcFace crop in, the unit embedding out. Only
+/// source faces (uploads) use it, never the per-frame path.
+pub struct RecognizeRunner {
+    run: EmbedFn,
+}
+
+impl RecognizeRunner {
+    pub fn new(f: impl FnMut(&[f32]) -> Result<Embedding, SwapError> + Send + 'static) -> Self {
+        Self { run: Box::new(f) }
+    }
+
+    pub fn load(models: &ModelsConfig) -> Result<Self, SwapError> {
+        let rt = crate::infer::runtime(models)?;
+        let mut recognizer = Recognizer::load(rt, models, &models.recognizer_path())?;
+        Ok(Self::new(move |crop| recognizer.embed(crop)))
+    }
+}
+
+impl BatchRunner for RecognizeRunner {
+    type Input = Vec<f32>;
+    type Output = Embedding;
+    type Error = SwapError;
+
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    fn run(&mut self, batch: Vec<Vec<f32>>) -> Result<Vec<Embedding>, SwapError> {
+        batch.iter().map(|c| (self.run)(c)).collect()
+    }
+}
+
+/// The face each participant chose, read by its streams' processors every frame and set or
+/// cleared from the signalling/upload side at any time (a face may change mid-call). Holding
+/// a face takes an admission slot, so the swap never serves more streams than `swap.capacity`.
+pub struct LiveFaces {
+    faces: RwLock<HashMap<String, FaceEntry>>,
+    admission: Admission,
+}
+
+struct FaceEntry {
+    face: Arc<SourceFace>,
+    _slot: AdmissionGuard,
+}
+
+impl LiveFaces {
+    pub fn new(admission: Admission) -> Self {
+        Self {
+            faces: RwLock::new(HashMap::new()),
+            admission,
+        }
+    }
+
+    /// The face `participant` chose, if any. A read lock and an `Arc` clone: cheap per frame.
+    pub fn get(&self, participant: &str) -> Option<Arc<SourceFace>> {
+        let faces = self.faces.read().unwrap_or_else(|e| e.into_inner());
+        faces.get(participant).map(|e| e.face.clone())
+    }
+
+    /// Sets or replaces `participant`'s face. A participant without a face yet needs an
+    /// admission slot: past capacity it is refused and its streams stay unswapped.
+    pub fn set(&self, participant: &str, face: Arc<SourceFace>) -> Result<(), AdmissionError> {
+        let mut faces = self.faces.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = faces.get_mut(participant) {
+            entry.face = face;
+            return Ok(());
+        }
+        let slot = self.admission.try_admit()?;
+        faces.insert(participant.to_owned(), FaceEntry { face, _slot: slot });
+        Ok(())
+    }
+
+    /// Clears `participant`'s face (back to pass-through) and frees its slot. The signalling
+    /// layer must call it when a participant leaves. Returns whether there was one.
+    pub fn clear(&self, participant: &str) -> bool {
+        let mut faces = self.faces.write().unwrap_or_else(|e| e.into_inner());
+        faces.remove(participant).is_some()
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+}
+
+/// One tracked face of a stream: the smoothed keypoints and box of its last detections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Track {
+    pub bbox: [f32; 4],
+    pub kps: [Point; 5],
+}
+
+/// Below this overlap with the tracked box a detection is another face (or a jump) and the
+/// filter starts over instead of dragging the old position along.
+const RESET_IOU: f32 = 1.0 / 3.0;
+
+/// The keypoint filter: exponential smoothing across detections,
+/// `s_k = α·d_k + (1 − α)·s_{k−1}` per coordinate (box and keypoints), α = `swap.smoothing`.
+/// For detector noise of variance σ² around a still face the output variance is
+/// σ²·α/(2 − α) (a third of it at α = 0.5); the price is lag on a moving face: a step settles
+/// to within (1 − α)^k after k detections. A detection overlapping the track by less than
+/// [`RESET_IOU`] restarts the track at that detection.
+pub fn smooth(previous: Option<&Track>, detection: &Detection, alpha: f32) -> Track {
+    let fresh = Track {
+        bbox: detection.bbox,
+        kps: detection.kps,
+    };
+    let Some(prev) = previous else {
+        return fresh;
+    };
+    if iou(&prev.bbox, &detection.bbox) < RESET_IOU {
+        return fresh;
+    }
+    let mix = |old: f32, new: f32| alpha * new + (1.0 - alpha) * old;
+    Track {
+        bbox: std::array::from_fn(|i| mix(prev.bbox[i], detection.bbox[i])),
+        kps: std::array::from_fn(|k| [0, 1].map(|j| mix(prev.kps[k][j], detection.kps[k][j]))),
+    }
+}
+
+/// The schedulers a [`LiveSwap`] runs on: the per-frame pair, plus the recognizer and emap
+/// for source faces (absent in tests that only swap).
+pub struct LiveModels {
+    pub detector: Arc<Scheduler<DetectRunner>>,
+    pub swapper: Arc<Scheduler<SwapRunner>>,
+    pub recognizer: Option<(Arc<Scheduler<RecognizeRunner>>, Emap)>,
+}
+
+impl LiveModels {
+    /// Starts the schedulers with `swap.*_workers` instances of each configured model; any
+    /// model that does not load fails here, loudly.
+    pub fn load(models: &ModelsConfig, swap: &SwapConfig) -> Result<Self, LiveError> {
+        // Runtime first: a missing or wrong ONNX Runtime library is the one error to name
+        // before any model.
+        crate::infer::runtime(models).map_err(SwapError::from)?;
+        let spawn_err = |role| move |source| LiveError::Spawn { role, source };
+        let (m, s) = (models.clone(), swap.clone());
+        let detector = Scheduler::spawn(
+            "detector",
+            swap.scheduler_settings(swap.detector_workers),
+            move |_| DetectRunner::load(&m, &s),
+        )
+        .map_err(spawn_err("detector"))?;
+        let m = models.clone();
+        let swapper = Scheduler::spawn(
+            "swapper",
+            swap.scheduler_settings(swap.swapper_workers),
+            move |_| SwapRunner::load(&m),
+        )
+        .map_err(spawn_err("swapper"))?;
+        let m = models.clone();
+        let recognizer = Scheduler::spawn("recognizer", swap.scheduler_settings(1), move |_| {
+            RecognizeRunner::load(&m)
+        })
+        .map_err(spawn_err("recognizer"))?;
+        let emap = Emap::from_model_file(&models.swapper_path())?;
+        Ok(Self {
+            detector: Arc::new(detector),
+            swapper: Arc::new(swapper),
+            recognizer: Some((Arc::new(recognizer), emap)),
+        })
+    }
+}
+
+/// Longest a source-face upload waits for each model: uploads are not real time, and on a
+/// loaded server they queue behind the streams.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Mailbox keys for source-face computations, far above the relay's stream ids, so that two
+/// uploads never supersede each other or a stream's frame.
+const SOURCE_STREAM_BASE: u64 = 1 << 62;
+
+struct Inner {
+    models: LiveModels,
+    faces: LiveFaces,
+    config: SwapConfig,
+    mask: Mask,
+    metrics: Arc<MediaMetrics>,
+    next_source: AtomicU64,
+}
+
+/// The live face-swap frame stage. Cheap to clone (an `Arc`); share one per server.
+#[derive(Clone)]
+pub struct LiveSwap {
+    inner: Arc<Inner>,
+}
+
+impl LiveSwap {
+    /// Loads every model with the configured settings and starts the workers. Start-up
+    /// errors (no ONNX Runtime, missing model, wrong contract, provider failure) are returned,
+    /// never papered over.
+    pub fn load(
+        models: &ModelsConfig,
+        swap: &SwapConfig,
+        metrics: Arc<MediaMetrics>,
+    ) -> Result<Self, LiveError> {
+        swap.validate().map_err(LiveError::Config)?;
+        Ok(Self::with_models(
+            LiveModels::load(models, swap)?,
+            swap,
+            metrics,
+        ))
+    }
+
+    /// The stage over schedulers built elsewhere (tests, benches with stand-in runners).
+    pub fn with_models(models: LiveModels, swap: &SwapConfig, metrics: Arc<MediaMetrics>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                models,
+                faces: LiveFaces::new(Admission::new(swap.capacity)),
+                config: swap.clone(),
+                mask: Mask::new(SWAP, swap.mask_erode_px, swap.mask_blur_px),
+                metrics,
+                next_source: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The registry of chosen faces (set, clear, admission).
+    pub fn faces(&self) -> &LiveFaces {
+        &self.inner.faces
+    }
+
+    pub fn models(&self) -> &LiveModels {
+        &self.inner.models
+    }
+
+    /// The identity of the largest face in an uploaded photo, through the same schedulers as
+    /// the streams. Blocks for up to a few seconds: call it off tokio's workers
+    /// (`spawn_blocking`).
+    pub fn source_face(&self, photo: &RgbImage) -> Result<SourceFace, LiveError> {
+        let (recognizer, emap) = self
+            .inner
+            .models
+            .recognizer
+            .as_ref()
+            .ok_or(LiveError::NoRecognizer)?;
+        let key = StreamId(
+            SOURCE_STREAM_BASE
+                + self.inner.next_source.fetch_add(1, Ordering::Relaxed) % SOURCE_STREAM_BASE,
+        );
+        let frame = color::rgb_to_i420(photo).map_err(SwapError::from)?;
+        let faces = self
+            .inner
+            .models
+            .detector
+            .submit(key, frame.clone())?
+            .wait(SOURCE_TIMEOUT)?;
+        let face = largest(&faces).ok_or(SwapError::NoSourceFace(None))?;
+        let mut crop = vec![0.0; 3 * ARC * ARC];
+        align_for_identity(&frame, &face.kps, &mut crop)?;
+        let embedding = recognizer.submit(key, crop)?.wait(SOURCE_TIMEOUT)?;
+        Ok(SourceFace::new(embedding, face, emap)?)
+    }
+
+    /// [`Self::source_face`] of an uploaded file's bytes (JPEG, PNG or WebP), within
+    /// `swap.max_image_bytes` and `swap.max_image_pixels`.
+    pub fn source_face_from_bytes(&self, bytes: &[u8]) -> Result<SourceFace, LiveError> {
+        let c = &self.inner.config;
+        if bytes.len() as u64 > c.max_image_bytes {
+            return Err(SwapError::Image {
+                path: "upload".into(),
+                message: format!(
+                    "{} bytes is more than swap.max_image_bytes ({})",
+                    bytes.len(),
+                    c.max_image_bytes
+                ),
+            }
+            .into());
+        }
+        let photo = super::decode_image(bytes, c.max_image_pixels, "upload")?;
+        self.source_face(&photo)
+    }
+
+    /// The schedulers' counters in the Prometheus text format, to append to `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.inner.models;
+        let mut list: Vec<(&str, &SchedulerMetrics)> = vec![
+            ("detector", m.detector.metrics()),
+            ("swapper", m.swapper.metrics()),
+        ];
+        if let Some((r, _)) = &m.recognizer {
+            list.push(("recognizer", r.metrics()));
+        }
+        crate::metrics::render_schedulers(&list)
+    }
+}
+
+impl FrameStage for LiveSwap {
+    fn open(&self, stream: StreamId, owner: &str) -> Box<dyn StreamProcessor> {
+        Box::new(LiveProcessor {
+            stream,
+            owner: owner.to_owned(),
+            inner: self.inner.clone(),
+            track: None,
+            pending: None,
+            countdown: 0,
+            crop: Vec::new(),
+            scratch: PasteScratch::default(),
+        })
+    }
+}
+
+/// A stream's tracked face and the frame size its coordinates belong to.
+#[derive(Debug, Clone, Copy)]
+struct TrackedFace {
+    track: Track,
+    frame_size: (u32, u32),
+}
+
+/// A detection submitted for a frame of the given size, not yet folded into the track.
+struct PendingDetection {
+    ticket: Ticket<DetectRunner>,
+    submitted: Instant,
+    frame_size: (u32, u32),
+}
+
+/// The per-stream half of the stage, on the stream's codec thread.
+struct LiveProcessor {
+    stream: StreamId,
+    owner: String,
+    inner: Arc<Inner>,
+    track: Option<TrackedFace>,
+    /// A detection running in the background while the track is used.
+    pending: Option<PendingDetection>,
+    /// Frames until the next detection; 0 = detect on this frame.
+    countdown: u32,
+    /// The stream's crop buffer; travels to the swapper and back.
+    crop: Vec<f32>,
+    scratch: PasteScratch,
+}
+
+impl LiveProcessor {
+    /// Runs detection when due and updates the track. `Err` = inference failed and this frame
+    /// has no trustworthy face position (the caller passes it through and counts it); `Ok`
+    /// with no track = no face in view.
+    ///
+    /// With a face tracked, a due detection runs in the background: this frame and the next
+    /// ones use the track, and the result is folded in on the first frame after it arrives, so
+    /// detection adds no latency to the stream. Only a stream without a track (its first
+    /// frames, a lost face, after an error) waits for its detection. If the previous detection
+    /// is still running when the next is due, the frame waits for it, so the cadence holds.
+    fn update_track(&mut self, frame: &I420Frame) -> Result<(), ScheduleError> {
+        let size = (frame.width(), frame.height());
+        let stale = |s: (u32, u32)| s != size;
+        if self.track.is_some_and(|t| stale(t.frame_size))
+            || self.pending.as_ref().is_some_and(|p| stale(p.frame_size))
+        {
+            // The publisher changed resolution: the tracked keypoints mean nothing now.
+            self.track = None;
+            self.pending = None;
+            self.countdown = 0;
+        }
+        self.collect(false);
+        if self.countdown > 0 {
+            self.countdown -= 1;
+            return Ok(());
+        }
+        if self.pending.is_some() {
+            self.collect(true);
+        }
+        let every = self.inner.config.detect_every.saturating_sub(1);
+        let detector = &self.inner.models.detector;
+        if self.track.is_some() {
+            let ticket = detector
+                .submit(self.stream, frame.clone())
+                .inspect_err(|_| {
+                    self.track = None;
+                })?;
+            self.pending = Some(PendingDetection {
+                ticket,
+                submitted: Instant::now(),
+                frame_size: size,
+            });
+            self.countdown = every;
+            return Ok(());
+        }
+        let t = Instant::now();
+        let found = detector.infer(self.stream, frame.clone());
+        self.inner.metrics.swap_detect.record(t.elapsed());
+        // A failed detection retries on the next frame; a successful one (face or not) waits
+        // its turn, so a stream without a face costs one detection every `detect_every` frames.
+        let faces = found?;
+        self.countdown = every;
+        self.apply(&faces, size);
+        Ok(())
+    }
+
+    /// Folds in the background detection if it has finished (or, with `block`, waits for it
+    /// up to the inference timeout). A failed one drops the track: the next frame detects
+    /// afresh and waits for it.
+    fn collect(&mut self, block: bool) {
+        let timeout = self.inner.models.detector.settings().timeout;
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        let size = p.frame_size;
+        let reply = if block {
+            let t = Instant::now();
+            let left = timeout.saturating_sub(p.submitted.elapsed());
+            let Some(p) = self.pending.take() else {
+                return;
+            };
+            let reply = p.ticket.wait(left);
+            self.inner.metrics.swap_detect.record(t.elapsed());
+            reply
+        } else {
+            let reply = match p.ticket.try_take() {
+                Some(reply) => reply,
+                None if p.submitted.elapsed() < timeout => return,
+                // Dropping the ticket (below) withdraws the request if no worker has taken it.
+                None => Err(ScheduleError::Timeout),
+            };
+            self.pending = None;
+            reply
+        };
+        match reply {
+            Ok(faces) => self.apply(&faces, size),
+            Err(_) => {
+                self.track = None;
+                self.countdown = 0;
+            }
+        }
+    }
+
+    /// A detection's largest face becomes the track, smoothed with the one before.
+    fn apply(&mut self, faces: &[Detection], size: (u32, u32)) {
+        self.track = largest(faces).map(|face| TrackedFace {
+            track: smooth(
+                self.track.as_ref().map(|t| &t.track),
+                &face,
+                self.inner.config.smoothing,
+            ),
+            frame_size: size,
+        });
+    }
+}
+
+impl StreamProcessor for LiveProcessor {
+    fn process(&mut self, frame: &mut I420Frame) {
+        let Some(source) = self.inner.faces.get(&self.owner) else {
+            // No face chosen: no model call; the next chosen face starts from a fresh detection.
+            self.track = None;
+            self.pending = None;
+            self.countdown = 0;
+            return;
+        };
+        let m = self.inner.metrics.clone();
+        if self.update_track(frame).is_err() {
+            MediaMetrics::add(&m.swap_errors);
+            return;
+        }
+        let Some(TrackedFace { track, .. }) = self.track else {
+            return;
+        };
+        let t0 = Instant::now();
+        self.crop.resize(3 * SWAP * SWAP, 0.0);
+        let Some(Aligned { to_crop, paste_box }) =
+            align_for_swap(frame, &track.kps, &mut self.crop)
+        else {
+            return;
+        };
+        let t1 = Instant::now();
+        m.swap_align.record(t1 - t0);
+        let job = SwapJob {
+            crop: std::mem::take(&mut self.crop),
+            source,
+        };
+        let swapped = self.inner.models.swapper.infer(self.stream, job);
+        let t2 = Instant::now();
+        m.swap_swap.record(t2 - t1);
+        let Ok(swapped) = swapped else {
+            // The buffer went with the job; `resize` above makes a new one next frame.
+            MediaMetrics::add(&m.swap_errors);
+            return;
+        };
+        paste::crop_to_yuv(&swapped, SWAP, &mut self.scratch);
+        paste::paste_back(frame, &to_crop, &self.inner.mask, &self.scratch, paste_box);
+        if self.inner.config.label {
+            draw_label(frame);
+        }
+        m.swap_paste.record(t2.elapsed());
+        self.crop = swapped;
+        MediaMetrics::add(&m.swapped_frames);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x: f32, y: f32) -> Detection {
+        Detection {
+            score: 0.9,
+            bbox: [x - 50.0, y - 50.0, x + 50.0, y + 50.0],
+            kps: [
+                [x - 20.0, y - 10.0],
+                [x + 20.0, y - 10.0],
+                [x, y],
+                [x - 15.0, y + 20.0],
+                [x + 15.0, y + 20.0],
+            ],
+        }
+    }
+
+    /// Deterministic noise in [-1, 1] (no rand dependency).
+    fn noise(i: u32) -> f32 {
+        let h = i.wrapping_mul(2_654_435_761).rotate_left(13) ^ 0x9e37_79b9;
+        (h % 2001) as f32 / 1000.0 - 1.0
+    }
+
+    #[test]
+    fn smoothing_shrinks_keypoint_jitter_around_a_still_face() {
+        let truth = [320.0f32, 240.0];
+        let (mut raw_sq, mut smooth_sq, mut n) = (0.0f32, 0.0f32, 0.0f32);
+        let mut track = None;
+        for i in 0..400u32 {
+            let d = det(
+                truth[0] + 4.0 * noise(2 * i),
+                truth[1] + 4.0 * noise(2 * i + 1),
+            );
+            track = Some(smooth(track.as_ref(), &d, 0.5));
+            if i >= 20 {
+                let s = track.unwrap().kps[2];
+                raw_sq += (d.kps[2][0] - truth[0]).powi(2) + (d.kps[2][1] - truth[1]).powi(2);
+                smooth_sq += (s[0] - truth[0]).powi(2) + (s[1] - truth[1]).powi(2);
+                n += 1.0;
+            }
+        }
+        let (raw, smoothed) = ((raw_sq / n).sqrt(), (smooth_sq / n).sqrt());
+        // Theory for α = 0.5: the variance drops to a third, the RMS to 0.58 of the raw one.
+        assert!(smoothed < 0.7 * raw, "raw {raw} smoothed {smoothed}");
+        assert!(smoothed > 0.3 * raw, "raw {raw} smoothed {smoothed}");
+    }
+
+    #[test]
+    fn smoothing_follows_a_step_and_restarts_on_another_face() {
+        let a = smooth(None, &det(100.0, 100.0), 0.5);
+        assert_eq!(a.kps[2], [100.0, 100.0]);
+        // A small move: halfway there.
+        let b = smooth(Some(&a), &det(110.0, 100.0), 0.5);
+        assert_eq!(b.kps[2], [105.0, 100.0]);
+        // α = 1: no smoothing at all.
+        assert_eq!(
+            smooth(Some(&a), &det(110.0, 100.0), 1.0).kps[2],
+            [110.0, 100.0]
+        );
+        // A face elsewhere (no overlap): the track starts over there.
+        let c = smooth(Some(&b), &det(400.0, 300.0), 0.5);
+        assert_eq!(c.kps[2], [400.0, 300.0]);
+    }
+
+    #[test]
+    fn faces_need_admission_and_free_it_when_cleared() {
+        let faces = LiveFaces::new(Admission::new(1));
+        let face = Arc::new(SourceFace {
+            embedding: Embedding::from_raw(&[1.0; 512]).unwrap(),
+            latent: vec![0.0; 512],
+            detection: det(0.0, 0.0),
+        });
+        assert!(faces.get("p1").is_none());
+        faces.set("p1", face.clone()).unwrap();
+        // Replacing one's own face needs no new slot.
+        faces.set("p1", face.clone()).unwrap();
+        assert_eq!(
+            faces.set("p2", face.clone()).unwrap_err().code(),
+            "swap_capacity"
+        );
+        assert!(faces.clear("p1"));
+        assert!(!faces.clear("p1"));
+        faces.set("p2", face).unwrap();
+        assert!(faces.get("p2").is_some() && faces.get("p1").is_none());
+        assert_eq!(faces.admission().in_use(), 1);
+    }
+}

@@ -1,0 +1,473 @@
+//! The live frame stage (`swap::live`) on the test card with the stand-in models of
+//! models/fixtures/ on the CPU: pass-through without a face, the swap as the offline engine
+//! does it, detection cadence, failing models, the disclosure label, and the whole decode ▸
+//! swap ▸ encode pipeline.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use facerelay::config::Config;
+use facerelay::infer::scheduler::Scheduler;
+use facerelay::media::pipeline::{
+    CodecPool, InputUnit, OutputSink, OutputUnit, Pipeline, PipelineSettings,
+};
+use facerelay::media::{
+    EncoderSettings, FrameStage, I420Frame, StreamId, VideoDecoder, VideoEncoder,
+};
+use facerelay::metrics::MediaMetrics;
+use facerelay::swap::color::rgb_to_i420;
+use facerelay::swap::live::{label_box, DetectRunner, LiveModels, LiveSwap, SwapRunner};
+use facerelay::swap::{
+    fixtures_dir, load_image, Detection, Engine, Selection, SourceFace, SwapConfig, SwapError,
+};
+
+/// The paste box of the test card's face (the engine reports [282, 118, 516, 352)) and a few
+/// pixels around it for the smoothed keypoints: nothing outside it may change when the face is
+/// swapped (label aside).
+const FACE_AREA: [usize; 4] = [276, 112, 522, 358];
+
+fn config(f: impl FnOnce(&mut SwapConfig)) -> Config {
+    let mut c = crate::swap::config();
+    // Generous: a loaded test machine must not turn a swap into a counted timeout.
+    c.swap.timeout_ms = 20_000;
+    f(&mut c.swap);
+    c
+}
+
+/// One model user at a time, shared with the engine's tests: runs spread over every core.
+fn lock() -> MutexGuard<'static, ()> {
+    crate::swap::one_at_a_time()
+}
+
+fn stage(c: &Config) -> (LiveSwap, Arc<MediaMetrics>) {
+    let metrics = Arc::new(MediaMetrics::default());
+    let live = LiveSwap::load(&c.models, &c.swap, metrics.clone()).expect("fixture models load");
+    (live, metrics)
+}
+
+fn card(c: &Config) -> I420Frame {
+    let img = load_image(&fixtures_dir().join("testcard_target.png"), &c.swap).unwrap();
+    rgb_to_i420(&img).unwrap()
+}
+
+fn source(live: &LiveSwap, c: &Config) -> Arc<SourceFace> {
+    let photo = load_image(&fixtures_dir().join("testcard_source.jpg"), &c.swap).unwrap();
+    Arc::new(live.source_face(&photo).expect("source face"))
+}
+
+fn count(c: &AtomicU64) -> u64 {
+    MediaMetrics::get(c)
+}
+
+fn in_box(x: usize, y: usize, b: [usize; 4]) -> bool {
+    x >= b[0] && x < b[2] && y >= b[1] && y < b[3]
+}
+
+/// Y bytes that differ, outside `allowed` boxes.
+fn changed_outside(a: &I420Frame, b: &I420Frame, allowed: &[[usize; 4]]) -> usize {
+    let w = a.width() as usize;
+    (0..a.y().len())
+        .filter(|&i| a.y()[i] != b.y()[i] && !allowed.iter().any(|&bx| in_box(i % w, i / w, bx)))
+        .count()
+}
+
+fn label_area(f: &I420Frame) -> [usize; 4] {
+    label_box(f.width(), f.height())
+        .unwrap()
+        .map(|v| v as usize)
+}
+
+#[test]
+fn a_stream_without_a_face_passes_bit_exact_and_calls_no_model() {
+    let _g = lock();
+    let c = config(|_| {});
+    let (live, metrics) = stage(&c);
+    let mut p = live.open(StreamId(1), "p1");
+    let before = card(&c);
+    for _ in 0..4 {
+        let mut f = before.clone();
+        p.process(&mut f);
+        assert_eq!(f, before);
+    }
+    assert_eq!(live.models().detector.stats().batches, 0);
+    assert_eq!(live.models().swapper.stats().batches, 0);
+    assert_eq!(count(&metrics.swapped_frames), 0);
+}
+
+#[test]
+fn the_live_swap_is_the_engines_swap_and_leaves_the_rest_alone() {
+    let _g = lock();
+    let c = config(|s| s.label = false);
+    let (live, metrics) = stage(&c);
+    let s = source(&live, &c);
+    // The offline engine computes the same source identity and the same swapped frame.
+    let mut engine = Engine::load(&c.models, &c.swap).unwrap();
+    let photo = load_image(&fixtures_dir().join("testcard_source.jpg"), &c.swap).unwrap();
+    let offline_source = engine.source_face(&photo).unwrap();
+    assert_eq!(offline_source.latent, s.latent);
+    let before = card(&c);
+    let mut offline = before.clone();
+    let report = engine
+        .swap_frame(&mut offline, &offline_source, &Selection::Largest)
+        .unwrap();
+    assert_eq!(report.swapped.len(), 1);
+
+    live.faces().set("p1", s).unwrap();
+    let mut p = live.open(StreamId(2), "p1");
+    let mut f = before.clone();
+    p.process(&mut f);
+    assert_eq!(
+        f, offline,
+        "first frame: raw detection, so exactly the engine's result"
+    );
+    assert_ne!(f, before);
+    let pasted = report.swapped[0].paste_box.map(|v| v as usize);
+    assert_eq!(changed_outside(&before, &f, &[pasted]), 0);
+    assert_eq!(count(&metrics.swapped_frames), 1);
+    assert_eq!(metrics.swap_detect.count(), 1);
+    assert_eq!(metrics.swap_swap.count(), 1);
+
+    // The face is cleared mid-call: the next frame passes through untouched.
+    assert!(live.faces().clear("p1"));
+    let mut f = before.clone();
+    p.process(&mut f);
+    assert_eq!(f, before);
+}
+
+#[test]
+fn detection_runs_every_n_frames_and_every_frame_is_swapped() {
+    let _g = lock();
+    let c = config(|s| s.detect_every = 3);
+    let (live, metrics) = stage(&c);
+    live.faces().set("p1", source(&live, &c)).unwrap();
+    let detections_for_source = live.models().detector.stats().completed;
+    let mut p = live.open(StreamId(3), "p1");
+    let before = card(&c);
+    for _ in 0..9 {
+        let mut f = before.clone();
+        p.process(&mut f);
+        assert_ne!(f, before);
+    }
+    // Frame 0 waited for its detection; those of frames 3 and 6 ran in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let detections = || live.models().detector.stats().completed - detections_for_source;
+    while detections() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(detections(), 3, "frames 0, 3 and 6");
+    assert_eq!(
+        live.models().detector.stats().batches - detections_for_source,
+        3
+    );
+    assert_eq!(live.models().swapper.stats().completed, 9);
+    assert_eq!(count(&metrics.swapped_frames), 9);
+    assert_eq!(count(&metrics.swap_errors), 0);
+    let text = facerelay::metrics::render(&metrics, Default::default());
+    assert!(
+        text.contains("facerelay_swap_stage_seconds_count{stage=\"swap\"} 9\n"),
+        "{text}"
+    );
+    let text = live.render_metrics();
+    assert!(
+        text.contains("facerelay_infer_batches_total{model=\"swapper\",size=\"1\"} 9\n"),
+        "{text}"
+    );
+
+    // A frame without a face: passes through, and costs one detection per `detect_every`.
+    let blank = I420Frame::filled(640, 480, 90, 120, 130).unwrap();
+    let mut p = live.open(StreamId(4), "p1");
+    let det_before = live.models().detector.stats().completed;
+    for _ in 0..6 {
+        let mut f = blank.clone();
+        p.process(&mut f);
+        assert_eq!(f, blank);
+    }
+    assert_eq!(live.models().detector.stats().completed - det_before, 2);
+}
+
+#[test]
+fn the_label_is_drawn_only_on_swapped_frames_and_only_when_configured() {
+    let _g = lock();
+    let before = card(&config(|_| {}));
+    let lb = label_area(&before);
+    for label in [true, false] {
+        let c = config(|s| s.label = label);
+        let (live, _) = stage(&c);
+        live.faces().set("p1", source(&live, &c)).unwrap();
+        let mut p = live.open(StreamId(5), "p1");
+        let mut f = before.clone();
+        p.process(&mut f);
+        let w = 640;
+        let label_changed = (lb[1]..lb[3])
+            .flat_map(|y| (lb[0]..lb[2]).map(move |x| y * w + x))
+            .filter(|&i| f.y()[i] != before.y()[i])
+            .count();
+        if label {
+            // Badge and text: nearly every byte of the box is rewritten.
+            assert!(
+                label_changed > (lb[2] - lb[0]) * (lb[3] - lb[1]) / 2,
+                "{label_changed}"
+            );
+        } else {
+            assert_eq!(label_changed, 0);
+        }
+        assert_eq!(changed_outside(&before, &f, &[FACE_AREA, lb]), 0);
+    }
+    // No face in view: no label either.
+    let c = config(|s| s.label = true);
+    let (live, _) = stage(&c);
+    live.faces().set("p1", source(&live, &c)).unwrap();
+    let blank = I420Frame::filled(640, 480, 90, 120, 130).unwrap();
+    let mut f = blank.clone();
+    live.open(StreamId(6), "p1").process(&mut f);
+    assert_eq!(f, blank);
+}
+
+/// The stage over stand-in runners (no recognizer).
+fn stand_in_stage(
+    c: &Config,
+    detector: Scheduler<DetectRunner>,
+    swapper: Scheduler<SwapRunner>,
+) -> (LiveSwap, Arc<MediaMetrics>) {
+    let metrics = Arc::new(MediaMetrics::default());
+    let models = LiveModels {
+        detector: Arc::new(detector),
+        swapper: Arc::new(swapper),
+        recognizer: None,
+    };
+    let live = LiveSwap::with_models(models, &c.swap, metrics.clone());
+    (live, metrics)
+}
+
+fn stand_in_face(c: &Config) -> Detection {
+    // The fixture detector's answer on the card, computed once with the real stand-in model.
+    let mut engine = Engine::load(&c.models, &c.swap).unwrap();
+    engine.detect(&card(c)).unwrap()[0]
+}
+
+#[test]
+fn failing_models_pass_frames_through_and_are_counted() {
+    let _g = lock();
+    let c = config(|_| {});
+    let face = stand_in_face(&c);
+    let settings = c.swap.scheduler_settings(1);
+    let photo_source = {
+        let (live, _) = stage(&c);
+        source(&live, &c)
+    };
+    let cases: [(&str, bool, bool); 3] = [
+        ("detector fails", true, false),
+        ("swapper fails", false, false),
+        ("swapper panics", false, true),
+    ];
+    for (what, detector_fails, panics) in cases {
+        let detector = Scheduler::spawn("detector", settings, move |_| {
+            Ok::<_, SwapError>(DetectRunner::new(move |_| {
+                if detector_fails {
+                    Err(SwapError::ModelOutput("stand-in detector failure".into()))
+                } else {
+                    Ok(vec![face])
+                }
+            }))
+        })
+        .unwrap();
+        let swapper = Scheduler::spawn("swapper", settings, move |_| {
+            Ok::<_, SwapError>(SwapRunner::new(move |_, _, _| {
+                if panics {
+                    panic!("stand-in swapper bug");
+                }
+                Err(SwapError::ModelOutput("stand-in swapper failure".into()))
+            }))
+        })
+        .unwrap();
+        let (live, metrics) = stand_in_stage(&c, detector, swapper);
+        live.faces().set("p1", photo_source.clone()).unwrap();
+        let mut p = live.open(StreamId(7), "p1");
+        let before = card(&c);
+        for _ in 0..3 {
+            let mut f = before.clone();
+            p.process(&mut f);
+            assert_eq!(f, before, "{what}");
+        }
+        assert_eq!(count(&metrics.swap_errors), 3, "{what}");
+        assert_eq!(count(&metrics.swapped_frames), 0, "{what}");
+        // Without a recognizer, source faces are a clear error, not a panic.
+        let e = live.source_face(&image::RgbImage::new(8, 8)).unwrap_err();
+        assert_eq!(e.code(), "swap_unavailable");
+    }
+}
+
+#[test]
+fn uploaded_source_faces_are_checked() {
+    let _g = lock();
+    let c = config(|_| {});
+    let (live, _) = stage(&c);
+    assert_eq!(
+        live.source_face_from_bytes(b"not an image")
+            .unwrap_err()
+            .code(),
+        "bad_image"
+    );
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 200, 200]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    assert_eq!(
+        live.source_face_from_bytes(&png).unwrap_err().code(),
+        "no_face"
+    );
+    let jpeg = std::fs::read(fixtures_dir().join("testcard_source.jpg")).unwrap();
+    let s = live.source_face_from_bytes(&jpeg).unwrap();
+    assert_eq!(s.latent.len(), 512);
+}
+
+struct Collect(std::sync::mpsc::Sender<OutputUnit>);
+impl OutputSink for Collect {
+    fn send(&mut self, unit: OutputUnit) -> bool {
+        self.0.send(unit).is_ok()
+    }
+}
+
+#[test]
+fn decode_swap_encode_through_a_pipeline() {
+    let _g = lock();
+    let c = config(|_| {});
+    let (live, metrics) = stage(&c);
+    live.faces().set("p1", source(&live, &c)).unwrap();
+    let encoder = EncoderSettings {
+        bitrate_bps: 2_000_000,
+        max_frame_rate: 30.0,
+        keyframe_interval: 0,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipeline = Pipeline::spawn(
+        StreamId(8),
+        PipelineSettings {
+            encoder,
+            max_frame_pixels: 640 * 480,
+        },
+        CodecPool::new(1),
+        metrics.clone(),
+        live.open(StreamId(8), "p1"),
+        Collect(tx),
+    )
+    .unwrap();
+    let before = card(&c);
+    let mut enc = VideoEncoder::new(encoder).unwrap();
+    let mut dec = VideoDecoder::new(640 * 480).unwrap();
+    for i in 0..3u32 {
+        let e = enc.encode(&before, i == 0).unwrap();
+        // One frame at a time, so none is dropped as stale.
+        assert!(pipeline.push(InputUnit {
+            data: e.data.into(),
+            timestamp: i * 3000,
+            keyframe: e.keyframe,
+            arrived: std::time::Instant::now(),
+        }));
+        let out = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a frame out");
+        let pic = dec.decode(&out.data).unwrap().expect("a picture");
+        // The label is there (text pixels are bright after H.264) and the face changed.
+        let lb = label_area(&pic);
+        let bright = (lb[1]..lb[3])
+            .flat_map(|y| (lb[0]..lb[2]).map(move |x| y * 640 + x))
+            .filter(|&i| pic.y()[i] > 180)
+            .count();
+        assert!(bright > 100, "frame {i}: {bright} bright label pixels");
+    }
+    assert_eq!(count(&metrics.swapped_frames), 3);
+}
+
+#[test]
+fn a_resolution_change_starts_a_fresh_detection() {
+    let _g = lock();
+    let c = config(|s| s.detect_every = 30);
+    let (live, metrics) = stage(&c);
+    live.faces().set("p1", source(&live, &c)).unwrap();
+    let det0 = live.models().detector.stats().completed;
+    let mut p = live.open(StreamId(9), "p1");
+    let mut f = card(&c);
+    p.process(&mut f);
+    let img = load_image(&fixtures_dir().join("testcard_target.png"), &c.swap).unwrap();
+    let big = image::imageops::resize(&img, 1280, 960, image::imageops::FilterType::Triangle);
+    let big = rgb_to_i420(&big).unwrap();
+    let mut f = big.clone();
+    p.process(&mut f);
+    assert_ne!(f, big);
+    assert_eq!(live.models().detector.stats().completed - det0, 2);
+    assert_eq!(count(&metrics.swapped_frames), 2);
+}
+
+#[test]
+fn start_up_fails_loudly_on_a_missing_or_wrong_model_or_an_absent_gpu() {
+    let _g = lock();
+    let load = |f: &dyn Fn(&mut Config)| {
+        let mut c = config(|_| {});
+        f(&mut c);
+        LiveSwap::load(&c.models, &c.swap, Arc::new(MediaMetrics::default()))
+            .err()
+            .map(|e| e.to_string())
+            .expect("must not start")
+    };
+    let e = load(&|c| c.models.swapper = "nope.onnx".into());
+    assert!(e.contains("swapper") && e.contains("nope.onnx"), "{e}");
+    // The recognizer where the swapper belongs: a contract error, named.
+    let e = load(&|c| c.models.swapper = "w600k_r50.onnx".into());
+    assert!(e.contains("not a usable swapper model"), "{e}");
+    let e = load(&|c| c.swap.detect_every = 0);
+    assert!(e.contains("swap.detect_every"), "{e}");
+    // No GPU on the test machines: asking for one is an error, never the CPU in silence.
+    let e = load(&|c| c.models.provider = facerelay::infer::Provider::Cuda);
+    assert!(e.contains("Refusing to fall back to the CPU"), "{e}");
+}
+
+#[test]
+fn a_background_detection_that_fails_drops_the_track() {
+    let _g = lock();
+    let c = config(|s| s.detect_every = 1);
+    let face = stand_in_face(&c);
+    let settings = c.swap.scheduler_settings(1);
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let detector = Scheduler::spawn("detector", settings, move |_| {
+        let calls = counted.clone();
+        Ok::<_, SwapError>(DetectRunner::new(move |_| {
+            // The first detection finds the face, every later one fails.
+            match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Ok(vec![face]),
+                _ => Err(SwapError::ModelOutput("stand-in detector failure".into())),
+            }
+        }))
+    })
+    .unwrap();
+    let swapper = Scheduler::spawn("swapper", settings, |_| {
+        Ok::<_, SwapError>(SwapRunner::new(|target, _, out| {
+            out.copy_from_slice(target);
+            Ok(())
+        }))
+    })
+    .unwrap();
+    let (live, metrics) = stand_in_stage(&c, detector, swapper);
+    let photo_source = {
+        let (real, _) = stage(&c);
+        source(&real, &c)
+    };
+    live.faces().set("p1", photo_source).unwrap();
+    let mut p = live.open(StreamId(10), "p1");
+    let before = card(&c);
+    // Frame 0 waits for the good detection; frame 1 starts a (failing) one in the background
+    // and is swapped with the track; from frame 2 on there is no track and no good detection.
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let mut f = before.clone();
+        p.process(&mut f);
+        outcomes.push(count(&metrics.swapped_frames));
+        if outcomes.len() > 2 {
+            assert_eq!(f, before);
+        }
+    }
+    assert_eq!(outcomes, [1, 2, 2, 2]);
+    assert_eq!(count(&metrics.swap_errors), 2);
+}
