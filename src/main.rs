@@ -2,13 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use facerelay::config::Config;
-use facerelay::media::IdentityStage;
-use facerelay::signal::{self, App};
+use facerelay::signal::{self, App, Swap};
 
 #[derive(Parser)]
 #[command(
@@ -105,7 +103,8 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
-        let (app, drain) = App::new(config, Arc::new(IdentityStage));
+        let swap = Swap::from_config(&config)?;
+        let (app, drain) = App::with_swap(config, swap);
         println!("facerelay listening on http://{addr}/");
         signal::serve(listener, app, drain, shutdown_signal()).await?;
         println!("facerelay stopped");

@@ -85,6 +85,8 @@ struct Outgoing {
 pub struct Client {
     pub id: String,
     pub participants: Vec<ParticipantInfo>,
+    /// The face-API token of this session.
+    pub token: String,
     pc: Arc<dyn PeerConnection>,
     video: Option<Arc<Fanout>>,
     audio: Option<Arc<Fanout>>,
@@ -148,10 +150,13 @@ impl Client {
             },
         )
         .await?;
-        let (id, participants) = match recv_ws(&mut ws).await? {
+        let (id, participants, token) = match recv_ws(&mut ws).await? {
             ServerMessage::Welcome {
-                id, participants, ..
-            } => (id, participants),
+                id,
+                participants,
+                token,
+                ..
+            } => (id, participants, token),
             ServerMessage::Error { code, message } => {
                 return Err(ClientError::Refused { code, message })
             }
@@ -240,6 +245,7 @@ impl Client {
         Ok(Self {
             id,
             participants,
+            token,
             pc,
             video,
             audio,

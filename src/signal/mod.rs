@@ -25,13 +25,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tower_http::services::ServeDir;
 
 use crate::config::Config;
+use crate::infer::scheduler::Admission;
 use crate::media::FrameStage;
 use crate::metrics::MediaMetrics;
 use crate::room::hub::RouletteHub;
 use crate::room::roulette::{InMemoryMatchmaker, RouletteConfig};
 use crate::room::{InMemoryDirectory, RoomDirectory};
 use crate::rtc::{RtcEngine, RtcSettings};
-use crate::swap::picker::{FacePicker, FaceRegistry, FaceStore};
+use crate::swap::live::LiveFaces;
+use crate::swap::picker::{FacePicker, FaceRegistry};
 
 /// Everything the handlers share.
 pub struct App {
@@ -41,6 +43,7 @@ pub struct App {
     pub roulette: RouletteHub,
     /// Turns photos into faces; `None` when this server runs without the swap models.
     pub picker: Option<FacePicker>,
+    extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Where the frame stage looks up each participant's face.
     pub faces: Arc<dyn FaceRegistry>,
     /// Face-API tokens of the sessions in a room or the roulette.
@@ -68,6 +71,8 @@ pub struct Swap {
     pub faces: Arc<dyn FaceRegistry>,
     /// The counters the stage records into; the relay records into the same.
     pub metrics: Arc<MediaMetrics>,
+    /// More metrics text for `/metrics` (the stage's inference schedulers).
+    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl Swap {
@@ -76,11 +81,54 @@ impl Swap {
         Self {
             stage: Arc::new(crate::media::IdentityStage),
             picker: None,
-            faces: Arc::new(FaceStore::default()),
+            // Capacity 0: nobody can hold a face on a server that does not swap.
+            faces: Arc::new(LiveFaces::new(Admission::new(0))),
             metrics: Arc::new(MediaMetrics::default()),
+            extra_metrics: None,
         }
     }
+
+    /// The live face swap with the models of `config` (start-up errors are returned: a missing
+    /// or wrong model never silently turns the swap off), or none when `models.dir` holds none
+    /// of the three model files.
+    pub fn from_config(config: &Config) -> Result<Self, SwapStartError> {
+        let models = &config.models;
+        let files = [
+            models.detector_path(),
+            models.recognizer_path(),
+            models.swapper_path(),
+        ];
+        if !files.iter().any(|f| f.exists()) {
+            tracing::warn!(
+                dir = %models.dir.display(),
+                "face swap is off: no model files (models/README.md says where they come from)"
+            );
+            return Ok(Self::none());
+        }
+        let metrics = Arc::new(MediaMetrics::default());
+        let live = crate::swap::live::LiveSwap::load(models, &config.swap, metrics.clone())
+            .map_err(|e| SwapStartError(e.to_string()))?;
+        let engine = crate::swap::Engine::load(models, &config.swap)
+            .map_err(|e| SwapStartError(e.to_string()))?;
+        let gallery = (!config.swap.gallery.is_empty())
+            .then(|| std::path::PathBuf::from(&config.swap.gallery));
+        let live = Arc::new(live);
+        let render = live.clone();
+        tracing::info!(provider = ?models.provider, capacity = config.swap.capacity, "face swap on");
+        Ok(Self {
+            stage: live.clone(),
+            picker: Some(FacePicker::new(engine, gallery)),
+            faces: live,
+            metrics,
+            extra_metrics: Some(Arc::new(move || render.render_metrics())),
+        })
+    }
 }
+
+/// The swap was configured (model files present) but cannot start.
+#[derive(Debug, thiserror::Error)]
+#[error("face swap cannot start: {0}")]
+pub struct SwapStartError(String);
 
 impl App {
     pub fn new(config: Config, stage: Arc<dyn FrameStage>) -> (Arc<Self>, watch::Sender<bool>) {
@@ -112,6 +160,7 @@ impl App {
             directory,
             roulette,
             picker: swap.picker,
+            extra_metrics: swap.extra_metrics,
             faces: swap.faces,
             tokens: Mutex::new(HashMap::new()),
             shutdown: rx,
@@ -228,6 +277,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             roulette: app.roulette.stats(),
         },
     );
+    let body = match &app.extra_metrics {
+        Some(more) => body + &more(),
+        None => body,
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,

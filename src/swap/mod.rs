@@ -89,6 +89,8 @@ pub struct SwapConfig {
     pub timeout_ms: u64,
     /// Live stage: most participants with a chosen face at once (admission); 0 disables it.
     pub capacity: usize,
+    /// Folder of gallery faces; empty for none.
+    pub gallery: String,
 }
 
 impl SwapConfig {

@@ -23,35 +23,32 @@ pub trait FaceRegistry: Send + Sync + 'static {
     fn get(&self, owner: &str) -> Option<Arc<SourceFace>>;
 }
 
-/// A registry without capacity limits: faces live exactly as long as their participant's
-/// session (tests, and servers whose stage does not swap).
-#[derive(Default)]
-pub struct FaceStore {
-    faces: Mutex<std::collections::HashMap<String, Arc<SourceFace>>>,
-}
-
-impl FaceRegistry for FaceStore {
+impl FaceRegistry for super::live::LiveFaces {
     fn set(&self, owner: &str, face: Arc<SourceFace>) -> Result<(), AdmissionError> {
-        self.faces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(owner.to_owned(), face);
-        Ok(())
+        super::live::LiveFaces::set(self, owner, face)
     }
 
     fn clear(&self, owner: &str) {
-        self.faces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(owner);
+        super::live::LiveFaces::clear(self, owner);
     }
 
     fn get(&self, owner: &str) -> Option<Arc<SourceFace>> {
-        self.faces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(owner)
-            .cloned()
+        super::live::LiveFaces::get(self, owner)
+    }
+}
+
+/// The live stage's own registry, so that a face picked over HTTP is the one its frames wear.
+impl FaceRegistry for super::live::LiveSwap {
+    fn set(&self, owner: &str, face: Arc<SourceFace>) -> Result<(), AdmissionError> {
+        self.faces().set(owner, face)
+    }
+
+    fn clear(&self, owner: &str) {
+        self.faces().clear(owner);
+    }
+
+    fn get(&self, owner: &str) -> Option<Arc<SourceFace>> {
+        self.faces().get(owner)
     }
 }
 

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use facerelay::config::Config;
 
+use facerelay::infer::scheduler::Admission;
 use facerelay::signal::{RunningServer, Swap};
-use facerelay::swap::picker::{FacePicker, FaceStore};
+use facerelay::swap::live::LiveFaces;
+use facerelay::swap::picker::FacePicker;
 use facerelay::swap::{fixtures_dir, Engine};
 
 use crate::support::serial;
@@ -92,7 +94,7 @@ async fn the_face_picker_uploads_a_photo_and_refuses_a_non_image() {
     let engine = Engine::load(&config.models, &config.swap).expect("fixture models load");
     let swap = Swap {
         picker: Some(FacePicker::new(engine, None)),
-        faces: std::sync::Arc::new(FaceStore::default()),
+        faces: std::sync::Arc::new(LiveFaces::new(Admission::new(4))),
         ..Swap::none()
     };
     let photo = root().join(fixtures_dir()).join("testcard_source.jpg");

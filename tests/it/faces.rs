@@ -5,8 +5,10 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use facerelay::config::Config;
+use facerelay::infer::scheduler::Admission;
 use facerelay::signal::{RunningServer, Swap};
-use facerelay::swap::picker::{FacePicker, FaceRegistry, FaceStore};
+use facerelay::swap::live::LiveFaces;
+use facerelay::swap::picker::FacePicker;
 use facerelay::swap::{fixtures_dir, Engine};
 use image::{ImageFormat, RgbImage};
 
@@ -14,7 +16,7 @@ use crate::support::{serial, RawSocket};
 
 struct Server {
     server: RunningServer,
-    faces: Arc<FaceStore>,
+    faces: Arc<LiveFaces>,
 }
 
 async fn start_with_picker() -> Server {
@@ -25,7 +27,7 @@ async fn start_with_picker() -> Server {
     let mut config = Config::loopback();
     config.models = config.models.with_fixtures();
     let engine = Engine::load(&config.models, &config.swap).expect("fixture models load");
-    let faces = Arc::new(FaceStore::default());
+    let faces = Arc::new(LiveFaces::new(Admission::new(4)));
     let swap = Swap {
         picker: Some(FacePicker::new(engine, None)),
         faces: faces.clone(),

@@ -3,6 +3,7 @@
 mod browser;
 mod faces;
 mod live;
+mod live_relay;
 mod models;
 mod relay;
 mod signalling;
