@@ -10,6 +10,8 @@ export async function launch() {
       "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--autoplay-policy=no-user-gesture-required",
+      // A y4m file as the camera instead of Chromium's test pattern (FAKE_VIDEO=path).
+      ...(process.env.FAKE_VIDEO ? [`--use-file-for-fake-video-capture=${process.env.FAKE_VIDEO}`] : []),
     ],
   });
 }

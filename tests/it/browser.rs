@@ -25,6 +25,15 @@ async fn run_browser_script(script: &str) -> PathBuf {
 }
 
 async fn run_browser_script_with(script: &str, swap: Swap, extra: &[&Path]) -> PathBuf {
+    run_browser_script_env(script, swap, extra, &[]).await
+}
+
+async fn run_browser_script_env(
+    script: &str,
+    swap: Swap,
+    extra: &[&Path],
+    env: &[(&str, &Path)],
+) -> PathBuf {
     let root = root();
     for (need, path) in [
         ("Chromium", Path::new("/usr/bin/chromium").to_path_buf()),
@@ -49,6 +58,7 @@ async fn run_browser_script_with(script: &str, swap: Swap, extra: &[&Path]) -> P
         .arg(format!("http://{}/", server.addr))
         .arg(&artifacts)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .current_dir(root)
         .kill_on_drop(true)
         .output();
@@ -101,4 +111,59 @@ async fn the_face_picker_uploads_a_photo_and_refuses_a_non_image() {
     let dir = run_browser_script_with("faces.mjs", swap, &[&photo]).await;
     assert!(dir.join("face-picked.png").exists());
     assert!(dir.join("face-error.png").exists());
+}
+
+/// The test card as a y4m video (Chromium's fake camera plays and loops it).
+fn testcard_y4m(path: &Path) -> facerelay::media::I420Frame {
+    use std::io::Write;
+    let card = image::open(root().join(fixtures_dir()).join("testcard_target.png"))
+        .unwrap()
+        .to_rgb8();
+    let frame = facerelay::swap::color::rgb_to_i420(&card).unwrap();
+    let mut f = std::fs::File::create(path).unwrap();
+    write!(
+        f,
+        "YUV4MPEG2 W{} H{} F30:1 Ip A1:1 C420jpeg\n",
+        frame.width(),
+        frame.height()
+    )
+    .unwrap();
+    for _ in 0..30 {
+        f.write_all(b"FRAME\n").unwrap();
+        f.write_all(frame.as_bytes()).unwrap();
+    }
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_face_picked_in_chromium_is_swapped_live_for_the_others() {
+    let _serial = serial().await;
+    let mut config = Config::defaults();
+    config.models = config.models.with_fixtures();
+    let artifacts = root().join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let y4m = artifacts.join("testcard.y4m");
+    let frame = testcard_y4m(&y4m);
+    // Where the stand-in swap pastes the face on the card (computed offline).
+    let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
+    let mut engine = Engine::load(&config.models, &config.swap).expect("fixture models load");
+    let source = engine
+        .source_face(&image::open(&photo).unwrap().to_rgb8())
+        .unwrap();
+    let mut swapped = frame.clone();
+    let report = engine
+        .swap_frame(&mut swapped, &source, &facerelay::swap::Selection::Largest)
+        .unwrap();
+    drop(engine);
+    let [x0, y0, x1, y1] = report.swapped[0].paste_box;
+    let face_box = artifacts.join(format!("{x0},{y0},{x1},{y1}"));
+    let swap = Swap::from_config(&config).expect("the live swap starts");
+    let dir = run_browser_script_env(
+        "live_swap.mjs",
+        swap,
+        &[&photo, Path::new(face_box.file_name().unwrap())],
+        &[("FAKE_VIDEO", &y4m)],
+    )
+    .await;
+    assert!(dir.join("live-swap.png").exists());
 }

@@ -12,7 +12,7 @@ use facerelay::swap::picker::FacePicker;
 use facerelay::swap::{fixtures_dir, Engine};
 use image::{ImageFormat, RgbImage};
 
-use crate::support::{serial, RawSocket};
+use crate::support::{request, serial, RawSocket};
 
 struct Server {
     server: RunningServer,
@@ -45,33 +45,6 @@ async fn post(
     body: Vec<u8>,
 ) -> (u16, serde_json::Value) {
     request(server, "POST", path, token, body).await
-}
-
-async fn request(
-    server: &RunningServer,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Vec<u8>,
-) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // The server may answer (413) before reading a large body; a failed write is fine then.
-    let _ = stream.write_all(&body).await;
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b.trim()).ok())
-        .unwrap_or(serde_json::Value::Null);
-    (status, json)
 }
 
 fn png(img: &RgbImage) -> Vec<u8> {

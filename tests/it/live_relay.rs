@@ -98,7 +98,8 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
     println!("no face chosen: face box {plain_face:.1} dB against the original");
 
     // A picks a face over HTTP with its session token.
-    let (status, body) = upload(&server, &a.token, photo).await;
+    let (status, body) =
+        crate::support::request(&server, "POST", "/api/face", &a.token, photo).await;
     assert_eq!(status, 200, "{body}");
     let mut told = false;
     while let Some(msg) = b.next_message(Duration::from_millis(500)).await {
@@ -128,21 +129,4 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
     a.close().await;
     b.close().await;
     server.shutdown().await.unwrap();
-}
-
-async fn upload(server: &RunningServer, token: &str, body: Vec<u8>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let head = format!(
-        "POST /api/face HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&body).await.unwrap();
-    let mut raw = String::new();
-    let _ = stream.read_to_string(&mut raw).await;
-    (
-        raw.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0),
-        raw,
-    )
 }

@@ -119,3 +119,32 @@ pub async fn http_get(url: &str) -> String {
     stream.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// An HTTP/1.1 request with a bearer token; returns the status and the body as JSON (`Null`
+/// when it is not JSON).
+pub async fn request(
+    server: &facerelay::signal::RunningServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (413) before reading a large body; a failed write is fine then.
+    let _ = stream.write_all(&body).await;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b.trim()).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
