@@ -234,3 +234,45 @@ async fn without_models_face_choices_are_refused_clearly() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gallery_faces_are_listed_served_and_picked() {
+    let _serial = serial().await;
+    let gallery = std::env::temp_dir().join(format!("facerelay-gallery-{}", std::process::id()));
+    std::fs::create_dir_all(&gallery).unwrap();
+    std::fs::write(gallery.join("ada.jpg"), source_photo()).unwrap();
+    std::fs::write(gallery.join("notes.txt"), "not a face").unwrap();
+    let mut config = Config::loopback();
+    config.models = config.models.with_fixtures();
+    config.swap.gallery = gallery.display().to_string();
+    let swap = Swap::from_config(&config).expect("the live swap starts");
+    let server = RunningServer::start_with_swap(config, swap).await.unwrap();
+    let listing = crate::support::http_get(&format!("http://{}/api/gallery", server.addr)).await;
+    assert!(listing.contains(r#""faces":["ada"]"#), "{listing}");
+    assert!(listing.contains(r#""available":true"#), "{listing}");
+    let (status, _) = request(&server, "GET", "/api/gallery/ada", "", Vec::new()).await;
+    assert_eq!(status, 200);
+
+    let mut me = RawSocket::connect(&server).await;
+    let token = me.join("g", "Me").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = post(&server, "/api/face/gallery/ada", &token, Vec::new()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&server, "/api/face/gallery/notes", &token, Vec::new()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_in_gallery"))
+    );
+    let (status, _) = post(
+        &server,
+        "/api/face/gallery/..%2Fetc%2Fpasswd",
+        &token,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    server.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&gallery).unwrap();
+}
