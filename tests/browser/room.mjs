@@ -28,6 +28,16 @@ try {
   } else {
     console.log("not both playing within 30 s:", JSON.stringify(first.states));
   }
+  if (ok) {
+    // The signalling connection drops: the page says so and rejoins by itself.
+    await alice.evaluate(() => window.facerelay.ws.close());
+    const dropped = await until([alice], (s) => /Connection lost/.test(s.status) && s.remote.length === 0, 5_000);
+    const lost = dropped.states[0].status;
+    const again = await until([alice, bob], (s) => s.remote.length === 1 && s.remote[0].width > 0 && s.framesDecoded > 0, 20_000);
+    const names = again.states.map((s) => s.remote[0]?.name);
+    ok = again.ok && names[0] === "Bob" && names[1] === "Alice" && /Connection lost/.test(lost);
+    console.log(`after a dropped connection: "${lost}"; then Alice sees ${names[0]}, Bob sees ${names[1]}`);
+  }
   await alice.click("#stats");
   await sleep(1500);
   await alice.screenshot({ path: `${dir}/room.png` });
