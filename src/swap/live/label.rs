@@ -1,5 +1,5 @@
 //! The disclosure label drawn into swapped frames: "FACE SWAPPED" in a 5×7 bitmap font, white
-//! on a dark neutral badge in the bottom-left corner, written straight into Y, U and V. Scaled
+//! on a dark neutral badge in the top-left corner, written straight into Y, U and V. Scaled
 //! with the frame (2× at 480 lines) so it stays legible after H.264 at normal bitrates.
 
 use crate::media::I420Frame;
@@ -58,9 +58,11 @@ pub fn label_box(width: u32, height: u32) -> Option<[u32; 4]> {
     let s = scale(width, height);
     let text_w = TEXT.len() as u32 * ADVANCE - 1;
     let (badge_w, badge_h) = ((text_w + 2 * PAD) * s, (GLYPH_H + 2 * PAD) * s);
+    // Top-left: players put names and controls along the bottom edge, where the label
+    // would be covered.
     let x0 = (MARGIN * s) & !1;
-    let y1 = height.checked_sub(MARGIN * s)? & !1;
-    let y0 = y1.checked_sub(badge_h)? & !1;
+    let y0 = (MARGIN * s) & !1;
+    let y1 = (y0 + badge_h + 1).min(height) & !1;
     let x1 = (x0 + badge_w + 1).min(width) & !1;
     (x0 < x1 && y0 < y1).then_some([x0, y0, x1, y1])
 }
@@ -114,7 +116,7 @@ mod tests {
     fn label_fits_common_sizes_and_stays_in_its_box() {
         let [x0, y0, x1, y1] = label_box(640, 480).unwrap();
         // 2x font: (71 + 4) · 2 = 150 wide, (7 + 4) · 2 = 22 high, 8 px from the edges.
-        assert_eq!([x0, y0, x1, y1], [8, 450, 158, 472]);
+        assert_eq!([x0, y0, x1, y1], [8, 8, 158, 30]);
         let mut f = I420Frame::filled(640, 480, 100, 90, 160).unwrap();
         draw_label(&mut f);
         let lit = f.y().iter().filter(|&&v| v == TEXT_Y).count();
