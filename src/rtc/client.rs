@@ -567,15 +567,3 @@ async fn read_track(track: Arc<dyn TrackRemote>, out: mpsc::Sender<Received>) {
         }
     }
 }
-
-impl IceCandidate {
-    /// A candidate line as browsers send it (tests).
-    pub fn from_line(candidate: &str) -> Self {
-        Self {
-            candidate: candidate.to_owned(),
-            sdp_mid: Some("0".into()),
-            sdp_mline_index: Some(0),
-            username_fragment: None,
-        }
-    }
-}

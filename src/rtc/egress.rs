@@ -82,10 +82,6 @@ impl Fanout {
         self.lock().clear();
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Sink>>> {
         self.sinks.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -136,10 +136,6 @@ impl RtcEngine {
         })
     }
 
-    pub fn settings(&self) -> &RtcSettings {
-        &self.settings
-    }
-
     /// Server-added latency of every relayed video frame (arrival of its last RTP packet to
     /// the first RTP packet of its re-encoded frame leaving).
     pub fn latency(&self) -> &Arc<LatencyRecorder> {

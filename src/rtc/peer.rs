@@ -86,10 +86,6 @@ pub struct Published {
 }
 
 impl Published {
-    pub fn subscriber_count(&self) -> usize {
-        self.fanout.len()
-    }
-
     fn live_gauge(metrics: &MediaMetrics, kind: MediaKind) -> &AtomicU64 {
         match kind {
             MediaKind::Video => &metrics.video_streams,
@@ -318,11 +314,7 @@ impl ServerPeer {
         super::check_offer_codecs(&sdp)?;
         let offer =
             RTCSessionDescription::offer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
-        self.pc
-            .set_remote_description(offer)
-            .await
-            .map_err(|e| RtcError::BadSdp(e.to_string()))?;
-        self.flush_early_candidates().await;
+        self.apply_remote(offer).await?;
         let answer = self.pc.create_answer(None).await?;
         let sdp = answer.sdp.clone();
         self.pc.set_local_description(answer).await?;
@@ -342,12 +334,18 @@ impl ServerPeer {
     pub async fn accept_answer(&mut self, sdp: String) -> Result<(), RtcError> {
         let answer =
             RTCSessionDescription::answer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        self.apply_remote(answer).await?;
+        self.activate_subscriptions().await;
+        Ok(())
+    }
+
+    /// Sets the remote description, then adds the candidates that arrived before it.
+    async fn apply_remote(&mut self, desc: RTCSessionDescription) -> Result<(), RtcError> {
         self.pc
-            .set_remote_description(answer)
+            .set_remote_description(desc)
             .await
             .map_err(|e| RtcError::BadSdp(e.to_string()))?;
         self.flush_early_candidates().await;
-        self.activate_subscriptions().await;
         Ok(())
     }
 

@@ -203,31 +203,16 @@ impl Session {
             }
             ClientMessage::Next | ClientMessage::Block | ClientMessage::Report => {
                 let hub = &self.app.roulette;
-                let result = match (&self.member, &msg) {
-                    (
-                        Some(Member {
-                            place: Place::Roulette,
-                            id,
-                            ..
-                        }),
-                        ClientMessage::Next,
-                    ) => hub.next(*id),
-                    (
-                        Some(Member {
-                            place: Place::Roulette,
-                            id,
-                            ..
-                        }),
-                        ClientMessage::Block,
-                    ) => hub.block(*id),
-                    (
-                        Some(Member {
-                            place: Place::Roulette,
-                            id,
-                            ..
-                        }),
-                        _,
-                    ) => hub.report(*id),
+                let result = match &self.member {
+                    Some(Member {
+                        place: Place::Roulette,
+                        id,
+                        ..
+                    }) => match msg {
+                        ClientMessage::Next => hub.next(*id),
+                        ClientMessage::Block => hub.block(*id),
+                        _ => hub.report(*id),
+                    },
                     _ => Err(RouletteError::NotInRoulette),
                 };
                 if let Err(e) = result {
