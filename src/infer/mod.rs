@@ -38,6 +38,13 @@ pub struct ModelsConfig {
     pub detector: String,
     pub recognizer: String,
     pub swapper: String,
+    /// Folder of the packaged model set (`scripts/install-packaged-models.sh` fills it).
+    pub packaged_dir: PathBuf,
+    /// File names inside `packaged_dir`: BlazeFace, SCRFD, the face mesh and its topology.
+    pub blazeface: String,
+    pub scrfd: String,
+    pub mesh: String,
+    pub topology: String,
     /// Execution provider for every session.
     pub provider: Provider,
     /// GPU ordinal for `cuda` and `tensorrt`.
@@ -89,19 +96,66 @@ impl ModelsConfig {
         self.dir.join(&self.swapper)
     }
 
+    pub fn blazeface_path(&self) -> PathBuf {
+        self.packaged_dir.join(&self.blazeface)
+    }
+
+    pub fn scrfd_path(&self) -> PathBuf {
+        self.packaged_dir.join(&self.scrfd)
+    }
+
+    pub fn mesh_path(&self) -> PathBuf {
+        self.packaged_dir.join(&self.mesh)
+    }
+
+    pub fn topology_path(&self) -> PathBuf {
+        self.packaged_dir.join(&self.topology)
+    }
+
+    /// The deep swapper's three files.
+    pub fn deep_files(&self) -> [PathBuf; 3] {
+        [
+            self.detector_path(),
+            self.recognizer_path(),
+            self.swapper_path(),
+        ]
+    }
+
+    /// The mesh swapper's files (BlazeFace, mesh, topology; SCRFD is optional).
+    pub fn mesh_files(&self) -> [PathBuf; 3] {
+        [self.blazeface_path(), self.mesh_path(), self.topology_path()]
+    }
+
+    /// What `swap.swapper = "auto"` runs: the deep swapper when any of its files is in
+    /// `dir` (then all must be, and right), else the mesh swapper when any packaged file is
+    /// there, else nothing.
+    pub fn auto_swapper(&self) -> Option<crate::swap::SwapperChoice> {
+        if self.deep_files().iter().any(|f| f.exists()) {
+            Some(crate::swap::SwapperChoice::Inswapper)
+        } else if self.mesh_files().iter().any(|f| f.exists()) {
+            Some(crate::swap::SwapperChoice::Mesh)
+        } else {
+            None
+        }
+    }
+
     /// Checks the section; called by `Config` validation.
     pub fn validate(&self) -> Result<(), String> {
         if self.onnxruntime_library.as_os_str().is_empty() {
             return Err("models.onnxruntime_library must name libonnxruntime.so".into());
         }
-        for (key, name) in [
-            ("detector", &self.detector),
-            ("recognizer", &self.recognizer),
-            ("swapper", &self.swapper),
+        for (key, name, dir) in [
+            ("detector", &self.detector, "dir"),
+            ("recognizer", &self.recognizer, "dir"),
+            ("swapper", &self.swapper, "dir"),
+            ("blazeface", &self.blazeface, "packaged_dir"),
+            ("scrfd", &self.scrfd, "packaged_dir"),
+            ("mesh", &self.mesh, "packaged_dir"),
+            ("topology", &self.topology, "packaged_dir"),
         ] {
             if name.is_empty() || name.contains('/') {
                 return Err(format!(
-                    "models.{key} must be a file name inside models.dir"
+                    "models.{key} must be a file name inside models.{dir}"
                 ));
             }
         }

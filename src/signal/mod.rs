@@ -34,6 +34,7 @@ use crate::room::{InMemoryDirectory, RoomDirectory};
 use crate::rtc::{RtcEngine, RtcSettings};
 use crate::swap::live::LiveFaces;
 use crate::swap::picker::{FacePicker, FaceRegistry};
+use crate::swap::SwapperChoice;
 
 /// Everything the handlers share.
 pub struct App {
@@ -43,6 +44,8 @@ pub struct App {
     pub roulette: RouletteHub,
     /// Turns photos into faces; `None` when this server runs without the swap models.
     pub picker: Option<FacePicker>,
+    /// Which swapper runs (`"mesh"`, `"inswapper"`, `"off"`).
+    pub swapper: &'static str,
     extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Where the frame stage looks up each participant's face.
     pub faces: Arc<dyn FaceRegistry>,
@@ -69,6 +72,8 @@ pub struct Swap {
     pub stage: Arc<dyn FrameStage>,
     pub picker: Option<FacePicker>,
     pub faces: Arc<dyn FaceRegistry>,
+    /// Which swapper runs (`"mesh"`, `"inswapper"`, or `"off"`), for `/healthz` and the page.
+    pub swapper: &'static str,
     /// The counters the stage records into; the relay records into the same.
     pub metrics: Arc<MediaMetrics>,
     /// More metrics text for `/metrics` (the stage's inference schedulers).
@@ -83,41 +88,42 @@ impl Swap {
             picker: None,
             // Capacity 0: nobody can hold a face on a server that does not swap.
             faces: Arc::new(LiveFaces::new(Admission::new(0))),
+            swapper: "off",
             metrics: Arc::new(MediaMetrics::default()),
             extra_metrics: None,
         }
     }
 
     /// The live face swap with the models of `config` (start-up errors are returned: a missing
-    /// or wrong model never silently turns the swap off), or none when `models.dir` holds none
-    /// of the three model files.
+    /// or wrong model never silently turns the swap off), or none when `swap.swapper = "auto"`
+    /// finds neither the deep models nor the packaged set.
     pub fn from_config(config: &Config) -> Result<Self, SwapStartError> {
         let models = &config.models;
-        let files = [
-            models.detector_path(),
-            models.recognizer_path(),
-            models.swapper_path(),
-        ];
-        if !files.iter().any(|f| f.exists()) {
+        if config.swap.swapper == SwapperChoice::Auto && models.auto_swapper().is_none() {
             tracing::warn!(
                 dir = %models.dir.display(),
-                "face swap is off: no model files (models/README.md says where they come from)"
+                packaged_dir = %models.packaged_dir.display(),
+                "face swap is off: no model files (run scripts/setup.sh for the packaged set; models/README.md)"
             );
             return Ok(Self::none());
         }
         let metrics = Arc::new(MediaMetrics::default());
         let live = crate::swap::live::LiveSwap::load(models, &config.swap, metrics.clone())
             .map_err(|e| SwapStartError(e.to_string()))?;
-        let engine = crate::swap::Engine::load(models, &config.swap)
-            .map_err(|e| SwapStartError(e.to_string()))?;
         let gallery = (!config.swap.gallery.is_empty())
             .then(|| std::path::PathBuf::from(&config.swap.gallery));
         let live = Arc::new(live);
         let render = live.clone();
-        tracing::info!(provider = ?models.provider, capacity = config.swap.capacity, "face swap on");
+        tracing::info!(
+            swapper = live.swapper_name(),
+            provider = %models.provider,
+            capacity = config.swap.capacity,
+            "face swap on"
+        );
         Ok(Self {
             stage: live.clone(),
-            picker: Some(FacePicker::new(engine, gallery)),
+            picker: Some(FacePicker::live(live.clone(), &config.swap, gallery)),
+            swapper: live.swapper_name(),
             faces: live,
             metrics,
             extra_metrics: Some(Arc::new(move || render.render_metrics())),
@@ -160,6 +166,7 @@ impl App {
             directory,
             roulette,
             picker: swap.picker,
+            swapper: swap.swapper,
             extra_metrics: swap.extra_metrics,
             faces: swap.faces,
             tokens: Mutex::new(HashMap::new()),
@@ -257,6 +264,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
         "rooms": stats.rooms,
         "participants": stats.participants,
         "roulette": app.roulette.stats().online,
+        "swapper": app.swapper,
     });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE

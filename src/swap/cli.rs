@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use super::{bench, fixtures_dir, load_image, swap_image_files, Engine, Selection};
+use super::{bench, fixtures_dir, load_image, swap_image_files, Engine, PictureEngine, Selection};
 use crate::config::Config;
 use crate::infer::manifest::{self, FileState, Manifest};
 
@@ -42,9 +42,14 @@ pub struct SwapArgs {
     /// Where to write the result (PNG; the extension picks the format).
     #[arg(long)]
     pub output: PathBuf,
-    /// Swap every face instead of the configured selection.
+    /// Swap every face instead of the configured selection (all of them: `swap.max_faces`
+    /// caps live streams only).
     #[arg(long, conflicts_with = "reference")]
     pub all: bool,
+    /// Print what was found as JSON (detections with box, score and keypoints; swapped faces
+    /// with the box written and, for the mesh swapper, the 468 landmarks).
+    #[arg(long)]
+    pub json: bool,
     /// Swap only the face most like the face in this photo (at least swap.min_similarity).
     #[arg(long)]
     pub reference: Option<PathBuf>,
@@ -54,7 +59,7 @@ pub struct SwapArgs {
 
 pub fn swap(args: &SwapArgs) -> anyhow::Result<()> {
     let config = args.models.load()?;
-    let mut engine = Engine::load(&config.models, &config.swap)?;
+    let mut engine = PictureEngine::load(&config.models, &config.swap)?;
     let selection = match &args.reference {
         Some(path) => engine.reference(path)?,
         None if args.all => Selection::All,
@@ -67,12 +72,23 @@ pub fn swap(args: &SwapArgs) -> anyhow::Result<()> {
         &args.output,
         &selection,
     )?;
-    println!(
-        "{}: {} face(s) detected, {} swapped",
-        args.output.display(),
-        report.detected.len(),
-        report.swapped.len()
-    );
+    if args.json {
+        let doc = serde_json::json!({
+            "output": args.output.display().to_string(),
+            "swapper": engine.swapper_name(),
+            "detected": report.detected,
+            "swapped": report.swapped,
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "{}: {} face(s) detected, {} swapped ({} swapper)",
+            args.output.display(),
+            report.detected.len(),
+            report.swapped.len(),
+            engine.swapper_name()
+        );
+    }
     Ok(())
 }
 

@@ -49,7 +49,7 @@ pub static DETECTOR_SPEC: ModelSpec = ModelSpec {
 };
 
 /// One detected face, in frame pixels.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Detection {
     pub score: f32,
     /// x1, y1, x2, y2.

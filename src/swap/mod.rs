@@ -26,6 +26,7 @@ pub mod detect;
 pub mod geometry;
 pub mod identity;
 pub mod live;
+pub mod mesh;
 pub mod paste;
 pub mod picker;
 pub mod swapper;
@@ -91,6 +92,51 @@ pub struct SwapConfig {
     pub capacity: usize,
     /// Folder of gallery faces; empty for none.
     pub gallery: String,
+    /// Which swapper the live stage runs.
+    pub swapper: SwapperChoice,
+    /// Mesh tier: the detector that finds new faces.
+    pub mesh_detector: MeshDetector,
+    /// Mesh tier: least face-presence probability of a mesh for the face to count as there.
+    pub mesh_presence: f32,
+    /// Mesh tier: with faces tracked, look for new ones every n-th frame (when
+    /// `selection = "all"` wants more); without a track, every frame.
+    pub redetect_every: u32,
+    /// Mesh tier: One Euro filter of the landmarks: cut-off when still (Hz) and its rise with
+    /// speed (per face width per second).
+    pub filter_min_cutoff: f32,
+    pub filter_beta: f32,
+    /// Mesh tier: soft edge of the face mask, as a fraction of the face's width.
+    pub mesh_feather: f32,
+    /// Mesh tier: match the source face's colour to the target's skin.
+    pub colour_match: bool,
+    /// Mesh tier: weight of the newest frame in the smoothed colour statistics, (0, 1].
+    pub colour_smoothing: f32,
+    /// Mesh tier: keep the wearer's own eyes and open mouth (blinks and speech show through).
+    pub keep_eyes_mouth: bool,
+    /// Mesh tier: face mesh instances (worker threads).
+    pub mesh_workers: usize,
+}
+
+/// `swap.swapper`: which swapper the live stage runs.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SwapperChoice {
+    /// The deep swapper when its files are in `models.dir`, else the mesh swapper.
+    Auto,
+    /// The mesh swapper on the packaged models.
+    Mesh,
+    /// The deep swapper `inswapper_128.onnx`.
+    Inswapper,
+}
+
+/// `swap.mesh_detector`: the mesh tier's face detector.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshDetector {
+    /// BlazeFace (Apache-2.0): faces at webcam distance, about 2 ms a frame.
+    Blazeface,
+    /// SCRFD from the packaged set: small and many faces, slower, non-commercial weights.
+    Scrfd,
 }
 
 impl SwapConfig {
@@ -124,6 +170,29 @@ impl SwapConfig {
         }
         if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
             return Err("swap.smoothing must be within (0, 1]".into());
+        }
+        if !(0.0..=1.0).contains(&self.mesh_presence) {
+            return Err("swap.mesh_presence must be within 0..1".into());
+        }
+        if !(1..=600).contains(&self.redetect_every) {
+            return Err("swap.redetect_every must be within 1..=600".into());
+        }
+        if !(self.filter_min_cutoff > 0.0 && self.filter_min_cutoff <= 100.0)
+            || !(0.0..=1000.0).contains(&self.filter_beta)
+        {
+            return Err(
+                "swap.filter_min_cutoff must be within (0, 100] and swap.filter_beta within 0..1000"
+                    .into(),
+            );
+        }
+        if !(0.0..=0.5).contains(&self.mesh_feather) {
+            return Err("swap.mesh_feather must be within 0..0.5".into());
+        }
+        if !(self.colour_smoothing > 0.0 && self.colour_smoothing <= 1.0) {
+            return Err("swap.colour_smoothing must be within (0, 1]".into());
+        }
+        if !(1..=64).contains(&self.mesh_workers) {
+            return Err("swap.mesh_workers must be within 1..=64".into());
         }
         if self.capacity > 100_000 {
             return Err("swap.capacity must be at most 100000".into());
@@ -255,11 +324,14 @@ impl StageTimings {
 }
 
 /// One swapped face.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SwappedFace {
     pub detection: Detection,
     /// The frame box written, `[x0, y0, x1, y1)`; nothing outside it changed.
     pub paste_box: [u32; 4],
+    /// The face's 468 mesh landmarks, when the mesh swapper computed them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<Vec<geometry::Point>>,
 }
 
 /// What [`Engine::swap_frame`] did.
@@ -271,14 +343,23 @@ pub struct SwapReport {
     pub timings: StageTimings,
 }
 
-/// The source identity, computed once per source photo.
+/// What the deep swapper needs of a source face: its ArcFace embedding and the swapper's
+/// latent.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SourceFace {
+pub struct Identity {
     pub embedding: Embedding,
     /// The swapper's `source` input.
     pub latent: Vec<f32>,
+}
+
+/// A source face, computed once per source photo for the swapper that runs: the deep
+/// swapper's identity, or the mesh swapper's face region with its landmarks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFace {
     /// Where the face was in the source photo.
     pub detection: Detection,
+    pub identity: Option<Identity>,
+    pub mesh: Option<std::sync::Arc<mesh::MeshSource>>,
 }
 
 impl SourceFace {
@@ -289,10 +370,31 @@ impl SourceFace {
             .latent(&embedding)
             .ok_or_else(|| SwapError::Emap("emap maps this face to a zero latent".into()))?;
         Ok(Self {
-            embedding,
-            latent,
             detection,
+            identity: Some(Identity { embedding, latent }),
+            mesh: None,
         })
+    }
+
+    /// A source face for the mesh swapper.
+    pub fn of_mesh(source: mesh::MeshSource, detection: Detection) -> Self {
+        Self {
+            detection,
+            identity: None,
+            mesh: Some(std::sync::Arc::new(source)),
+        }
+    }
+
+    /// The deep swapper's latent; an error for a face computed for the mesh swapper.
+    pub fn latent(&self) -> Result<&[f32], SwapError> {
+        self.identity
+            .as_ref()
+            .map(|i| i.latent.as_slice())
+            .ok_or_else(|| SwapError::ModelOutput("this source face was made for the mesh swapper".into()))
+    }
+
+    pub fn embedding(&self) -> Option<&Embedding> {
+        self.identity.as_ref().map(|i| &i.embedding)
     }
 }
 
@@ -363,6 +465,11 @@ impl Engine {
         self.recognizer.embed(&self.arc_crop)
     }
 
+    /// The source face of a detected face from its embedding.
+    pub fn source_of(&self, embedding: Embedding, face: Detection) -> Result<SourceFace, SwapError> {
+        SourceFace::new(embedding, face, &self.emap)
+    }
+
     /// The identity of the largest face of a source photo; `NoSourceFace` when there is none.
     pub fn source_face(&mut self, photo: &RgbImage) -> Result<SourceFace, SwapError> {
         let frame = color::rgb_to_i420(photo)?;
@@ -380,7 +487,11 @@ impl Engine {
             SwapError::NoSourceFace(_) => SwapError::NoReferenceFace(path.display().to_string()),
             other => other,
         })?;
-        Ok(Selection::like(face.embedding, &self.config))
+        let embedding = face
+            .identity
+            .map(|i| i.embedding)
+            .ok_or_else(|| SwapError::NoReferenceFace(path.display().to_string()))?;
+        Ok(Selection::like(embedding, &self.config))
     }
 
     /// Swaps the selected faces of `frame` in place with `source`. A frame without a face comes
@@ -411,7 +522,7 @@ impl Engine {
             let t1 = Instant::now();
             timings.align += t1 - t0;
             self.swapper
-                .swap(&self.crop, &source.latent, &mut self.swapped)?;
+                .swap(&self.crop, source.latent()?, &mut self.swapped)?;
             let t2 = Instant::now();
             timings.swap_run += t2 - t1;
             paste::crop_to_yuv(&self.swapped, SWAP, &mut self.scratch);
@@ -422,6 +533,7 @@ impl Engine {
             swapped.push(SwappedFace {
                 detection: face,
                 paste_box: bx,
+                mesh: None,
             });
         }
         timings.total = start.elapsed();
@@ -441,7 +553,8 @@ impl Engine {
     ) -> Result<Vec<Detection>, SwapError> {
         Ok(match selection {
             Selection::Largest => largest(detected).into_iter().collect(),
-            Selection::All => by_area(detected, self.config.max_faces),
+            // Offline, every face: `max_faces` caps live streams only.
+            Selection::All => by_area(detected, usize::MAX),
             Selection::Reference {
                 embedding,
                 min_similarity,
@@ -586,9 +699,73 @@ pub fn load_image(path: &Path, config: &SwapConfig) -> Result<RgbImage, SwapErro
     decode_image(&bytes, config.max_image_pixels, &origin)
 }
 
+/// Either swapper with one owner, for single pictures.
+pub enum PictureEngine {
+    Deep(Box<Engine>),
+    Mesh(Box<mesh::MeshEngine>),
+}
+
+impl PictureEngine {
+    /// The engine `swap.swapper` names ("auto": the deep models when any of their files is
+    /// in `models.dir`, else the packaged set).
+    pub fn load(models: &ModelsConfig, config: &SwapConfig) -> Result<Self, SwapError> {
+        let choice = match config.swapper {
+            SwapperChoice::Auto => models.auto_swapper().unwrap_or(SwapperChoice::Mesh),
+            other => other,
+        };
+        Ok(match choice {
+            SwapperChoice::Mesh => Self::Mesh(Box::new(mesh::MeshEngine::load(models, config)?)),
+            _ => Self::Deep(Box::new(Engine::load(models, config)?)),
+        })
+    }
+
+    pub fn config(&self) -> &SwapConfig {
+        match self {
+            Self::Deep(e) => e.config(),
+            Self::Mesh(e) => e.config(),
+        }
+    }
+
+    pub fn swapper_name(&self) -> &'static str {
+        match self {
+            Self::Deep(_) => "inswapper",
+            Self::Mesh(_) => "mesh",
+        }
+    }
+
+    pub fn source_face(&mut self, photo: &RgbImage) -> Result<SourceFace, SwapError> {
+        match self {
+            Self::Deep(e) => e.source_face(photo),
+            Self::Mesh(e) => e.source_face(&color::rgb_to_i420(photo)?),
+        }
+    }
+
+    pub fn reference(&mut self, path: &Path) -> Result<Selection, SwapError> {
+        match self {
+            Self::Deep(e) => e.reference(path),
+            Self::Mesh(_) => Err(SwapError::ModelOutput(
+                "--reference needs the deep models (the mesh swapper has no recognizer)".into(),
+            )),
+        }
+    }
+
+    pub fn swap_frame(
+        &mut self,
+        frame: &mut I420Frame,
+        source: &SourceFace,
+        selection: &Selection,
+    ) -> Result<SwapReport, SwapError> {
+        match self {
+            Self::Deep(e) => e.swap_frame(frame, source, selection),
+            Self::Mesh(e) => e.swap_frame(frame, source, selection),
+        }
+    }
+}
+
 /// `facerelay swap`: puts the face of `face` onto the faces of `input`, writes `output`.
+/// Pixels the swap did not touch are copied from the input unchanged (no colour round trip).
 pub fn swap_image_files(
-    engine: &mut Engine,
+    engine: &mut PictureEngine,
     face: &Path,
     input: &Path,
     output: &Path,
@@ -601,17 +778,37 @@ pub fn swap_image_files(
         other => other,
     })?;
     let target = load_image(input, &config)?;
-    let mut frame = color::rgb_to_i420(&target)?;
+    let before = color::rgb_to_i420(&target)?;
+    let mut frame = before.clone();
     let report = engine.swap_frame(&mut frame, &source, selection)?;
     if report.detected.is_empty() {
         return Err(SwapError::NoTargetFace(input.display().to_string()));
     }
-    let out = color::i420_to_rgb(&frame, target.width(), target.height());
+    let out = compose(&target, &before, &frame);
     out.save(output).map_err(|e| SwapError::Image {
         path: output.display().to_string(),
         message: format!("cannot write: {e}"),
     })?;
     Ok(report)
+}
+
+/// The input picture with only the pixels whose Y, U or V the swap changed taken from the
+/// swapped frame: everything else stays bit-identical to the input.
+pub fn compose(input: &RgbImage, before: &I420Frame, after: &I420Frame) -> RgbImage {
+    let mut out = input.clone();
+    let swapped = color::i420_to_rgb(after, input.width(), input.height());
+    let (w, cw) = (before.width() as usize, before.width() as usize / 2);
+    for (x, y, px) in out.enumerate_pixels_mut() {
+        let (x, y) = (x as usize, y as usize);
+        let (l, c) = (y * w + x, (y / 2) * cw + x / 2);
+        if before.y()[l] != after.y()[l]
+            || before.u()[c] != after.u()[c]
+            || before.v()[c] != after.v()[c]
+        {
+            *px = *swapped.get_pixel(x as u32, y as u32);
+        }
+    }
+    out
 }
 
 /// Default location of the committed stand-in models and test pictures.

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use image::RgbImage;
 
-use super::{color, decode_image, largest, Engine, SourceFace, SwapConfig, SwapError};
+use super::live::{LiveError, LiveSwap};
+use super::{color, decode_image, largest, Detection, Engine, SourceFace, SwapConfig, SwapError};
+use crate::media::I420Frame;
 use crate::infer::scheduler::AdmissionError;
 
 /// Where the live stage finds each participant's chosen face. The signalling edge writes it
@@ -99,19 +101,75 @@ impl PickError {
     }
 }
 
-/// Turns photos into source faces. One engine behind a lock: choosing a face is rare (once per
-/// participant, or on a change), and the live stage has its own model workers.
+/// What computes source faces: the live stage's own schedulers (the server), or an engine of
+/// its own behind a lock (tests of the picker alone).
+enum Analyser {
+    Live(Arc<LiveSwap>),
+    Engine(Mutex<Engine>),
+}
+
+impl Analyser {
+    /// The faces of a photo and, for its largest one, the source face.
+    fn analyse(&self, frame: &I420Frame) -> Result<(Vec<Detection>, SourceFace), PickError> {
+        let failed = |e: String| PickError::Failed(e);
+        let faces = match self {
+            Analyser::Live(live) => live.detect(frame).map_err(|e| failed(e.to_string()))?,
+            Analyser::Engine(engine) => lock(engine)
+                .detect(frame)
+                .map_err(|e| failed(e.to_string()))?,
+        };
+        match faces.len() {
+            0 => return Err(PickError::NoFace),
+            1 => {}
+            n => return Err(PickError::SeveralFaces(n)),
+        }
+        let face = faces[0];
+        let source = match self {
+            Analyser::Live(live) => live.source_face_of(frame, &face).map_err(|e| match e {
+                LiveError::Swap(SwapError::NoSourceFace(_)) => PickError::NoFace,
+                other => failed(other.to_string()),
+            })?,
+            Analyser::Engine(engine) => {
+                let mut engine = lock(engine);
+                let embedding = engine
+                    .embed(frame, &face)
+                    .map_err(|e| failed(e.to_string()))?;
+                engine
+                    .source_of(embedding, face)
+                    .map_err(|e| failed(e.to_string()))?
+            }
+        };
+        Ok((faces, source))
+    }
+}
+
+fn lock(engine: &Mutex<Engine>) -> std::sync::MutexGuard<'_, Engine> {
+    engine.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Turns photos into source faces. Choosing a face is rare (once per participant, or on a
+/// change); on the server it goes through the live stage's schedulers, behind the streams.
 pub struct FacePicker {
-    engine: Mutex<Engine>,
+    analyser: Analyser,
     config: SwapConfig,
     gallery: Option<PathBuf>,
 }
 
 impl FacePicker {
+    /// A picker with an engine of its own.
     pub fn new(engine: Engine, gallery: Option<PathBuf>) -> Self {
         Self {
             config: engine.config().clone(),
-            engine: Mutex::new(engine),
+            analyser: Analyser::Engine(Mutex::new(engine)),
+            gallery,
+        }
+    }
+
+    /// A picker on the live stage's models (either swapper): no second copy of any model.
+    pub fn live(live: Arc<LiveSwap>, config: &SwapConfig, gallery: Option<PathBuf>) -> Self {
+        Self {
+            config: config.clone(),
+            analyser: Analyser::Live(live),
             gallery,
         }
     }
@@ -136,21 +194,9 @@ impl FacePicker {
     }
 
     fn from_image(&self, photo: &RgbImage) -> Result<ChosenFace, PickError> {
-        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         let frame = color::rgb_to_i420(photo).map_err(|e| PickError::NotAnImage(e.to_string()))?;
-        let faces = engine
-            .detect(&frame)
-            .map_err(|e| PickError::Failed(e.to_string()))?;
-        match faces.len() {
-            0 => return Err(PickError::NoFace),
-            1 => {}
-            n => return Err(PickError::SeveralFaces(n)),
-        }
-        let source = engine.source_face(photo).map_err(|e| match e {
-            SwapError::NoSourceFace(_) => PickError::NoFace,
-            other => PickError::Failed(other.to_string()),
-        })?;
-        let face = largest(&faces).unwrap_or(source.detection.clone());
+        let (faces, source) = self.analyser.analyse(&frame)?;
+        let face = largest(&faces).unwrap_or(source.detection);
         Ok(ChosenFace {
             preview_png: preview(photo, face.bbox),
             source: Arc::new(source),

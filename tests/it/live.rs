@@ -90,8 +90,8 @@ fn a_stream_without_a_face_passes_bit_exact_and_calls_no_model() {
         p.process(&mut f);
         assert_eq!(f, before);
     }
-    assert_eq!(live.models().detector.stats().batches, 0);
-    assert_eq!(live.models().swapper.stats().batches, 0);
+    assert_eq!(live.deep().unwrap().detector.stats().batches, 0);
+    assert_eq!(live.deep().unwrap().swapper.stats().batches, 0);
     assert_eq!(count(&metrics.swapped_frames), 0);
 }
 
@@ -105,7 +105,7 @@ fn the_live_swap_is_the_engines_swap_and_leaves_the_rest_alone() {
     let mut engine = Engine::load(&c.models, &c.swap).unwrap();
     let photo = load_image(&fixtures_dir().join("testcard_source.jpg"), &c.swap).unwrap();
     let offline_source = engine.source_face(&photo).unwrap();
-    assert_eq!(offline_source.latent, s.latent);
+    assert_eq!(offline_source.latent().unwrap(), s.latent().unwrap());
     let before = card(&c);
     let mut offline = before.clone();
     let report = engine
@@ -141,7 +141,7 @@ fn detection_runs_every_n_frames_and_every_frame_is_swapped() {
     let c = config(|s| s.detect_every = 3);
     let (live, metrics) = stage(&c);
     live.faces().set("p1", source(&live, &c)).unwrap();
-    let detections_for_source = live.models().detector.stats().completed;
+    let detections_for_source = live.deep().unwrap().detector.stats().completed;
     let mut p = live.open(StreamId(3), "p1");
     let before = card(&c);
     for _ in 0..9 {
@@ -151,16 +151,16 @@ fn detection_runs_every_n_frames_and_every_frame_is_swapped() {
     }
     // Frame 0 waited for its detection; those of frames 3 and 6 ran in the background.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let detections = || live.models().detector.stats().completed - detections_for_source;
+    let detections = || live.deep().unwrap().detector.stats().completed - detections_for_source;
     while detections() < 3 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(detections(), 3, "frames 0, 3 and 6");
     assert_eq!(
-        live.models().detector.stats().batches - detections_for_source,
+        live.deep().unwrap().detector.stats().batches - detections_for_source,
         3
     );
-    assert_eq!(live.models().swapper.stats().completed, 9);
+    assert_eq!(live.deep().unwrap().swapper.stats().completed, 9);
     assert_eq!(count(&metrics.swapped_frames), 9);
     assert_eq!(count(&metrics.swap_errors), 0);
     let text = facerelay::metrics::render(&metrics, Default::default());
@@ -177,13 +177,13 @@ fn detection_runs_every_n_frames_and_every_frame_is_swapped() {
     // A frame without a face: passes through, and costs one detection per `detect_every`.
     let blank = I420Frame::filled(640, 480, 90, 120, 130).unwrap();
     let mut p = live.open(StreamId(4), "p1");
-    let det_before = live.models().detector.stats().completed;
+    let det_before = live.deep().unwrap().detector.stats().completed;
     for _ in 0..6 {
         let mut f = blank.clone();
         p.process(&mut f);
         assert_eq!(f, blank);
     }
-    assert_eq!(live.models().detector.stats().completed - det_before, 2);
+    assert_eq!(live.deep().unwrap().detector.stats().completed - det_before, 2);
 }
 
 #[test]
@@ -319,7 +319,7 @@ fn uploaded_source_faces_are_checked() {
     );
     let jpeg = std::fs::read(fixtures_dir().join("testcard_source.jpg")).unwrap();
     let s = live.source_face_from_bytes(&jpeg).unwrap();
-    assert_eq!(s.latent.len(), 512);
+    assert_eq!(s.latent().unwrap().len(), 512);
 }
 
 struct Collect(std::sync::mpsc::Sender<OutputUnit>);
@@ -386,7 +386,7 @@ fn a_resolution_change_starts_a_fresh_detection() {
     let c = config(|s| s.detect_every = 30);
     let (live, metrics) = stage(&c);
     live.faces().set("p1", source(&live, &c)).unwrap();
-    let det0 = live.models().detector.stats().completed;
+    let det0 = live.deep().unwrap().detector.stats().completed;
     let mut p = live.open(StreamId(9), "p1");
     let mut f = card(&c);
     p.process(&mut f);
@@ -396,7 +396,7 @@ fn a_resolution_change_starts_a_fresh_detection() {
     let mut f = big.clone();
     p.process(&mut f);
     assert_ne!(f, big);
-    assert_eq!(live.models().detector.stats().completed - det0, 2);
+    assert_eq!(live.deep().unwrap().detector.stats().completed - det0, 2);
     assert_eq!(count(&metrics.swapped_frames), 2);
 }
 

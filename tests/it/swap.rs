@@ -131,13 +131,13 @@ fn source_face_latent_is_unit_length_and_identity_specific() {
         "{:?}",
         s.detection
     );
-    let norm: f32 = s.latent.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let norm: f32 = s.latent().unwrap().iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!(near(norm, 1.0, 1e-4), "{norm}");
     // The target card's face is another identity.
     let card = load_image(&fixture("testcard_target.png"), &c.swap).unwrap();
     let t = engine.source_face(&card).unwrap();
-    assert!(t.embedding.similarity(&s.embedding) < 0.99);
-    assert!(near(t.embedding.similarity(&t.embedding), 1.0, 1e-5));
+    assert!(t.embedding().unwrap().similarity(s.embedding().unwrap()) < 0.99);
+    assert!(near(t.embedding().unwrap().similarity(t.embedding().unwrap()), 1.0, 1e-5));
     // No face in the photo: a clear error.
     let e = engine
         .source_face(&RgbImage::from_pixel(200, 200, image::Rgb([200, 200, 200])))
@@ -304,7 +304,7 @@ fn selections_all_reference_and_no_face() {
     // Reference = the source identity: only the small copy of the source face matches.
     let mut f = frame.clone();
     let reference = Selection::Reference {
-        embedding: s.embedding.clone(),
+        embedding: s.embedding().unwrap().clone(),
         min_similarity: 0.9,
     };
     let r = engine.swap_frame(&mut f, &s, &reference).unwrap();

@@ -194,6 +194,7 @@ struct Snapshot {
 
 fn snapshot(live: &LiveSwap, m: &MediaMetrics) -> Snapshot {
     let get = |c: &AtomicU64| MediaMetrics::get(c);
+    let (detector, swapper) = live.stage_stats();
     Snapshot {
         media: [
             get(&m.units_in),
@@ -201,8 +202,8 @@ fn snapshot(live: &LiveSwap, m: &MediaMetrics) -> Snapshot {
             get(&m.swapped_frames),
             get(&m.swap_errors),
         ],
-        detector: live.models().detector.stats(),
-        swapper: live.models().swapper.stats(),
+        detector,
+        swapper,
         cpu: cpu_time(),
     }
 }
@@ -405,8 +406,8 @@ fn fallback_source() -> anyhow::Result<SourceFace> {
     let embedding = Embedding::from_raw(&v).context("unit embedding")?;
     let latent = embedding.as_slice().to_vec();
     Ok(SourceFace {
-        embedding,
-        latent,
+        identity: Some(crate::swap::Identity { embedding, latent }),
+        mesh: None,
         detection: crate::swap::Detection {
             score: 1.0,
             bbox: [0.0; 4],

@@ -35,6 +35,7 @@
 
 pub mod bench;
 mod label;
+mod mesh;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 pub use label::{draw_label, label_box};
+pub use mesh::{MeshJob, MeshModels, MeshRunner};
 
 use super::color::{self, Planes};
 use super::detect::{iou, DetectParams, Detection, Detector};
@@ -51,13 +53,15 @@ use super::geometry::Point;
 use super::identity::{Emap, Embedding, Recognizer};
 use super::paste::{self, Mask, PasteScratch};
 use super::swapper::Swapper;
+use super::mesh::render::RenderSettings;
+use super::mesh::{mesh_detection, Roi, Topology};
 use super::{
     align_for_identity, align_for_swap, largest, Aligned, SourceFace, StageTimings, SwapConfig,
-    SwapError, ARC, SWAP,
+    SwapError, SwapperChoice, ARC, SWAP,
 };
 use crate::infer::scheduler::{
     Admission, AdmissionError, AdmissionGuard, BatchRunner, ScheduleError, Scheduler,
-    SchedulerMetrics, SpawnError, Ticket,
+    SchedulerMetrics, SchedulerStats, SpawnError, Ticket,
 };
 use crate::infer::ModelsConfig;
 use crate::media::{FrameStage, I420Frame, StreamId, StreamProcessor};
@@ -121,6 +125,33 @@ impl DetectRunner {
         Ok(Self::new(move |frame| {
             detector.detect(Planes::of(frame), &params, &mut StageTimings::default())
         }))
+    }
+}
+
+impl DetectRunner {
+    /// The mesh tier's detector from the packaged set: BlazeFace, or SCRFD where
+    /// `swap.mesh_detector = "scrfd"` (small or many faces).
+    pub fn load_packaged(models: &ModelsConfig, swap: &SwapConfig) -> Result<Self, SwapError> {
+        let rt = crate::infer::runtime(models)?;
+        let (threshold, nms) = (swap.score_threshold, swap.nms_threshold);
+        match swap.mesh_detector {
+            super::MeshDetector::Blazeface => {
+                let mut d = super::mesh::BlazeFace::load(rt, models, &models.blazeface_path())?;
+                Ok(Self::new(move |frame| {
+                    d.detect(Planes::of(frame), threshold, nms)
+                }))
+            }
+            super::MeshDetector::Scrfd => {
+                let mut d = Detector::load(rt, models, &models.scrfd_path(), swap.det_size)?;
+                let params = DetectParams {
+                    score_threshold: threshold,
+                    nms_threshold: nms,
+                };
+                Ok(Self::new(move |frame| {
+                    d.detect(Planes::of(frame), &params, &mut StageTimings::default())
+                }))
+            }
+        }
     }
 }
 
@@ -188,7 +219,7 @@ impl BatchRunner for SwapRunner {
             if job.crop.len() != self.out.len() {
                 return Err(SwapError::ModelOutput("swap crop of the wrong size".into()));
             }
-            (self.run)(&job.crop, &job.source.latent, &mut self.out)?;
+            (self.run)(&job.crop, job.source.latent()?, &mut self.out)?;
             std::mem::swap(&mut job.crop, &mut self.out);
             outputs.push(job.crop);
         }
@@ -359,6 +390,42 @@ impl LiveModels {
     }
 }
 
+impl MeshModels {
+    /// Starts the mesh tier's schedulers: the configured detector (`swap.mesh_detector`) and
+    /// `swap.mesh_workers` face mesh instances, and reads the mesh topology. Any file that is
+    /// missing or wrong fails here, loudly.
+    pub fn load(models: &ModelsConfig, swap: &SwapConfig) -> Result<Self, LiveError> {
+        crate::infer::runtime(models).map_err(SwapError::from)?;
+        let topology = Topology::load(&models.topology_path())?;
+        let spawn_err = |role| move |source| LiveError::Spawn { role, source };
+        let (m, s) = (models.clone(), swap.clone());
+        let detector = Scheduler::spawn(
+            "detector",
+            swap.scheduler_settings(swap.detector_workers),
+            move |_| DetectRunner::load_packaged(&m, &s),
+        )
+        .map_err(spawn_err("detector"))?;
+        let m = models.clone();
+        let mesh = Scheduler::spawn(
+            "mesh",
+            swap.scheduler_settings(swap.mesh_workers),
+            move |_| MeshRunner::load(&m),
+        )
+        .map_err(spawn_err("face mesh"))?;
+        Ok(Self {
+            detector: Arc::new(detector),
+            mesh: Arc::new(mesh),
+            topology: Arc::new(topology),
+        })
+    }
+}
+
+/// The models behind a live stage: the deep swapper's or the mesh swapper's.
+pub enum Tier {
+    Deep(LiveModels),
+    Mesh(MeshModels),
+}
+
 /// Longest a source-face upload waits for each model: uploads are not real time, and on a
 /// loaded server they queue behind the streams.
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -368,7 +435,7 @@ const SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 const SOURCE_STREAM_BASE: u64 = 1 << 62;
 
 struct Inner {
-    models: LiveModels,
+    tier: Tier,
     faces: LiveFaces,
     config: SwapConfig,
     mask: Mask,
@@ -392,18 +459,27 @@ impl LiveSwap {
         metrics: Arc<MediaMetrics>,
     ) -> Result<Self, LiveError> {
         swap.validate().map_err(LiveError::Config)?;
-        Ok(Self::with_models(
-            LiveModels::load(models, swap)?,
-            swap,
-            metrics,
-        ))
+        let tier = match swap.swapper {
+            SwapperChoice::Inswapper => Tier::Deep(LiveModels::load(models, swap)?),
+            SwapperChoice::Mesh => Tier::Mesh(MeshModels::load(models, swap)?),
+            SwapperChoice::Auto => match models.auto_swapper() {
+                Some(SwapperChoice::Mesh) => Tier::Mesh(MeshModels::load(models, swap)?),
+                _ => Tier::Deep(LiveModels::load(models, swap)?),
+            },
+        };
+        Ok(Self::with_tier(tier, swap, metrics))
     }
 
-    /// The stage over schedulers built elsewhere (tests, benches with stand-in runners).
+    /// The deep stage over schedulers built elsewhere (tests, benches with stand-in runners).
     pub fn with_models(models: LiveModels, swap: &SwapConfig, metrics: Arc<MediaMetrics>) -> Self {
+        Self::with_tier(Tier::Deep(models), swap, metrics)
+    }
+
+    /// The stage over either tier's schedulers.
+    pub fn with_tier(tier: Tier, swap: &SwapConfig, metrics: Arc<MediaMetrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                models,
+                tier,
                 faces: LiveFaces::new(Admission::new(swap.capacity)),
                 config: swap.clone(),
                 mask: Mask::new(SWAP, swap.mask_erode_px, swap.mask_blur_px),
@@ -418,36 +494,106 @@ impl LiveSwap {
         &self.inner.faces
     }
 
-    pub fn models(&self) -> &LiveModels {
-        &self.inner.models
+    /// The deep tier's schedulers, when the deep swapper runs.
+    pub fn deep(&self) -> Option<&LiveModels> {
+        match &self.inner.tier {
+            Tier::Deep(m) => Some(m),
+            Tier::Mesh(_) => None,
+        }
     }
 
-    /// The identity of the largest face in an uploaded photo, through the same schedulers as
-    /// the streams. Blocks for up to a few seconds: call it off tokio's workers
-    /// (`spawn_blocking`).
-    pub fn source_face(&self, photo: &RgbImage) -> Result<SourceFace, LiveError> {
-        let (recognizer, emap) = self
-            .inner
-            .models
-            .recognizer
-            .as_ref()
-            .ok_or(LiveError::NoRecognizer)?;
-        let key = StreamId(
+    /// The mesh tier's schedulers, when the mesh swapper runs.
+    pub fn mesh(&self) -> Option<&MeshModels> {
+        self.inner.mesh_models()
+    }
+
+    /// The counters of the detector's scheduler and of the per-frame model's (the deep
+    /// swapper's, or the face mesh's).
+    pub fn stage_stats(&self) -> (SchedulerStats, SchedulerStats) {
+        match &self.inner.tier {
+            Tier::Deep(m) => (m.detector.stats(), m.swapper.stats()),
+            Tier::Mesh(m) => (m.detector.stats(), m.mesh.stats()),
+        }
+    }
+
+    /// Which swapper runs: `"mesh"` or `"inswapper"` (logs, `/healthz`, the web page).
+    pub fn swapper_name(&self) -> &'static str {
+        match &self.inner.tier {
+            Tier::Deep(_) => "inswapper",
+            Tier::Mesh(_) => "mesh",
+        }
+    }
+
+    fn source_key(&self) -> StreamId {
+        StreamId(
             SOURCE_STREAM_BASE
                 + self.inner.next_source.fetch_add(1, Ordering::Relaxed) % SOURCE_STREAM_BASE,
-        );
+        )
+    }
+
+    /// The faces of a photo (as I420), through the running tier's detector. Blocks: call it
+    /// off tokio's workers.
+    pub fn detect(&self, frame: &I420Frame) -> Result<Vec<Detection>, LiveError> {
+        let detector = match &self.inner.tier {
+            Tier::Deep(m) => &m.detector,
+            Tier::Mesh(m) => &m.detector,
+        };
+        Ok(detector
+            .submit(self.source_key(), frame.clone())?
+            .wait(SOURCE_TIMEOUT)?)
+    }
+
+    /// The source face of one detected face of a photo, for the running swapper: the deep
+    /// swapper's identity, or the mesh swapper's face region and landmarks. Blocks.
+    pub fn source_face_of(
+        &self,
+        frame: &I420Frame,
+        face: &Detection,
+    ) -> Result<SourceFace, LiveError> {
+        let key = self.source_key();
+        match &self.inner.tier {
+            Tier::Deep(models) => {
+                let (recognizer, emap) =
+                    models.recognizer.as_ref().ok_or(LiveError::NoRecognizer)?;
+                let mut crop = vec![0.0; 3 * ARC * ARC];
+                align_for_identity(frame, &face.kps, &mut crop)?;
+                let embedding = recognizer.submit(key, crop)?.wait(SOURCE_TIMEOUT)?;
+                Ok(SourceFace::new(embedding, *face, emap)?)
+            }
+            Tier::Mesh(models) => {
+                // The detection's ROI first, then once more from the landmarks it gave: the
+                // second crop is centred and turned like the ones the model was trained on.
+                let mut roi = Roi::from_detection(face);
+                let mut points = Vec::new();
+                for _ in 0..2 {
+                    let job = MeshJob::of(frame, &roi);
+                    let mesh = models
+                        .mesh
+                        .submit(key, vec![job])?
+                        .wait(SOURCE_TIMEOUT)?
+                        .pop()
+                        .ok_or_else(|| SwapError::ModelOutput("no mesh".into()))?;
+                    if mesh.presence < self.inner.config.mesh_presence {
+                        return Err(SwapError::NoSourceFace(None).into());
+                    }
+                    points = mesh.points;
+                    roi = Roi::from_points(&points)
+                        .ok_or_else(|| SwapError::ModelOutput("degenerate face mesh".into()))?;
+                }
+                let source = super::mesh::MeshSource::new(frame, &points)?;
+                Ok(SourceFace::of_mesh(source, mesh_detection(&points, face.score)))
+            }
+        }
+    }
+
+    /// The source face of the largest face in an uploaded photo, through the same schedulers
+    /// as the streams. Blocks for up to a few seconds: call it off tokio's workers
+    /// (`spawn_blocking`).
+    pub fn source_face(&self, photo: &RgbImage) -> Result<SourceFace, LiveError> {
         let frame = color::rgb_to_i420(photo).map_err(SwapError::from)?;
-        let faces = self
-            .inner
-            .models
-            .detector
-            .submit(key, frame.clone())?
-            .wait(SOURCE_TIMEOUT)?;
+        let faces = self.detect(&frame)?;
         let face = largest(&faces).ok_or(SwapError::NoSourceFace(None))?;
-        let mut crop = vec![0.0; 3 * ARC * ARC];
-        align_for_identity(&frame, &face.kps, &mut crop)?;
-        let embedding = recognizer.submit(key, crop)?.wait(SOURCE_TIMEOUT)?;
-        Ok(SourceFace::new(embedding, face, emap)?)
+        self.source_face_of(&frame, &face)
     }
 
     /// [`Self::source_face`] of an uploaded file's bytes (JPEG, PNG or WebP), within
@@ -471,21 +617,60 @@ impl LiveSwap {
 
     /// The schedulers' counters in the Prometheus text format, to append to `/metrics`.
     pub fn render_metrics(&self) -> String {
-        let m = &self.inner.models;
-        let mut list: Vec<(&str, &SchedulerMetrics)> = vec![
-            ("detector", m.detector.metrics()),
-            ("swapper", m.swapper.metrics()),
-        ];
-        if let Some((r, _)) = &m.recognizer {
-            list.push(("recognizer", r.metrics()));
-        }
+        let list: Vec<(&str, &SchedulerMetrics)> = match &self.inner.tier {
+            Tier::Deep(m) => {
+                let mut list = vec![
+                    ("detector", m.detector.metrics().as_ref()),
+                    ("swapper", m.swapper.metrics().as_ref()),
+                ];
+                if let Some((r, _)) = &m.recognizer {
+                    list.push(("recognizer", r.metrics().as_ref()));
+                }
+                list
+            }
+            Tier::Mesh(m) => vec![
+                ("detector", m.detector.metrics().as_ref()),
+                ("mesh", m.mesh.metrics().as_ref()),
+            ],
+        };
         crate::metrics::render_schedulers(&list)
+    }
+}
+
+impl Inner {
+    fn mesh_models(&self) -> Option<&MeshModels> {
+        match &self.tier {
+            Tier::Mesh(m) => Some(m),
+            Tier::Deep(_) => None,
+        }
+    }
+
+    fn deep_models(&self) -> Option<&LiveModels> {
+        match &self.tier {
+            Tier::Deep(m) => Some(m),
+            Tier::Mesh(_) => None,
+        }
+    }
+
+    fn render_settings(&self) -> RenderSettings {
+        let c = &self.config;
+        RenderSettings {
+            feather: c.mesh_feather,
+            colour_smoothing: c.colour_smoothing,
+            colour_match: c.colour_match,
+            keep_eyes_mouth: c.keep_eyes_mouth,
+        }
     }
 }
 
 impl FrameStage for LiveSwap {
     fn open(&self, stream: StreamId, owner: &str) -> Box<dyn StreamProcessor> {
+        let Some(deep) = self.inner.deep_models() else {
+            return Box::new(mesh::MeshProcessor::new(stream, owner, self.inner.clone()));
+        };
         Box::new(LiveProcessor {
+            detector: deep.detector.clone(),
+            swapper: deep.swapper.clone(),
             stream,
             owner: owner.to_owned(),
             inner: self.inner.clone(),
@@ -514,6 +699,8 @@ struct PendingDetection {
 
 /// The per-stream half of the stage, on the stream's codec thread.
 struct LiveProcessor {
+    detector: Arc<Scheduler<DetectRunner>>,
+    swapper: Arc<Scheduler<SwapRunner>>,
     stream: StreamId,
     owner: String,
     inner: Arc<Inner>,
@@ -557,7 +744,7 @@ impl LiveProcessor {
             self.collect(true);
         }
         let every = self.inner.config.detect_every.saturating_sub(1);
-        let detector = &self.inner.models.detector;
+        let detector = &self.detector;
         if self.track.is_some() {
             let ticket = detector
                 .submit(self.stream, frame.clone())
@@ -587,7 +774,7 @@ impl LiveProcessor {
     /// up to the inference timeout). A failed one drops the track: the next frame detects
     /// afresh and waits for it.
     fn collect(&mut self, block: bool) {
-        let timeout = self.inner.models.detector.settings().timeout;
+        let timeout = self.detector.settings().timeout;
         let Some(p) = self.pending.as_mut() else {
             return;
         };
@@ -663,7 +850,7 @@ impl StreamProcessor for LiveProcessor {
             crop: std::mem::take(&mut self.crop),
             source,
         };
-        let swapped = self.inner.models.swapper.infer(self.stream, job);
+        let swapped = self.swapper.infer(self.stream, job);
         let t2 = Instant::now();
         m.swap_swap.record(t2 - t1);
         let Ok(swapped) = swapped else {
@@ -751,8 +938,11 @@ mod tests {
     fn faces_need_admission_and_free_it_when_cleared() {
         let faces = LiveFaces::new(Admission::new(1));
         let face = Arc::new(SourceFace {
-            embedding: Embedding::from_raw(&[1.0; 512]).unwrap(),
-            latent: vec![0.0; 512],
+            identity: Some(crate::swap::Identity {
+                embedding: Embedding::from_raw(&[1.0; 512]).unwrap(),
+                latent: vec![0.0; 512],
+            }),
+            mesh: None,
             detection: det(0.0, 0.0),
         });
         assert!(faces.get("p1").is_none());

@@ -1,0 +1,304 @@
+//! The live stage's mesh tier: per stream, faces tracked with the face mesh and swapped with
+//! the mesh swapper ([`crate::swap::mesh`]).
+//!
+//! ```text
+//! codec thread of stream s, per frame (with a face chosen):
+//!   tracked faces ─▶ ROI from each face's last landmarks ─▶ crops ─▶ mesh scheduler (one
+//!       request with every face) ─▶ presence below swap.mesh_presence: the track ends
+//!   no track, or every swap.redetect_every frames when more faces are wanted ─▶ detector
+//!       scheduler ─▶ new faces (not overlapping a track) ─▶ mesh ─▶ new tracks
+//!   each track: One Euro filter ─▶ render the source face onto it ─▶ label
+//! ```
+//!
+//! `swap.selection = "largest"` keeps one track (the largest face found); `"all"` keeps up to
+//! `swap.max_faces`, and the detector keeps looking for new faces every `redetect_every`
+//! frames.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{draw_label, DetectRunner, Inner};
+use crate::infer::scheduler::{BatchRunner, Scheduler};
+use crate::infer::ModelsConfig;
+use crate::media::{I420Frame, StreamId, StreamProcessor};
+use crate::metrics::MediaMetrics;
+use crate::swap::color::Planes;
+use crate::swap::detect::{iou, Detection};
+use crate::swap::geometry::Affine;
+use crate::swap::mesh::model::MESH_SIZE;
+use crate::swap::mesh::render::{render, ColourState, RenderScratch};
+use crate::swap::mesh::{bounds, FaceMesh, FilterSettings, Mesh, MeshFilter, Roi, Topology};
+use crate::swap::paste::warp_crop;
+use crate::swap::{SelectionMode, SwapConfig, SwapError};
+
+/// One face for the mesh model: its 192² crop (planar RGB in [0,1]) and where it came from.
+pub struct MeshJob {
+    pub crop: Vec<f32>,
+    pub to_frame: Affine,
+}
+
+impl MeshJob {
+    /// The crop of `roi` in the frame.
+    pub fn of(frame: &I420Frame, roi: &Roi) -> Self {
+        let to_frame = roi.crop_to_frame(MESH_SIZE);
+        let mut crop = vec![0.0; 3 * MESH_SIZE * MESH_SIZE];
+        warp_crop(Planes::of(frame), &to_frame, MESH_SIZE, 1.0 / 255.0, 0.0, &mut crop);
+        Self { crop, to_frame }
+    }
+}
+
+type MeshFn = Box<dyn FnMut(&[f32], &Affine) -> Result<Mesh, SwapError> + Send>;
+
+/// A mesh model instance for the scheduler: all the faces of one frame in, their meshes out.
+pub struct MeshRunner {
+    run: MeshFn,
+}
+
+impl MeshRunner {
+    pub fn new(
+        f: impl FnMut(&[f32], &Affine) -> Result<Mesh, SwapError> + Send + 'static,
+    ) -> Self {
+        Self { run: Box::new(f) }
+    }
+
+    pub fn load(models: &ModelsConfig) -> Result<Self, SwapError> {
+        let rt = crate::infer::runtime(models)?;
+        let mut mesh = FaceMesh::load(rt, models, &models.mesh_path())?;
+        Ok(Self::new(move |crop, to_frame| mesh.run_crop(crop, to_frame)))
+    }
+}
+
+impl BatchRunner for MeshRunner {
+    type Input = Vec<MeshJob>;
+    type Output = Vec<Mesh>;
+    type Error = SwapError;
+
+    /// The packaged mesh model is fixed at batch 1; one request carries every face of a frame.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    fn run(&mut self, batch: Vec<Vec<MeshJob>>) -> Result<Vec<Vec<Mesh>>, SwapError> {
+        batch
+            .iter()
+            .map(|jobs| jobs.iter().map(|j| (self.run)(&j.crop, &j.to_frame)).collect())
+            .collect()
+    }
+}
+
+/// The schedulers and topology of the mesh tier.
+pub struct MeshModels {
+    pub detector: Arc<Scheduler<DetectRunner>>,
+    pub mesh: Arc<Scheduler<MeshRunner>>,
+    pub topology: Arc<Topology>,
+}
+
+/// One tracked face of a stream.
+struct FaceTrack {
+    /// The mesh model's last landmarks (the next ROI is cut from these).
+    raw: Vec<[f32; 2]>,
+    filter: MeshFilter,
+    colour: ColourState,
+}
+
+impl FaceTrack {
+    fn area(&self) -> f32 {
+        let b = bounds(&self.raw);
+        (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0)
+    }
+}
+
+/// Below this overlap a detection is a new face; above it, one already tracked.
+const NEW_FACE_IOU: f32 = 0.3;
+/// Two tracks overlapping more than this follow the same face: the smaller one ends.
+const SAME_FACE_IOU: f32 = 0.5;
+
+/// The per-stream half of the mesh tier, on the stream's codec thread.
+pub(super) struct MeshProcessor {
+    stream: StreamId,
+    owner: String,
+    inner: Arc<Inner>,
+    tracks: Vec<FaceTrack>,
+    /// Frames until the next look for new faces; 0 = look on this frame.
+    countdown: u32,
+    last: Option<(Instant, (u32, u32))>,
+    scratch: RenderScratch,
+}
+
+impl MeshProcessor {
+    pub(super) fn new(stream: StreamId, owner: &str, inner: Arc<Inner>) -> Self {
+        Self {
+            stream,
+            owner: owner.to_owned(),
+            inner,
+            tracks: Vec::new(),
+            countdown: 0,
+            last: None,
+            scratch: RenderScratch::default(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.tracks.clear();
+        self.countdown = 0;
+        self.last = None;
+    }
+
+    fn max_tracks(config: &SwapConfig) -> usize {
+        match config.selection {
+            SelectionMode::Largest => 1,
+            SelectionMode::All => config.max_faces,
+        }
+    }
+
+    /// Moves every track to this frame (one mesh request), finds new faces when due, and
+    /// returns whether inference failed (the frame then has no trustworthy face position).
+    fn track(&mut self, frame: &I420Frame, models: &MeshModels, dt: f32) -> Result<(), ()> {
+        let c = &self.inner.config;
+        let m = &self.inner.metrics;
+        let presence = c.mesh_presence;
+        let t0 = Instant::now();
+        if !self.tracks.is_empty() {
+            let jobs: Vec<MeshJob> = self
+                .tracks
+                .iter()
+                .map(|t| Roi::from_points(&t.raw).map(|roi| MeshJob::of(frame, &roi)))
+                .collect::<Option<_>>()
+                .ok_or(())?;
+            let meshes = models.mesh.infer(self.stream, jobs).map_err(|_| ())?;
+            let mut kept = Vec::with_capacity(self.tracks.len());
+            for (mut t, mesh) in self.tracks.drain(..).zip(meshes) {
+                if mesh.presence >= presence {
+                    let b = bounds(&mesh.points);
+                    t.filter.update(&mesh.points, dt, (b[2] - b[0]).max(1.0));
+                    t.raw = mesh.points;
+                    kept.push(t);
+                }
+            }
+            // Two tracks that converged on one face: keep the larger.
+            kept.sort_by(|a, b| b.area().total_cmp(&a.area()));
+            let mut unique: Vec<FaceTrack> = Vec::with_capacity(kept.len());
+            for t in kept {
+                let b = bounds(&t.raw);
+                if unique.iter().all(|u| iou(&bounds(&u.raw), &b) <= SAME_FACE_IOU) {
+                    unique.push(t);
+                }
+            }
+            self.tracks = unique;
+        }
+        m.swap_align.record(t0.elapsed());
+
+        let max = Self::max_tracks(c);
+        if self.countdown > 0 && !self.tracks.is_empty() {
+            self.countdown -= 1;
+            return Ok(());
+        }
+        if self.tracks.len() >= max {
+            return Ok(());
+        }
+        let t1 = Instant::now();
+        let found = models.detector.infer(self.stream, frame.clone());
+        m.swap_detect.record(t1.elapsed());
+        let mut faces: Vec<Detection> = found.map_err(|_| ())?;
+        self.countdown = c.redetect_every.saturating_sub(1);
+        faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        let fresh: Vec<Detection> = faces
+            .into_iter()
+            .filter(|d| {
+                self.tracks
+                    .iter()
+                    .all(|t| iou(&bounds(&t.raw), &d.bbox) <= NEW_FACE_IOU)
+            })
+            .take(max - self.tracks.len())
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let t2 = Instant::now();
+        let jobs = fresh
+            .iter()
+            .map(|d| MeshJob::of(frame, &Roi::from_detection(d)))
+            .collect();
+        let meshes = models.mesh.infer(self.stream, jobs).map_err(|_| ())?;
+        for mesh in meshes {
+            if mesh.presence >= presence {
+                self.tracks.push(FaceTrack {
+                    filter: MeshFilter::new(filter_settings(c), &mesh.points),
+                    raw: mesh.points,
+                    colour: ColourState::default(),
+                });
+            }
+        }
+        m.swap_align.record(t2.elapsed());
+        Ok(())
+    }
+}
+
+pub(super) fn filter_settings(c: &SwapConfig) -> FilterSettings {
+    FilterSettings {
+        min_cutoff: c.filter_min_cutoff,
+        beta: c.filter_beta,
+    }
+}
+
+impl StreamProcessor for MeshProcessor {
+    fn process(&mut self, frame: &mut I420Frame) {
+        let Some(source) = self.inner.faces.get(&self.owner) else {
+            self.reset();
+            return;
+        };
+        let Some(mesh_source) = source.mesh.clone() else {
+            // A face computed for another tier cannot be worn here.
+            MediaMetrics::add(&self.inner.metrics.swap_errors);
+            return;
+        };
+        let inner = self.inner.clone();
+        let Some(models) = inner.mesh_models() else {
+            return;
+        };
+        let now = Instant::now();
+        let size = (frame.width(), frame.height());
+        let dt = match self.last {
+            Some((t, s)) if s == size => now.duration_since(t).as_secs_f32().clamp(1e-3, 0.5),
+            Some(_) => {
+                // A new resolution: the tracked landmarks mean nothing now.
+                self.reset();
+                1.0 / 30.0
+            }
+            None => 1.0 / 30.0,
+        };
+        self.last = Some((now, size));
+        let m = self.inner.metrics.clone();
+        if self.track(frame, models, dt).is_err() {
+            self.tracks.clear();
+            self.countdown = 0;
+            MediaMetrics::add(&m.swap_errors);
+            return;
+        }
+        if self.tracks.is_empty() {
+            return;
+        }
+        let t = Instant::now();
+        let settings = self.inner.render_settings();
+        let mut any = false;
+        for track in &mut self.tracks {
+            any |= render(
+                frame,
+                track.filter.value(),
+                &mesh_source,
+                &models.topology,
+                &settings,
+                &mut track.colour,
+                &mut self.scratch,
+            )
+            .is_some();
+        }
+        if any {
+            if self.inner.config.label {
+                draw_label(frame);
+            }
+            MediaMetrics::add(&m.swapped_frames);
+        }
+        m.swap_swap.record(t.elapsed());
+    }
+}
