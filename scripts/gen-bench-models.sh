@@ -7,8 +7,8 @@
 #   scripts/gen-bench-models.sh [--force] [DIR]
 #   FACERELAY_MODELS__DIR=models/bench target/release/facerelay bench swap --frames 3
 #
-# Idempotent: files that exist are kept unless --force. The generator runs in a venv under the
-# git-ignored .deps/ (onnx and numpy from PyPI), created on first use. About 15 s and 3 GB of
+# Idempotent: files that exist are kept unless --force. The generator runs in .deps/venv-models
+# (onnx, numpy: tools/requirements-models.txt), set up on first use. About 15 s and 3 GB of
 # memory; the swapper file is about 554 MB.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,9 +35,5 @@ if [[ ${#force[@]} -eq 0 ]]; then
     fi
 fi
 
-venv="$root/.deps/venv-models"
-if ! "$venv/bin/python" -c 'import onnx, numpy' 2>/dev/null; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet onnx numpy
-fi
-exec "$venv/bin/python" "$root/tools/gen_bench_models.py" --out "$dir" "${force[@]}"
+"$root/scripts/venv-models.sh" "$root/tools/requirements-models.txt"
+exec "$root/.deps/venv-models/bin/python" "$root/tools/gen_bench_models.py" --out "$dir" "${force[@]}"

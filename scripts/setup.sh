@@ -2,12 +2,12 @@
 # Installs what facerelay needs on a Debian 12 machine that has only the Rust toolchain.
 # Idempotent: anything already present is left alone.
 #
-#   scripts/setup.sh serve   build dependencies of the server (C/C++ compiler, nasm), and the
-#                            ONNX Runtime library when model files are in models/ (or in
-#                            $FACERELAY_MODELS__DIR)
+#   scripts/setup.sh serve   build dependencies of the server (C/C++ compiler, nasm), Python,
+#                            the ONNX Runtime library and the packaged model set
+#                            (scripts/install-packaged-models.sh, from PyPI packages) that the
+#                            default mesh swapper runs on
 #   scripts/setup.sh test    the above, plus what the tests use: Chromium, Node.js with
-#                            playwright-core (no browser download), Python for the ONNX Runtime
-#                            library, and that library itself
+#                            playwright-core (no browser download)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-test}"
@@ -27,14 +27,12 @@ need c++ g++
 need make make
 need nasm nasm # openh264 assembly: about twice as fast encode/decode
 need pkg-config pkg-config
-# The server loads ONNX Runtime only to swap faces, i.e. when model files are present.
-with_models=false
-if ls "${FACERELAY_MODELS__DIR:-models}"/*.onnx >/dev/null 2>&1; then with_models=true; fi
-if [ "$mode" = test ] || [ "$with_models" = true ]; then
-    need python3 python3
-    need unzip unzip
-    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
-fi
+# Python fetches the ONNX Runtime library and the packaged models from PyPI and converts them.
+need python3 python3
+need unzip unzip
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# Debian keeps ensurepip, which `python3 -m venv` needs, in python3-venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "$mode" = test ]; then
     need /usr/bin/chromium chromium
     need node nodejs
@@ -50,6 +48,5 @@ if [ "$mode" = test ] && [ ! -d node_modules/playwright-core ]; then
     echo "setup: installing playwright-core (it downloads no browser)"
     npm ci --no-audit --no-fund --loglevel=error
 fi
-if [ "$mode" = test ] || [ "$with_models" = true ]; then
-    scripts/install-onnxruntime.sh
-fi
+scripts/install-onnxruntime.sh
+scripts/install-packaged-models.sh

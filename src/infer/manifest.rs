@@ -40,9 +40,10 @@ pub struct ManifestFile {
     pub licence: String,
 }
 
-/// `models/manifest.toml`.
+/// `models/manifest.toml`. Only the `[[file]]` tables are the server's; other tables (the
+/// `[[packaged]]` set that `scripts/install-packaged-models.sh` installs) are skipped, hence no
+/// `deny_unknown_fields` here. A misspelt `[[file]]` still fails: the field is required.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub file: Vec<ManifestFile>,
 }
