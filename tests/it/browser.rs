@@ -15,7 +15,7 @@ use facerelay::swap::{fixtures_dir, Engine};
 
 use crate::support::serial;
 
-fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -28,7 +28,7 @@ async fn run_browser_script_with(script: &str, swap: Swap, extra: &[&Path]) -> P
     run_browser_script_env(script, swap, extra, &[]).await
 }
 
-async fn run_browser_script_env(
+pub(crate) async fn run_browser_script_env(
     script: &str,
     swap: Swap,
     extra: &[&Path],

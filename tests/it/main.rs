@@ -5,6 +5,7 @@ mod faces;
 mod live;
 mod live_relay;
 mod models;
+mod real_faces;
 mod relay;
 mod signalling;
 mod support;

@@ -195,7 +195,10 @@ pub fn render(
         };
         colour.smoothed = Some((ms, mt));
         std::array::from_fn(|c| {
-            let g = (mt.std[c] / ms.std[c].max(1.0)).clamp(0.5, 2.0);
+            // Luma keeps at least half its spread (the face's shading); chroma may lose all of
+            // it, so a colour face on a grey-scale picture turns grey, not tinted.
+            let least = if c == 0 { 0.5 } else { 0.0 };
+            let g = (mt.std[c] / ms.std[c].max(1.0)).clamp(least, 2.0);
             (g, mt.mean[c] - g * ms.mean[c])
         })
     } else {

@@ -1,0 +1,53 @@
+// A live swap with a real face in Debian Chromium, captured for the Rust test to measure. Both
+// pages' camera is a y4m file (FAKE_VIDEO) made from a packaged photo; Ann picks the face in
+// PHOTO, Bob waits for Ann's "face-swapped" badge and then saves COUNT frames of Ann's video,
+// decoded by Chromium at their natural size, as PREFIX-0.png, PREFIX-1.png, … and a screenshot
+// of his page as PREFIX.png.
+// Usage: FAKE_VIDEO=cam.y4m node tests/browser/live_swap_capture.mjs URL DIR PHOTO PREFIX COUNT
+
+import { writeFileSync } from "node:fs";
+import { launch, openPage, until, sleep } from "./lib.mjs";
+
+const [base, dir = "test-artifacts", photo, prefix = "capture", count = "4"] = process.argv.slice(2);
+const browser = await launch();
+const link = `${base}?room=real-${Date.now()}`;
+
+// One decoded frame of the remote (not self) video as a PNG data URL.
+async function grab(page) {
+  return page.evaluate(() => {
+    const v = document.querySelector("figure:not([data-participant=self]) video");
+    const canvas = document.createElement("canvas");
+    canvas.width = v.videoWidth;
+    canvas.height = v.videoHeight;
+    canvas.getContext("2d").drawImage(v, 0, 0);
+    return canvas.toDataURL("image/png");
+  });
+}
+
+let ok = false;
+try {
+  const ann = await openPage(browser, link, "Ann");
+  await ann.click("#join");
+  const bob = await openPage(browser, link, "Bob");
+  await bob.click("#join");
+  const r = await until([bob], (s) => s.remote.length === 1 && s.remote[0].width === 640);
+  if (!r.ok) throw new Error(`Bob does not see Ann: ${JSON.stringify(r.states)}`);
+  await ann.click("#face");
+  await ann.setInputFiles("#face-file", photo);
+  const badge = await bob
+    .waitForSelector("figure:not([data-participant=self]) .badge", { timeout: 20_000 })
+    .then((el) => el.textContent());
+  console.log(`Bob sees Ann's badge "${badge}"`);
+  // Past the swap's first detections and the encoder's next keyframe.
+  await sleep(3000);
+  for (let k = 0; k < Number(count); k++) {
+    const url = await grab(bob);
+    writeFileSync(`${dir}/${prefix}-${k}.png`, Buffer.from(url.split(",")[1], "base64"));
+    await sleep(350);
+  }
+  await bob.screenshot({ path: `${dir}/${prefix}.png` });
+  ok = badge === "face-swapped";
+} finally {
+  await browser.close();
+}
+process.exit(ok ? 0 : 1);
