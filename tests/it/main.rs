@@ -4,6 +4,7 @@ mod browser;
 mod faces;
 mod live;
 mod live_relay;
+mod mesh;
 mod models;
 mod real_faces;
 mod relay;
