@@ -319,6 +319,12 @@ async function pickFace(method, path, body, busy) {
   }
 }
 
+// What each swapper the server may run does, in one sentence for the face panel.
+const SWAPPERS = {
+  mesh: "This server uses its mesh swapper: the face in your photo is fitted onto your face as you move; your own eyes and mouth show through.",
+  inswapper: "This server uses the inswapper_128 model: it redraws your face with the identity of the face in your photo.",
+};
+
 async function loadGallery() {
   let info;
   try {
@@ -328,6 +334,9 @@ async function loadGallery() {
   }
   $("face-unavailable").hidden = info.available;
   $("face-choices").hidden = !info.available;
+  const swapper = SWAPPERS[info.swapper];
+  $("face-swapper").hidden = !info.available || !swapper;
+  $("face-swapper").textContent = swapper ?? "";
   $("gallery").replaceChildren(...info.faces.map((name) => {
     const b = document.createElement("button");
     b.type = "button";

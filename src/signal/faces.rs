@@ -133,10 +133,16 @@ pub(super) async fn clear(State(app): State<Arc<App>>, headers: HeaderMap) -> Re
     Json(serde_json::json!({ "swapped": false })).into_response()
 }
 
-/// `GET /api/gallery`: the names of the gallery's faces, and whether swapping is available.
+/// `GET /api/gallery`: the names of the gallery's faces, whether swapping is available, and
+/// which swapper runs.
 pub(super) async fn gallery(State(app): State<Arc<App>>) -> Response {
     let names = app.picker.as_ref().map(|p| p.gallery()).unwrap_or_default();
-    Json(serde_json::json!({ "available": app.picker.is_some(), "faces": names })).into_response()
+    Json(serde_json::json!({
+        "available": app.picker.is_some(),
+        "swapper": app.swapper,
+        "faces": names,
+    }))
+    .into_response()
 }
 
 /// `GET /api/gallery/{name}`: a gallery image (the operator put it there to be shown).

@@ -33,6 +33,9 @@ try {
   const r = await until([bob], (s) => s.remote.length === 1 && s.remote[0].width === 640);
   if (!r.ok) throw new Error(`Bob does not see Ann: ${JSON.stringify(r.states)}`);
   await ann.click("#face");
+  const says = await ann.textContent("#face-swapper");
+  console.log(`Ann's face panel: "${says}"`);
+  if (!/mesh swapper/.test(says)) throw new Error("the face panel does not say which swapper runs");
   await ann.setInputFiles("#face-file", photo);
   const badge = await bob
     .waitForSelector("figure:not([data-participant=self]) .badge", { timeout: 20_000 })

@@ -283,3 +283,43 @@ fn a_damaged_packaged_model_is_a_start_up_error() {
     assert!(err.to_string().contains("topology"), "{err}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[tokio::test]
+async fn serve_runs_the_mesh_swapper_on_the_packaged_set_and_says_so() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    // The server as `scripts/serve.sh` runs it: no deep model in models/, the packaged set in
+    // models/packaged/ (scripts/setup.sh put it there).
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
+        .arg("serve")
+        .env("FACERELAY_SERVER__LISTEN", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut log, mut addr) = (String::new(), None);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while addr.is_none() {
+        tokio::select! {
+            line = out.next_line() => {
+                let line = line.unwrap().expect("the server prints its address");
+                addr = line.strip_prefix("facerelay listening on ").map(|a| a.trim_end_matches('/').to_owned());
+            }
+            line = err.next_line() => {
+                if let Some(l) = line.unwrap() { log.push_str(&l); log.push('\n'); }
+            }
+            _ = tokio::time::sleep_until(deadline) => panic!("no address within 30 s; log:\n{log}"),
+        }
+    }
+    let addr = addr.unwrap();
+    assert!(log.contains("face swap on") && log.contains("swapper=\"mesh\""), "log:\n{log}");
+    let health = crate::support::http_get(&format!("{addr}/healthz")).await;
+    assert!(health.contains("\"swapper\":\"mesh\""), "{health}");
+    let gallery = crate::support::http_get(&format!("{addr}/api/gallery")).await;
+    assert!(gallery.contains("\"available\":true") && gallery.contains("\"swapper\":\"mesh\""), "{gallery}");
+    child.kill().await.unwrap();
+}
