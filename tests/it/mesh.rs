@@ -275,6 +275,27 @@ fn a_damaged_packaged_model_is_a_start_up_error() {
         .expect("a truncated mesh model must not load");
     println!("{err}");
     assert!(err.to_string().contains("face_landmark.onnx"), "{err}");
+    // `facerelay models check` agrees: the set is damaged and serve would refuse it.
+    let toml = tmp.join("config.toml");
+    std::fs::write(&toml, format!("[models]\npackaged_dir = {:?}\n", tmp.display().to_string())).unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
+        .args(["models", "check", "--config"])
+        .arg(&toml)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout).to_string() + &String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "{text}");
+    assert!(text.contains("face_landmark.onnx") && text.contains("wrong"), "{text}");
+    assert!(text.contains("refuses to start"), "{text}");
+    // And on the installed set it says which swapper serve runs.
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
+        .args(["models", "check"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("runs the mesh swapper"));
     std::fs::write(tmp.join("face_landmark.onnx"), &mesh).unwrap();
     std::fs::write(tmp.join("face_mesh_topology.json"), "{\"triangles\": []}").unwrap();
     let err = LiveSwap::load(&config.models, &config.swap, Arc::new(MediaMetrics::default()))

@@ -126,6 +126,7 @@ fn fetch_downloads_verifies_and_skips_what_is_present() {
     let dir = tempdir("whole");
     let m = Manifest {
         file: vec![entry("a.onnx", &data, format!("{base}/a.onnx"), None)],
+        packaged: Vec::new(),
     };
     assert_eq!(
         manifest::check(&m, &dir).unwrap()[0].state,
@@ -156,6 +157,7 @@ fn check_tells_wrong_size_from_wrong_content() {
             "http://127.0.0.1:1/e.onnx".into(),
             None,
         )],
+        packaged: Vec::new(),
     };
     std::fs::write(dir.join("e.onnx"), &data[..999]).unwrap();
     let s = &manifest::check(&m, &dir).unwrap()[0];
@@ -184,6 +186,7 @@ fn an_interrupted_download_resumes_with_a_range_request() {
     let dir = tempdir("resume");
     let m = Manifest {
         file: vec![entry("b.onnx", &data, format!("{base}/b.onnx"), None)],
+        packaged: Vec::new(),
     };
     let e = manifest::fetch(&m, &dir).unwrap_err();
     assert!(
@@ -212,6 +215,7 @@ fn a_complete_part_file_is_not_downloaded_again() {
     std::fs::write(dir.join(".download/c.onnx.part"), &data).unwrap();
     let m = Manifest {
         file: vec![entry("c.onnx", &data, format!("{base}/c.onnx"), None)],
+        packaged: Vec::new(),
     };
     manifest::fetch(&m, &dir).unwrap();
     assert_eq!(std::fs::read(dir.join("c.onnx")).unwrap(), data);
@@ -226,7 +230,10 @@ fn a_download_with_the_wrong_sha256_is_refused_and_discarded() {
     let dir = tempdir("corrupt");
     let mut e = entry("d.onnx", &data, format!("{base}/d.onnx"), None);
     e.sha256 = sha(b"something else");
-    let m = Manifest { file: vec![e] };
+    let m = Manifest {
+        file: vec![e],
+        packaged: Vec::new(),
+    };
     let err = manifest::fetch(&m, &dir).unwrap_err();
     assert!(matches!(err, ModelsError::Corrupt { .. }), "{err}");
     assert!(!dir.join("d.onnx").exists());
@@ -285,6 +292,7 @@ fn members_of_one_archive_come_from_one_download() {
             entry("det.onnx", &det, url.clone(), Some("det.onnx")),
             entry("rec.onnx", &rec, url, Some("rec.onnx")),
         ],
+        packaged: Vec::new(),
     };
     manifest::fetch(&m, &dir).unwrap();
     assert_eq!(std::fs::read(dir.join("det.onnx")).unwrap(), det);
@@ -305,6 +313,7 @@ fn an_unreachable_source_says_the_machine_looks_offline() {
     ] {
         let m = Manifest {
             file: vec![entry("det_10g.onnx", b"x", url.into(), None)],
+            packaged: Vec::new(),
         };
         let e = manifest::fetch(&m, &dir).unwrap_err();
         let text = e.to_string();
