@@ -46,6 +46,8 @@ enum Bench {
     Swap(facerelay::swap::cli::SwapBenchArgs),
     /// N synthetic publishers through decode, live face swap and encode, in-process.
     Live(facerelay::swap::live::bench::LiveBenchArgs),
+    /// The mesh tier's CPU cost per face and frame (tracking and swap) on one core.
+    Mesh(facerelay::swap::mesh::bench::MeshBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,9 @@ fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Live(args),
         } => facerelay::swap::live::bench::run(&args),
+        Command::Bench {
+            bench: Bench::Mesh(args),
+        } => facerelay::swap::mesh::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

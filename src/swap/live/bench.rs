@@ -55,8 +55,12 @@ pub struct LiveBenchArgs {
     pub ep: Option<Ep>,
     /// Folder of the three models (e.g. models/bench from scripts/gen-bench-models.sh);
     /// default: the stand-in models of models/fixtures.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mesh")]
     pub models: Option<PathBuf>,
+    /// The mesh swapper on the packaged set instead: every publisher's camera is the packaged
+    /// Newton portrait (a real face), the chosen face Gauss's.
+    #[arg(long)]
+    pub mesh: bool,
     /// TOML file laid over the built-in defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -423,6 +427,10 @@ pub fn run(args: &LiveBenchArgs) -> anyhow::Result<()> {
     }
     let mut config = Config::load(args.config.as_deref())?;
     config.models = match &args.models {
+        _ if args.mesh => {
+            config.swap.swapper = crate::swap::SwapperChoice::Mesh;
+            config.models.clone()
+        }
         Some(dir) => {
             let mut m = config.models.clone();
             m.dir = dir.clone();
@@ -443,9 +451,19 @@ pub fn run(args: &LiveBenchArgs) -> anyhow::Result<()> {
     let live = LiveSwap::load(&config.models, &config.swap, metrics.clone())
         .context("cannot start the live swap")?;
 
-    let source_photo = load_image(&fixtures_dir().join("testcard_source.jpg"), &config.swap)?;
+    let photos = config.models.packaged_dir.join("photos");
+    let (source_path, camera_path) = if args.mesh {
+        (photos.join("gauss.png"), photos.join("newton.png"))
+    } else {
+        (
+            fixtures_dir().join("testcard_source.jpg"),
+            fixtures_dir().join("testcard_target.png"),
+        )
+    };
+    let source_photo = load_image(&source_path, &config.swap)?;
     let source = match live.source_face(&source_photo) {
         Ok(s) => s,
+        Err(e) if args.mesh => anyhow::bail!("no source face in {}: {e}", source_path.display()),
         Err(e) => {
             eprintln!("no source face from the test card ({e}); using a fixed latent");
             fallback_source()?
@@ -457,7 +475,12 @@ pub fn run(args: &LiveBenchArgs) -> anyhow::Result<()> {
             .set(&format!("bench{i}"), source.clone())
             .context("admission")?;
     }
-    let card = load_image(&fixtures_dir().join("testcard_target.png"), &config.swap)?;
+    let mut card = load_image(&camera_path, &config.swap)?;
+    if args.mesh {
+        // The portrait's middle at 4:3, so the face keeps its shape at 640x480.
+        let (cw, ch) = (card.width().min(card.height() * 4 / 3), card.height());
+        card = image::imageops::crop_imm(&card, (card.width() - cw) / 2, 0, cw, ch).to_image();
+    }
     let card = image::imageops::resize(&card, w, h, image::imageops::FilterType::Triangle);
     let units = Arc::new(encoded_loop(
         &card,
@@ -482,10 +505,11 @@ pub fn run(args: &LiveBenchArgs) -> anyhow::Result<()> {
         )?);
     }
     println!(
-        "live swap, {} @ {} fps offered, models {} (provider {}), detect_every {}, {} codec threads",
+        "live swap ({} swapper), {} @ {} fps offered, models {} (provider {}), detect_every {}, {} codec threads",
+        live.swapper_name(),
         args.resolution,
         args.fps,
-        config.models.dir.display(),
+        if args.mesh { &config.models.packaged_dir } else { &config.models.dir }.display(),
         config.models.provider,
         config.swap.detect_every,
         config.codec_threads()

@@ -14,6 +14,7 @@
 //! Modules: [`model`] (BlazeFace and face mesh contracts and decoding), [`topology`] (mesh
 //! triangles and outlines), [`render`] (the source face, warp, mask, colour, blend).
 
+pub mod bench;
 pub mod engine;
 pub mod model;
 pub mod render;
