@@ -134,23 +134,22 @@ impl Letterbox {
         )
     }
 
-    /// The frame position a letterbox pixel samples (pixel centres aligned, as a bilinear
-    /// resize does).
+    /// The frame position of a point the detector reports in letterbox pixels: `x / s`.
+    ///
+    /// The trained SCRFD detector reports positions on that scale, not on the pixel-centre
+    /// aligned one its input is resampled with: measured on the packaged photos shrunk k
+    /// times, mapping back with `x / s` leaves no error that grows with k, while
+    /// `(x + 0.5) / s − 0.5` drifts by 0.5·(k − 1) px (docs/coordinates.md,
+    /// tools/coordinate_study.py).
     pub fn to_frame(&self, [x, y]: Point) -> Point {
         let (sx, sy) = self.scale();
-        [
-            ((f64::from(x) + 0.5) / sx - 0.5) as f32,
-            ((f64::from(y) + 0.5) / sy - 0.5) as f32,
-        ]
+        [(f64::from(x) / sx) as f32, (f64::from(y) / sy) as f32]
     }
 
     /// The letterbox position of a frame point (inverse of [`Letterbox::to_frame`]).
     pub fn to_letterbox(&self, [x, y]: Point) -> Point {
         let (sx, sy) = self.scale();
-        [
-            ((f64::from(x) + 0.5) * sx - 0.5) as f32,
-            ((f64::from(y) + 0.5) * sy - 0.5) as f32,
-        ]
+        [(f64::from(x) * sx) as f32, (f64::from(y) * sy) as f32]
     }
 }
 
@@ -246,9 +245,9 @@ mod tests {
         let lb = Letterbox::new(1280, 720, 640);
         assert_eq!((lb.scaled_w, lb.scaled_h), (640, 360));
         assert_eq!(lb.scale(), (0.5, 0.5));
-        // Letterbox pixel 10 covers frame pixels 20 and 21: its centre samples 20.5.
-        assert_eq!(lb.to_frame([10.0, 0.0]), [20.5, 0.5]);
-        assert_eq!(lb.to_letterbox([20.5, 0.5]), [10.0, 0.0]);
+        // Detector positions scale by 1/s (the convention the trained detector fits).
+        assert_eq!(lb.to_frame([10.0, 0.0]), [20.0, 0.0]);
+        assert_eq!(lb.to_letterbox([20.0, 0.0]), [10.0, 0.0]);
         // Portrait 480x640: scale 1, no resize.
         let lb = Letterbox::new(480, 640, 640);
         assert_eq!((lb.scaled_w, lb.scaled_h), (480, 640));
@@ -256,6 +255,6 @@ mod tests {
         // 320x200 is scaled up by 2 (to 640x400).
         let lb = Letterbox::new(320, 200, 640);
         assert_eq!((lb.scaled_w, lb.scaled_h), (640, 400));
-        assert_eq!(lb.to_frame([0.5, 0.5]), [0.0, 0.0]);
+        assert_eq!(lb.to_frame([1.0, 0.5]), [0.5, 0.25]);
     }
 }

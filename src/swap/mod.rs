@@ -115,6 +115,23 @@ pub struct SwapConfig {
     pub keep_eyes_mouth: bool,
     /// Mesh tier: face mesh instances (worker threads).
     pub mesh_workers: usize,
+    /// Deep swapper: paste-back mask, the face oval from the face mesh or the eroded square.
+    pub deep_mask: DeepMask,
+    /// Deep swapper (with the oval mask): keep the wearer's own open mouth.
+    pub mouth_mask: bool,
+    /// Deep swapper: match the swapped face's colour to the wearer's skin.
+    pub deep_colour_match: bool,
+}
+
+/// `swap.deep_mask`: how the deep swapper's face is pasted back.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeepMask {
+    /// The face oval of the face mesh (packaged set), feathered: the whole face and nothing
+    /// beyond it. Where the mesh finds no face, the square.
+    Oval,
+    /// The aligned crop's square, eroded and blurred (`mask_erode_px`, `mask_blur_px`).
+    Square,
 }
 
 /// `swap.swapper`: which swapper the live stage runs.
@@ -404,6 +421,8 @@ pub struct Engine {
     detector: Detector,
     recognizer: Recognizer,
     swapper: Swapper,
+    /// The face mesh and topology for the oval mask (`swap.deep_mask = "oval"`).
+    mesh: Option<(mesh::FaceMesh, mesh::Topology)>,
     emap: Emap,
     mask: Mask,
     config: SwapConfig,
@@ -427,10 +446,18 @@ impl Engine {
         let recognizer = Recognizer::load(rt, models, &models.recognizer_path())?;
         let swapper = Swapper::load(rt, models, &models.swapper_path())?;
         let emap = Emap::from_model_file(&models.swapper_path())?;
+        let mesh = match config.deep_mask {
+            DeepMask::Oval => Some((
+                mesh::FaceMesh::load(rt, models, &models.mesh_path())?,
+                mesh::Topology::load(&models.topology_path())?,
+            )),
+            DeepMask::Square => None,
+        };
         Ok(Self {
             detector,
             recognizer,
             swapper,
+            mesh,
             emap,
             mask: Mask::new(SWAP, config.mask_erode_px, config.mask_blur_px),
             config: config.clone(),
@@ -525,10 +552,34 @@ impl Engine {
                 .swap(&self.crop, source.latent()?, &mut self.swapped)?;
             let t2 = Instant::now();
             timings.swap_run += t2 - t1;
+            // The face mesh for the oval mask counts as alignment work.
+            let tm = Instant::now();
+            let oval = match &mut self.mesh {
+                Some((face_mesh, topology)) => {
+                    let m = face_mesh.run(Planes::of(frame), &mesh::Roi::from_detection(&face))?;
+                    (m.presence >= self.config.mesh_presence).then(|| {
+                        mesh::crop_mask(
+                            &self.mask,
+                            &to_crop,
+                            &m.points,
+                            topology,
+                            self.config.mesh_feather,
+                            self.config.mouth_mask,
+                        )
+                    })
+                }
+                None => None,
+            };
+            timings.align += tm.elapsed();
+            let mask = oval.as_ref().unwrap_or(&self.mask);
+            let t2 = Instant::now();
             paste::crop_to_yuv(&self.swapped, SWAP, &mut self.scratch);
+            if self.config.deep_colour_match {
+                paste::match_colour(&mut self.scratch, &self.crop, mask);
+            }
             let t3 = Instant::now();
             timings.colour_out += t3 - t2;
-            paste::paste_back(frame, &to_crop, &self.mask, &self.scratch, bx);
+            paste::paste_back(frame, &to_crop, mask, &self.scratch, bx);
             timings.paste += t3.elapsed();
             swapped.push(SwappedFace {
                 detection: face,

@@ -91,6 +91,21 @@ impl Mask {
         Self { size, alpha }
     }
 
+    /// A mask of the given weights (`size`×`size`, row-major), snapped like [`Mask::new`].
+    pub fn from_alpha(size: usize, mut alpha: Vec<f32>) -> Self {
+        alpha.resize(size * size, 0.0);
+        for a in &mut alpha {
+            *a = if *a < 1.0 / 255.0 {
+                0.0
+            } else if *a > 1.0 - 1.0 / 255.0 {
+                1.0
+            } else {
+                *a
+            };
+        }
+        Self { size, alpha }
+    }
+
     pub fn size(&self) -> usize {
         self.size
     }
@@ -118,6 +133,47 @@ pub fn crop_to_yuv(crop_rgb: &[f32], size: usize, scratch: &mut PasteScratch) {
         ys[i] = y;
         us[i] = u;
         vs[i] = v;
+    }
+}
+
+/// Moves the swapped crop's colour (in `scratch`, after [`crop_to_yuv`]) to the target crop's
+/// (`target_rgb`, planar RGB in [0,1]): mean and spread of Y, U and V measured where the mask is
+/// more than half on. Luma keeps at least half its spread; chroma may lose all of it.
+pub fn match_colour(scratch: &mut PasteScratch, target_rgb: &[f32], mask: &Mask) {
+    let plane = mask.size * mask.size;
+    if scratch.yuv.len() != 3 * plane || target_rgb.len() != 3 * plane {
+        return;
+    }
+    let mut acc = [[0.0f64; 2]; 6];
+    let mut n = 0.0f64;
+    for i in 0..plane {
+        if mask.alpha[i] <= 0.5 {
+            continue;
+        }
+        let px = |k: usize| target_rgb[k * plane + i].clamp(0.0, 1.0) * 255.0;
+        let t = rgb_to_yuv(px(0), px(1), px(2));
+        let s = [scratch.yuv[i], scratch.yuv[plane + i], scratch.yuv[2 * plane + i]];
+        for (a, v) in acc.iter_mut().zip(s.iter().chain(&t)) {
+            a[0] += f64::from(*v);
+            a[1] += f64::from(*v) * f64::from(*v);
+        }
+        n += 1.0;
+    }
+    if n < 16.0 {
+        return;
+    }
+    let stat = |k: usize| {
+        let mean = acc[k][0] / n;
+        (mean, (acc[k][1] / n - mean * mean).max(0.0).sqrt())
+    };
+    for c in 0..3 {
+        let ((ms, ss), (mt, st)) = (stat(c), stat(3 + c));
+        let least = if c == 0 { 0.5 } else { 0.0 };
+        let g = (st / ss.max(1.0)).clamp(least, 2.0) as f32;
+        let o = (mt - f64::from(g) * ms) as f32;
+        for v in &mut scratch.yuv[c * plane..(c + 1) * plane] {
+            *v = g * *v + o;
+        }
     }
 }
 

@@ -235,6 +235,7 @@ fn stand_in_stage(
         detector: Arc::new(detector),
         swapper: Arc::new(swapper),
         recognizer: None,
+        mesh: None,
     };
     let live = LiveSwap::with_models(models, &c.swap, metrics.clone());
     (live, metrics)

@@ -324,7 +324,8 @@ async fn serve_runs_the_mesh_swapper_on_the_packaged_set_and_says_so() {
     let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
     let (mut log, mut addr) = (String::new(), None);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while addr.is_none() {
+    // The log line comes on stderr before the address on stdout; either may be read first.
+    while addr.is_none() || !log.contains("face swap on") {
         tokio::select! {
             line = out.next_line() => {
                 let line = line.unwrap().expect("the server prints its address");
@@ -333,7 +334,7 @@ async fn serve_runs_the_mesh_swapper_on_the_packaged_set_and_says_so() {
             line = err.next_line() => {
                 if let Some(l) = line.unwrap() { log.push_str(&l); log.push('\n'); }
             }
-            _ = tokio::time::sleep_until(deadline) => panic!("no address within 30 s; log:\n{log}"),
+            _ = tokio::time::sleep_until(deadline) => panic!("no address or no swap line within 30 s; log:\n{log}"),
         }
     }
     let addr = addr.unwrap();
@@ -343,4 +344,139 @@ async fn serve_runs_the_mesh_swapper_on_the_packaged_set_and_says_so() {
     let gallery = crate::support::http_get(&format!("{addr}/api/gallery")).await;
     assert!(gallery.contains("\"available\":true") && gallery.contains("\"swapper\":\"mesh\""), "{gallery}");
     child.kill().await.unwrap();
+}
+
+/// A deep-tier models folder whose detector is the packaged SCRFD (it finds real faces) and
+/// whose recognizer and swapper are the committed stand-ins (the swapper tints the face).
+fn deep_models_on_real_faces(tag: &str) -> (Config, PathBuf) {
+    let tmp = std::env::temp_dir().join(format!("facerelay-deep-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(root().join("models/packaged/scrfd.onnx"), tmp.join("det_10g.onnx")).unwrap();
+    for f in ["w600k_r50.onnx", "inswapper_128.onnx"] {
+        std::fs::copy(root().join("models/fixtures").join(f), tmp.join(f)).unwrap();
+    }
+    let mut c = Config::defaults();
+    c.models.dir = tmp.clone();
+    c.swap.swapper = facerelay::swap::SwapperChoice::Inswapper;
+    (c, tmp)
+}
+
+/// Which pixels of the frame a deep swap changed.
+fn changed(config: &Config, frame: &I420Frame, source: &RgbImage) -> Vec<bool> {
+    let mut engine = facerelay::swap::Engine::load(&config.models, &config.swap).unwrap();
+    let s = engine.source_face(source).unwrap();
+    let mut out = frame.clone();
+    let r = engine
+        .swap_frame(&mut out, &s, &facerelay::swap::Selection::Largest)
+        .unwrap();
+    assert_eq!(r.swapped.len(), 1);
+    frame.y().iter().zip(out.y()).map(|(a, b)| a != b).collect()
+}
+
+#[test]
+fn the_deep_swapper_pastes_through_the_face_oval_of_the_mesh() {
+    let (mut config, tmp) = deep_models_on_real_faces("oval");
+    let newton = photo("newton.png");
+    let frame = rgb_to_i420(&newton).unwrap();
+    // The face oval of Newton's mesh, as a pixel mask.
+    let mut e = engine();
+    let face = e.detect(&frame).unwrap()[0];
+    let points = e.landmarks(&frame, &face).unwrap().unwrap();
+    let topo = facerelay::swap::mesh::Topology::load(&root().join("models/packaged/face_mesh_topology.json")).unwrap();
+    let oval: Vec<[f32; 2]> = topo.face_oval.iter().map(|&i| points[i as usize]).collect();
+    let w = frame.width() as usize;
+    let inside = |i: usize, grow: f32| {
+        // Point-in-polygon by ray casting, with the polygon grown around its centre.
+        let c = oval.iter().fold([0.0f32; 2], |a, p| [a[0] + p[0], a[1] + p[1]]);
+        let c = [c[0] / oval.len() as f32, c[1] / oval.len() as f32];
+        let poly: Vec<[f32; 2]> = oval
+            .iter()
+            .map(|p| {
+                let (dx, dy) = (p[0] - c[0], p[1] - c[1]);
+                let l = dx.hypot(dy).max(1e-3);
+                [p[0] + dx / l * grow, p[1] + dy / l * grow]
+            })
+            .collect();
+        let (x, y) = ((i % w) as f32, (i / w) as f32);
+        let mut ins = false;
+        for k in 0..poly.len() {
+            let (a, b) = (poly[k], poly[(k + 1) % poly.len()]);
+            if (a[1] > y) != (b[1] > y) && x < a[0] + (y - a[1]) / (b[1] - a[1]) * (b[0] - a[0]) {
+                ins = !ins;
+            }
+        }
+        ins
+    };
+    let gauss = photo("gauss.png");
+    config.swap.deep_mask = facerelay::swap::DeepMask::Square;
+    let square = changed(&config, &frame, &gauss);
+    config.swap.deep_mask = facerelay::swap::DeepMask::Oval;
+    let by_oval = changed(&config, &frame, &gauss);
+    let count = |v: &[bool], f: &dyn Fn(usize) -> bool| v.iter().enumerate().filter(|(i, &c)| c && f(*i)).count();
+    let oval_px = (0..by_oval.len()).filter(|&i| inside(i, 0.0)).count();
+    let (sq_in, ov_in) = (count(&square, &|i| inside(i, 0.0)), count(&by_oval, &|i| inside(i, 0.0)));
+    let (sq_out, ov_out) = (count(&square, &|i| !inside(i, 3.0)), count(&by_oval, &|i| !inside(i, 3.0)));
+    println!(
+        "face oval {oval_px} px: square mask changes {sq_in} inside / {sq_out} outside, oval mask {ov_in} inside / {ov_out} outside"
+    );
+    // This test's mesh comes from another crop than the engine's, so the two ovals differ by
+    // a pixel or two: a handful of changed pixels just past the 3 px margin is that, not a
+    // mask that reaches past the face.
+    assert!(ov_out * 100 < oval_px, "the oval mask changed {ov_out} pixels beyond the face oval");
+    assert!(sq_out > 500, "the square mask reaches past the face ({sq_out} px)");
+    assert!(ov_in as f32 > 0.9 * oval_px as f32, "the oval mask keeps the whole face ({ov_in}/{oval_px})");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn the_mouth_mask_keeps_an_open_mouth_and_colour_matching_pulls_toward_the_skin() {
+    let newton = photo("newton.png");
+    let frame = rgb_to_i420(&newton).unwrap();
+    let mut e = engine();
+    let face = e.detect(&frame).unwrap()[0];
+    let mut points = e.landmarks(&frame, &face).unwrap().unwrap();
+    let topo = facerelay::swap::mesh::Topology::load(&root().join("models/packaged/face_mesh_topology.json")).unwrap();
+    // Open the mouth: move the lower half of the inner lip outline 12 px down.
+    let lips: Vec<usize> = topo.lips_inner.iter().map(|&i| i as usize).collect();
+    let mid = lips.iter().map(|&i| points[i][1]).sum::<f32>() / lips.len() as f32;
+    for &i in &lips {
+        if points[i][1] >= mid {
+            points[i][1] += 12.0;
+        }
+    }
+    let five = five_points(&points);
+    let to_crop = facerelay::swap::geometry::similarity(&five, &facerelay::swap::geometry::arcface_template(128)).unwrap();
+    let square = facerelay::swap::paste::Mask::new(128, 12, 4.0);
+    let inner: Vec<[f32; 2]> = lips.iter().map(|&i| to_crop.apply(points[i])).collect();
+    let centre = inner.iter().fold([0.0f32; 2], |a, p| [a[0] + p[0] / inner.len() as f32, a[1] + p[1] / inner.len() as f32]);
+    let at = |m: &facerelay::swap::paste::Mask| m.alpha()[centre[1] as usize * 128 + centre[0] as usize];
+    let kept = facerelay::swap::mesh::crop_mask(&square, &to_crop, &points, &topo, 0.06, true);
+    let swapped = facerelay::swap::mesh::crop_mask(&square, &to_crop, &points, &topo, 0.06, false);
+    println!("mask at the open mouth's centre: {:.2} with the mouth mask, {:.2} without", at(&kept), at(&swapped));
+    assert!(at(&kept) < 0.25, "the open mouth is kept (the feathered edge aside)");
+    assert_eq!(at(&swapped), 1.0);
+
+    // Colour matching: the stand-in swapper tints the face; matched, the face's mean colour
+    // moves back toward the wearer's skin.
+    let (mut config, tmp) = deep_models_on_real_faces("colour");
+    let mean_uv = |matched: bool, config: &mut Config| {
+        config.swap.deep_colour_match = matched;
+        let mut engine = facerelay::swap::Engine::load(&config.models, &config.swap).unwrap();
+        let s = engine.source_face(&photo("gauss.png")).unwrap();
+        let mut out = frame.clone();
+        engine.swap_frame(&mut out, &s, &facerelay::swap::Selection::Largest).unwrap();
+        let (mut du, mut n) = (0.0f64, 0.0f64);
+        for (a, b) in frame.u().iter().zip(out.u()).chain(frame.v().iter().zip(out.v())) {
+            if a != b {
+                du += (f64::from(*a) - f64::from(*b)).abs();
+                n += 1.0;
+            }
+        }
+        du / n.max(1.0)
+    };
+    let plain = mean_uv(false, &mut config);
+    let matched = mean_uv(true, &mut config);
+    println!("mean chroma change of swapped pixels: {plain:.1} without colour matching, {matched:.1} with");
+    assert!(matched < 0.5 * plain, "colour matching should pull the tint back toward the skin");
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

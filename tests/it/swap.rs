@@ -479,10 +479,10 @@ fn swap_command_writes_a_viewable_png() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("1 face(s) detected, 1 swapped"));
 
-    // Outside the face's paste area the PNG equals the input after the I420 round trip
-    // (the frame is I420 in between); inside, the face changed.
+    // Outside the face's paste area the PNG equals the input bit for bit (only the pixels the
+    // swap changed come from the I420 frame); inside, the face changed.
     let input = image::open(&target).unwrap().to_rgb8();
-    let expected_outside = i420_to_rgb(&rgb_to_i420(&input).unwrap(), 640, 480);
+    let expected_outside = input.clone();
     let got = image::open(&out).unwrap().to_rgb8();
     assert_eq!(got.dimensions(), (640, 480));
     let mut changed = 0;
@@ -554,11 +554,7 @@ fn swap_command_with_a_reference_face() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("2 face(s) detected, 1 swapped"), "{stdout}");
     // Only the small face (left) changed; the card's face (right) did not.
-    let before = i420_to_rgb(
-        &rgb_to_i420(&image::open(&input).unwrap().to_rgb8()).unwrap(),
-        640,
-        480,
-    );
+    let before = image::open(&input).unwrap().to_rgb8();
     let after = image::open(&out).unwrap().to_rgb8();
     assert_ne!(after.get_pixel(99, 204), before.get_pixel(99, 204));
     assert_eq!(after.get_pixel(400, 250), before.get_pixel(400, 250));
@@ -581,13 +577,14 @@ fn models_check_reports_missing_files() {
     let o = facerelay(&["models", "check"]);
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
-    // This checkout carries no real weights.
-    if out.matches("ok (size").count() == 3 {
+    // This checkout carries no deep weights, and the packaged set that setup installs: the
+    // deep files are listed as missing, and serve runs the mesh swapper.
+    if out.contains("runs the deep swapper") {
         return;
     }
-    assert!(!o.status.success());
-    assert!(out.contains("det_10g.onnx"), "{out}");
-    assert!(err.contains("facerelay models fetch"), "{err}");
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("det_10g.onnx") && out.contains("missing"), "{out}");
+    assert!(out.contains("face_landmark.onnx") && out.contains("runs the mesh swapper"), "{out}");
 }
 
 #[test]

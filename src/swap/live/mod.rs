@@ -56,8 +56,8 @@ use super::swapper::Swapper;
 use super::mesh::render::RenderSettings;
 use super::mesh::{mesh_detection, Roi, Topology};
 use super::{
-    align_for_identity, align_for_swap, largest, Aligned, SourceFace, StageTimings, SwapConfig,
-    SwapError, SwapperChoice, ARC, SWAP,
+    align_for_identity, align_for_swap, largest, Aligned, DeepMask, SourceFace, StageTimings,
+    SwapConfig, SwapError, SwapperChoice, ARC, SWAP,
 };
 use crate::infer::scheduler::{
     Admission, AdmissionError, AdmissionGuard, BatchRunner, ScheduleError, Scheduler,
@@ -352,6 +352,8 @@ pub struct LiveModels {
     pub detector: Arc<Scheduler<DetectRunner>>,
     pub swapper: Arc<Scheduler<SwapRunner>>,
     pub recognizer: Option<(Arc<Scheduler<RecognizeRunner>>, Emap)>,
+    /// The face mesh and its topology, for the oval and mouth masks (`swap.deep_mask`).
+    pub mesh: Option<(Arc<Scheduler<MeshRunner>>, Arc<Topology>)>,
 }
 
 impl LiveModels {
@@ -382,10 +384,24 @@ impl LiveModels {
         })
         .map_err(spawn_err("recognizer"))?;
         let emap = Emap::from_model_file(&models.swapper_path())?;
+        let mesh = if swap.deep_mask == DeepMask::Oval {
+            let topology = Topology::load(&models.topology_path())?;
+            let m = models.clone();
+            let mesh = Scheduler::spawn(
+                "mesh",
+                swap.scheduler_settings(swap.mesh_workers),
+                move |_| MeshRunner::load(&m),
+            )
+            .map_err(spawn_err("face mesh"))?;
+            Some((Arc::new(mesh), Arc::new(topology)))
+        } else {
+            None
+        };
         Ok(Self {
             detector: Arc::new(detector),
             swapper: Arc::new(swapper),
             recognizer: Some((Arc::new(recognizer), emap)),
+            mesh,
         })
     }
 }
@@ -590,6 +606,12 @@ impl LiveSwap {
     /// as the streams. Blocks for up to a few seconds: call it off tokio's workers
     /// (`spawn_blocking`).
     pub fn source_face(&self, photo: &RgbImage) -> Result<SourceFace, LiveError> {
+        if let Tier::Deep(LiveModels {
+            recognizer: None, ..
+        }) = &self.inner.tier
+        {
+            return Err(LiveError::NoRecognizer);
+        }
         let frame = color::rgb_to_i420(photo).map_err(SwapError::from)?;
         let faces = self.detect(&frame)?;
         let face = largest(&faces).ok_or(SwapError::NoSourceFace(None))?;
@@ -638,6 +660,10 @@ impl LiveSwap {
 }
 
 impl Inner {
+    fn models_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms)
+    }
+
     fn mesh_models(&self) -> Option<&MeshModels> {
         match &self.tier {
             Tier::Mesh(m) => Some(m),
@@ -671,6 +697,8 @@ impl FrameStage for LiveSwap {
         Box::new(LiveProcessor {
             detector: deep.detector.clone(),
             swapper: deep.swapper.clone(),
+            mesh: deep.mesh.clone(),
+            target: Vec::new(),
             stream,
             owner: owner.to_owned(),
             inner: self.inner.clone(),
@@ -701,6 +729,9 @@ struct PendingDetection {
 struct LiveProcessor {
     detector: Arc<Scheduler<DetectRunner>>,
     swapper: Arc<Scheduler<SwapRunner>>,
+    mesh: Option<(Arc<Scheduler<MeshRunner>>, Arc<Topology>)>,
+    /// The target crop before the swap (for colour matching).
+    target: Vec<f32>,
     stream: StreamId,
     owner: String,
     inner: Arc<Inner>,
@@ -844,6 +875,18 @@ impl StreamProcessor for LiveProcessor {
         else {
             return;
         };
+        // The face mesh for the oval mask runs beside the swapper (another scheduler).
+        let mesh_ticket = self.mesh.as_ref().and_then(|(mesh, _)| {
+            let roi = Roi::from_detection(&Detection {
+                score: 1.0,
+                bbox: track.bbox,
+                kps: track.kps,
+            });
+            mesh.submit(self.stream, vec![MeshJob::of(frame, &roi)]).ok()
+        });
+        if self.inner.config.deep_colour_match {
+            self.target.clone_from(&self.crop);
+        }
         let t1 = Instant::now();
         m.swap_align.record(t1 - t0);
         let job = SwapJob {
@@ -858,8 +901,27 @@ impl StreamProcessor for LiveProcessor {
             MediaMetrics::add(&m.swap_errors);
             return;
         };
+        let timeout = self.inner.models_timeout();
+        let oval = mesh_ticket.and_then(|t| {
+            let mesh = t.wait(timeout).ok()?.pop()?;
+            let (_, topology) = self.mesh.as_ref()?;
+            (mesh.presence >= self.inner.config.mesh_presence).then(|| {
+                super::mesh::crop_mask(
+                    &self.inner.mask,
+                    &to_crop,
+                    &mesh.points,
+                    topology,
+                    self.inner.config.mesh_feather,
+                    self.inner.config.mouth_mask,
+                )
+            })
+        });
+        let mask = oval.as_ref().unwrap_or(&self.inner.mask);
         paste::crop_to_yuv(&swapped, SWAP, &mut self.scratch);
-        paste::paste_back(frame, &to_crop, &self.inner.mask, &self.scratch, paste_box);
+        if self.inner.config.deep_colour_match {
+            paste::match_colour(&mut self.scratch, &self.target, mask);
+        }
+        paste::paste_back(frame, &to_crop, mask, &self.scratch, paste_box);
         if self.inner.config.label {
             draw_label(frame);
         }

@@ -115,6 +115,48 @@ impl Roi {
     }
 }
 
+/// The deep swapper's paste-back mask from the face's mesh, in the aligned crop's pixels
+/// (`to_crop` maps frame pixels into the crop): the face oval, feathered inwards by `feather`
+/// of its width, never past `square` (the crop's own eroded edge), less the inside of the
+/// mouth when `mouth` is set and the mouth is open, so the wearer's own mouth shows.
+pub fn crop_mask(
+    square: &crate::swap::paste::Mask,
+    to_crop: &Affine,
+    points: &[Point],
+    topo: &Topology,
+    feather: f32,
+    mouth: bool,
+) -> crate::swap::paste::Mask {
+    use render::{box_blur, fill_polygon, polygon_area};
+    let size = square.size();
+    let map = |ids: &[u16]| -> Vec<Point> {
+        ids.iter().map(|&i| to_crop.apply(points[i as usize])).collect()
+    };
+    let mut alpha = vec![0.0; size * size];
+    let oval = map(&topo.face_oval);
+    fill_polygon(&mut alpha, size, size, &oval, 1.0);
+    if mouth {
+        let lips = map(&topo.lips_inner);
+        let b = bounds(&lips);
+        let width = (b[2] - b[0]).max(1.0);
+        if polygon_area(&lips) / (width * width) > render::MOUTH_OPEN {
+            fill_polygon(&mut alpha, size, size, &lips, 0.0);
+        }
+    }
+    let width = {
+        let b = bounds(&oval);
+        (b[2] - b[0]).max(1.0)
+    };
+    let r = ((feather * width / 2.0).round() as usize).max(1);
+    let mut tmp = Vec::new();
+    box_blur(&mut alpha, &mut tmp, size, size, r);
+    box_blur(&mut alpha, &mut tmp, size, size, r);
+    for (a, s) in alpha.iter_mut().zip(square.alpha()) {
+        *a = (2.0 * *a - 1.0).clamp(0.0, 1.0) * s;
+    }
+    crate::swap::paste::Mask::from_alpha(size, alpha)
+}
+
 /// Box `[x0, y0, x1, y1]` of a set of points.
 pub fn bounds(points: &[Point]) -> [f32; 4] {
     points.iter().fold(

@@ -15,6 +15,11 @@ use crate::swap::color::{bilinear, Planes};
 use crate::swap::geometry::Point;
 use crate::swap::SwapError;
 
+/// An eye or mouth counts as open when its outline's area is more than this fraction of its
+/// width squared (a closed one is a thin sliver).
+pub(crate) const EYE_OPEN: f32 = 0.06;
+pub(crate) const MOUTH_OPEN: f32 = 0.04;
+
 /// Longest side of the kept source face, pixels: more detail than a live face of 640×480
 /// shows, and a bounded cost per source.
 const SOURCE_SIDE: f32 = 384.0;
@@ -164,9 +169,9 @@ pub fn render(
     };
     if settings.keep_eyes_mouth {
         for (outline, open_at) in [
-            (&topo.left_eye, 0.06f32),
-            (&topo.right_eye, 0.06),
-            (&topo.lips_inner, 0.04),
+            (&topo.left_eye, EYE_OPEN),
+            (&topo.right_eye, EYE_OPEN),
+            (&topo.lips_inner, MOUTH_OPEN),
         ] {
             let poly: Vec<Point> = outline.iter().map(|&i| local(target[i as usize])).collect();
             let b = bounds(&poly);
@@ -365,7 +370,7 @@ fn fill_triangle(map: &mut [Point], w: usize, h: usize, t: [Point; 3], s: [Point
 }
 
 /// Sets the pixels whose centre is inside `poly` (even-odd rule) to `value`.
-fn fill_polygon(buf: &mut [f32], w: usize, h: usize, poly: &[Point], value: f32) {
+pub(crate) fn fill_polygon(buf: &mut [f32], w: usize, h: usize, poly: &[Point], value: f32) {
     let mut xs: Vec<f32> = Vec::with_capacity(8);
     for y in 0..h {
         let py = y as f32;
@@ -388,7 +393,7 @@ fn fill_polygon(buf: &mut [f32], w: usize, h: usize, poly: &[Point], value: f32)
 }
 
 /// Area of a simple polygon (shoelace).
-fn polygon_area(poly: &[Point]) -> f32 {
+pub(crate) fn polygon_area(poly: &[Point]) -> f32 {
     let mut a = 0.0;
     for k in 0..poly.len() {
         let (p, q) = (poly[k], poly[(k + 1) % poly.len()]);
@@ -398,7 +403,7 @@ fn polygon_area(poly: &[Point]) -> f32 {
 }
 
 /// Box blur of radius `r`, horizontal then vertical, edges clamped.
-fn box_blur(buf: &mut [f32], tmp: &mut Vec<f32>, w: usize, h: usize, r: usize) {
+pub(crate) fn box_blur(buf: &mut [f32], tmp: &mut Vec<f32>, w: usize, h: usize, r: usize) {
     tmp.clear();
     tmp.resize(w * h, 0.0);
     let norm = 1.0 / (2 * r + 1) as f32;
