@@ -384,18 +384,9 @@ impl LiveModels {
         })
         .map_err(spawn_err("recognizer"))?;
         let emap = Emap::from_model_file(&models.swapper_path())?;
-        let mesh = if swap.deep_mask == DeepMask::Oval {
-            let topology = Topology::load(&models.topology_path())?;
-            let m = models.clone();
-            let mesh = Scheduler::spawn(
-                "mesh",
-                swap.scheduler_settings(swap.mesh_workers),
-                move |_| MeshRunner::load(&m),
-            )
-            .map_err(spawn_err("face mesh"))?;
-            Some((Arc::new(mesh), Arc::new(topology)))
-        } else {
-            None
+        let mesh = match swap.deep_mask {
+            DeepMask::Oval => Some(spawn_mesh(models, swap)?),
+            DeepMask::Square => None,
         };
         Ok(Self {
             detector: Arc::new(detector),
@@ -412,28 +403,43 @@ impl MeshModels {
     /// missing or wrong fails here, loudly.
     pub fn load(models: &ModelsConfig, swap: &SwapConfig) -> Result<Self, LiveError> {
         crate::infer::runtime(models).map_err(SwapError::from)?;
-        let topology = Topology::load(&models.topology_path())?;
-        let spawn_err = |role| move |source| LiveError::Spawn { role, source };
+        let (mesh, topology) = spawn_mesh(models, swap)?;
         let (m, s) = (models.clone(), swap.clone());
         let detector = Scheduler::spawn(
             "detector",
             swap.scheduler_settings(swap.detector_workers),
             move |_| DetectRunner::load_packaged(&m, &s),
         )
-        .map_err(spawn_err("detector"))?;
-        let m = models.clone();
-        let mesh = Scheduler::spawn(
-            "mesh",
-            swap.scheduler_settings(swap.mesh_workers),
-            move |_| MeshRunner::load(&m),
-        )
-        .map_err(spawn_err("face mesh"))?;
+        .map_err(|source| LiveError::Spawn {
+            role: "detector",
+            source,
+        })?;
         Ok(Self {
             detector: Arc::new(detector),
-            mesh: Arc::new(mesh),
-            topology: Arc::new(topology),
+            mesh,
+            topology,
         })
     }
+}
+
+/// The face mesh's scheduler (`swap.mesh_workers` instances) and the mesh topology, shared by
+/// the mesh tier and the deep tier's oval mask.
+fn spawn_mesh(
+    models: &ModelsConfig,
+    swap: &SwapConfig,
+) -> Result<(Arc<Scheduler<MeshRunner>>, Arc<Topology>), LiveError> {
+    let topology = Topology::load(&models.topology_path())?;
+    let m = models.clone();
+    let mesh = Scheduler::spawn(
+        "mesh",
+        swap.scheduler_settings(swap.mesh_workers),
+        move |_| MeshRunner::load(&m),
+    )
+    .map_err(|source| LiveError::Spawn {
+        role: "face mesh",
+        source,
+    })?;
+    Ok((Arc::new(mesh), Arc::new(topology)))
 }
 
 /// The models behind a live stage: the deep swapper's or the mesh swapper's.
@@ -577,25 +583,19 @@ impl LiveSwap {
                 Ok(SourceFace::new(embedding, *face, emap)?)
             }
             Tier::Mesh(models) => {
-                // The detection's ROI first, then once more from the landmarks it gave: the
-                // second crop is centred and turned like the ones the model was trained on.
-                let mut roi = Roi::from_detection(face);
-                let mut points = Vec::new();
-                for _ in 0..2 {
-                    let job = MeshJob::of(frame, &roi);
-                    let mesh = models
-                        .mesh
-                        .submit(key, vec![job])?
-                        .wait(SOURCE_TIMEOUT)?
-                        .pop()
-                        .ok_or_else(|| SwapError::ModelOutput("no mesh".into()))?;
-                    if mesh.presence < self.inner.config.mesh_presence {
-                        return Err(SwapError::NoSourceFace(None).into());
-                    }
-                    points = mesh.points;
-                    roi = Roi::from_points(&points)
-                        .ok_or_else(|| SwapError::ModelOutput("degenerate face mesh".into()))?;
-                }
+                let points = super::mesh::landmarks_of(
+                    face,
+                    self.inner.config.mesh_presence,
+                    |roi| {
+                        models
+                            .mesh
+                            .submit(key, vec![MeshJob::of(frame, roi)])?
+                            .wait(SOURCE_TIMEOUT)?
+                            .pop()
+                            .ok_or_else(|| LiveError::from(SwapError::ModelOutput("no mesh".into())))
+                    },
+                )?
+                .ok_or(SwapError::NoSourceFace(None))?;
                 let source = super::mesh::MeshSource::new(frame, &points)?;
                 Ok(SourceFace::of_mesh(source, mesh_detection(&points, face.score)))
             }

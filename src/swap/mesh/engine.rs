@@ -58,20 +58,8 @@ impl MeshEngine {
         frame: &I420Frame,
         face: &Detection,
     ) -> Result<Option<Vec<Point>>, SwapError> {
-        let mut roi = Roi::from_detection(face);
-        let mut points = Vec::new();
-        for _ in 0..2 {
-            let mesh = self.mesh.run(Planes::of(frame), &roi)?;
-            if mesh.presence < self.config.mesh_presence {
-                return Ok(None);
-            }
-            points = mesh.points;
-            match Roi::from_points(&points) {
-                Some(r) => roi = r,
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(points))
+        let threshold = self.config.mesh_presence;
+        super::landmarks_of(face, threshold, |roi| self.mesh.run(Planes::of(frame), roi))
     }
 
     /// The mesh of the face inside `roi` (the live tracker's step), with its presence.

@@ -157,6 +157,31 @@ pub fn crop_mask(
     crate::swap::paste::Mask::from_alpha(size, alpha)
 }
 
+/// The landmarks of a detected face: a mesh from the detection's ROI, then one more from the
+/// ROI of the landmarks it gave (centred and turned like the crops the model was trained on),
+/// as the live tracker's next frame would. `None` when the mesh says the crop holds no face
+/// (presence below `presence`). `run` runs the mesh model on one ROI of the picture.
+pub fn landmarks_of<E>(
+    face: &Detection,
+    presence: f32,
+    mut run: impl FnMut(&Roi) -> Result<Mesh, E>,
+) -> Result<Option<Vec<Point>>, E> {
+    let mut roi = Roi::from_detection(face);
+    let mut points = Vec::new();
+    for _ in 0..2 {
+        let mesh = run(&roi)?;
+        if mesh.presence < presence {
+            return Ok(None);
+        }
+        points = mesh.points;
+        match Roi::from_points(&points) {
+            Some(r) => roi = r,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(points))
+}
+
 /// Box `[x0, y0, x1, y1]` of a set of points.
 pub fn bounds(points: &[Point]) -> [f32; 4] {
     points.iter().fold(
