@@ -91,9 +91,15 @@ pub struct MediaMetrics {
     pub server_latency: Histogram,
     /// Frames whose face the live stage swapped.
     pub swapped_frames: AtomicU64,
-    /// Frames the live stage passed through unchanged because inference failed (timeout, full
-    /// queue, model error).
+    /// Frames of a stream with a chosen face whose inference failed (timeout, full queue, model
+    /// error); what went out instead is counted below (`swap.on_failure`).
     pub swap_errors: AtomicU64,
+    /// Frames of a stream with a chosen face that went out as the last swapped frame again.
+    pub held_frames: AtomicU64,
+    /// Frames of a stream with a chosen face that went out with the face regions pixelated.
+    pub blurred_frames: AtomicU64,
+    /// Frames of a stream with a chosen face that went out unswapped (`on_failure = "pass"`).
+    pub unswapped_frames: AtomicU64,
     /// Live swap stages, per frame that ran them: detection (the time a frame waited for one,
     /// queueing included: the first frame of a track, or a detector behind its cadence; other
     /// detections run in the background), crop warp, swapper (queueing included), paste-back
@@ -187,7 +193,7 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
         MediaMetrics::get(&media.video_streams),
         MediaMetrics::get(&media.audio_streams)
     );
-    let counters: [(&str, &str, &AtomicU64); 13] = [
+    let counters: [(&str, &str, &AtomicU64); 16] = [
         (
             "facerelay_swapped_frames_total",
             "Frames whose face the live stage swapped.",
@@ -195,8 +201,23 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
         ),
         (
             "facerelay_swap_errors_total",
-            "Frames passed through unswapped because inference failed (timeout, busy, model error).",
+            "Frames of a stream with a chosen face whose inference failed (timeout, busy, model error).",
             &media.swap_errors,
+        ),
+        (
+            "facerelay_held_frames_total",
+            "Frames that could not be swapped and went out as the last swapped frame (swap.on_failure).",
+            &media.held_frames,
+        ),
+        (
+            "facerelay_blurred_frames_total",
+            "Frames that could not be swapped and went out with the faces pixelated (swap.on_failure).",
+            &media.blurred_frames,
+        ),
+        (
+            "facerelay_unswapped_frames_total",
+            "Frames that could not be swapped and went out as they were (swap.on_failure = pass).",
+            &media.unswapped_frames,
         ),
         (
             "facerelay_units_in_total",

@@ -121,6 +121,10 @@ pub struct SwapConfig {
     pub mouth_mask: bool,
     /// Deep swapper: match the swapped face's colour to the wearer's skin.
     pub deep_colour_match: bool,
+    /// Live stage: what a frame that cannot be swapped becomes, once a face is chosen.
+    pub on_failure: live::OnFailure,
+    /// Live stage: longest the last swapped frame is repeated (`on_failure = "hold"`), ms.
+    pub hold_ms: u64,
 }
 
 /// `swap.deep_mask`: how the deep swapper's face is pasted back.
@@ -207,6 +211,9 @@ impl SwapConfig {
         }
         if !(self.colour_smoothing > 0.0 && self.colour_smoothing <= 1.0) {
             return Err("swap.colour_smoothing must be within (0, 1]".into());
+        }
+        if self.hold_ms > 10_000 {
+            return Err("swap.hold_ms must be at most 10000".into());
         }
         if !(1..=64).contains(&self.mesh_workers) {
             return Err("swap.mesh_workers must be within 1..=64".into());

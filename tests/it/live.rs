@@ -17,7 +17,9 @@ use facerelay::media::{
 };
 use facerelay::metrics::MediaMetrics;
 use facerelay::swap::color::rgb_to_i420;
-use facerelay::swap::live::{label_box, DetectRunner, LiveModels, LiveSwap, SwapRunner};
+use facerelay::swap::live::{
+    label_box, DetectRunner, LiveModels, LiveSwap, OnFailure, SwapRunner,
+};
 use facerelay::swap::{
     fixtures_dir, load_image, Detection, Engine, Selection, SourceFace, SwapConfig, SwapError,
 };
@@ -174,16 +176,20 @@ fn detection_runs_every_n_frames_and_every_frame_is_swapped() {
         "{text}"
     );
 
-    // A frame without a face: passes through, and costs one detection per `detect_every`.
+    // A frame without a face costs one detection per `detect_every`; with no face ever found
+    // on this stream it fails closed: the whole frame pixelated (a flat frame stays flat) and
+    // the label drawn.
     let blank = I420Frame::filled(640, 480, 90, 120, 130).unwrap();
     let mut p = live.open(StreamId(4), "p1");
     let det_before = live.deep().unwrap().detector.stats().completed;
     for _ in 0..6 {
         let mut f = blank.clone();
         p.process(&mut f);
-        assert_eq!(f, blank);
+        assert_eq!(changed_outside(&blank, &f, &[label_area(&f)]), 0);
+        assert_ne!(f, blank, "the label");
     }
     assert_eq!(live.deep().unwrap().detector.stats().completed - det_before, 2);
+    assert_eq!(count(&metrics.blurred_frames), 6);
 }
 
 #[test]
@@ -214,14 +220,21 @@ fn the_label_is_drawn_only_on_swapped_frames_and_only_when_configured() {
         }
         assert_eq!(changed_outside(&before, &f, &[FACE_AREA, lb]), 0);
     }
-    // No face in view: no label either.
-    let c = config(|s| s.label = true);
-    let (live, _) = stage(&c);
-    live.faces().set("p1", source(&live, &c)).unwrap();
-    let blank = I420Frame::filled(640, 480, 90, 120, 130).unwrap();
-    let mut f = blank.clone();
-    live.open(StreamId(6), "p1").process(&mut f);
-    assert_eq!(f, blank);
+    // No face in view: the frame fails closed (pixelated; flat here) and is labelled; with
+    // `on_failure = "pass"` it goes out as it is, without the label.
+    for (policy, labelled) in [(OnFailure::Blur, true), (OnFailure::Pass, false)] {
+        let c = config(|s| {
+            s.label = true;
+            s.on_failure = policy;
+        });
+        let (live, _) = stage(&c);
+        live.faces().set("p1", source(&live, &c)).unwrap();
+        let blank = I420Frame::filled(640, 480, 90, 120, 130).unwrap();
+        let mut f = blank.clone();
+        live.open(StreamId(6), "p1").process(&mut f);
+        assert_eq!(f != blank, labelled, "{policy:?}");
+        assert_eq!(changed_outside(&blank, &f, &[lb]), 0);
+    }
 }
 
 /// The stage over stand-in runners (no recognizer).
@@ -247,8 +260,22 @@ fn stand_in_face(c: &Config) -> Detection {
     engine.detect(&card(c)).unwrap()[0]
 }
 
+/// Y-PSNR of two frames inside a box.
+fn psnr_in(a: &I420Frame, b: &I420Frame, bx: [usize; 4]) -> f64 {
+    let w = a.width() as usize;
+    let (mut se, mut n) = (0.0f64, 0.0f64);
+    for y in bx[1]..bx[3] {
+        for x in bx[0]..bx[2] {
+            let d = f64::from(a.y()[y * w + x]) - f64::from(b.y()[y * w + x]);
+            se += d * d;
+            n += 1.0;
+        }
+    }
+    10.0 * (255.0f64 * 255.0 / (se / n).max(1e-9)).log10()
+}
+
 #[test]
-fn failing_models_pass_frames_through_and_are_counted() {
+fn failing_models_never_send_the_original_face() {
     let _g = lock();
     let c = config(|_| {});
     let face = stand_in_face(&c);
@@ -257,26 +284,39 @@ fn failing_models_pass_frames_through_and_are_counted() {
         let (live, _) = stage(&c);
         source(&live, &c)
     };
-    let cases: [(&str, bool, bool); 3] = [
-        ("detector fails", true, false),
-        ("swapper fails", false, false),
-        ("swapper panics", false, true),
+    // (what, detector fails, detector finds nothing, swapper panics, swapper too slow)
+    let cases: [(&str, bool, bool, bool, bool); 5] = [
+        ("detector fails", true, false, false, false),
+        ("no face found", false, true, false, false),
+        ("swapper fails", false, false, false, false),
+        ("swapper panics", false, false, true, false),
+        ("swapper times out", false, false, false, true),
     ];
-    for (what, detector_fails, panics) in cases {
+    for policy in [OnFailure::Hold, OnFailure::Blur, OnFailure::Pass] {
+      for (what, detector_fails, no_face, panics, slow) in cases {
+        let c = config(|s| {
+            s.on_failure = policy;
+            s.timeout_ms = 100;
+        });
         let detector = Scheduler::spawn("detector", settings, move |_| {
             Ok::<_, SwapError>(DetectRunner::new(move |_| {
                 if detector_fails {
                     Err(SwapError::ModelOutput("stand-in detector failure".into()))
+                } else if no_face {
+                    Ok(vec![])
                 } else {
                     Ok(vec![face])
                 }
             }))
         })
         .unwrap();
-        let swapper = Scheduler::spawn("swapper", settings, move |_| {
+        let swapper = Scheduler::spawn("swapper", c.swap.scheduler_settings(1), move |_| {
             Ok::<_, SwapError>(SwapRunner::new(move |_, _, _| {
                 if panics {
                     panic!("stand-in swapper bug");
+                }
+                if slow {
+                    std::thread::sleep(Duration::from_millis(300));
                 }
                 Err(SwapError::ModelOutput("stand-in swapper failure".into()))
             }))
@@ -289,13 +329,27 @@ fn failing_models_pass_frames_through_and_are_counted() {
         for _ in 0..3 {
             let mut f = before.clone();
             p.process(&mut f);
-            assert_eq!(f, before, "{what}");
+            let face_psnr = psnr_in(&f, &before, FACE_AREA);
+            if policy == OnFailure::Pass {
+                assert_eq!(f, before, "{what}, {policy:?}");
+            } else {
+                // Nothing was swapped yet, so hold falls back to blur: the face area is
+                // pixelated, far from the original face.
+                assert!(face_psnr < 20.0, "{what}, {policy:?}: face area {face_psnr:.1} dB");
+            }
         }
-        assert_eq!(count(&metrics.swap_errors), 3, "{what}");
-        assert_eq!(count(&metrics.swapped_frames), 0, "{what}");
+        let errors = if no_face { 0 } else { 3 };
+        assert_eq!(count(&metrics.swap_errors), errors, "{what}, {policy:?}");
+        assert_eq!(count(&metrics.swapped_frames), 0, "{what}, {policy:?}");
+        let (closed, open) = (count(&metrics.blurred_frames), count(&metrics.unswapped_frames));
+        match policy {
+            OnFailure::Pass => assert_eq!((closed, open), (0, 3), "{what}"),
+            _ => assert_eq!((closed, open), (3, 0), "{what}, {policy:?}"),
+        }
         // Without a recognizer, source faces are a clear error, not a panic.
         let e = live.source_face(&image::RgbImage::new(8, 8)).unwrap_err();
         assert_eq!(e.code(), "swap_unavailable");
+      }
     }
 }
 
@@ -460,15 +514,20 @@ fn a_background_detection_that_fails_drops_the_track() {
     let before = card(&c);
     // Frame 0 waits for the good detection; frame 1 starts a (failing) one in the background
     // and is swapped with the track; from frame 2 on there is no track and no good detection.
+    // Those frames fail closed: the last swapped frame is held.
     let mut outcomes = Vec::new();
+    let mut last_swapped = None;
     for _ in 0..4 {
         let mut f = before.clone();
         p.process(&mut f);
         outcomes.push(count(&metrics.swapped_frames));
-        if outcomes.len() > 2 {
-            assert_eq!(f, before);
+        if outcomes.len() <= 2 {
+            last_swapped = Some(f);
+        } else {
+            assert_eq!(Some(&f), last_swapped.as_ref(), "held");
         }
     }
     assert_eq!(outcomes, [1, 2, 2, 2]);
     assert_eq!(count(&metrics.swap_errors), 2);
+    assert_eq!(count(&metrics.held_frames), 2);
 }

@@ -130,3 +130,156 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
     b.close().await;
     server.shutdown().await.unwrap();
 }
+
+/// What the stand-in models do in [`failing_streams_never_reach_the_subscriber_with_the_face`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Failure {
+    /// The detector finds no face.
+    NoFace,
+    /// The swapper errs.
+    SwapperErrs,
+    /// The swapper takes longer than `swap.timeout_ms`.
+    SwapperTimesOut,
+    /// The swapper works for the first frames, then errs.
+    SwapperStops,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_streams_never_reach_the_subscriber_with_the_face() {
+    use facerelay::infer::scheduler::Scheduler;
+    use facerelay::swap::live::{DetectRunner, LiveModels, LiveSwap, OnFailure, SwapRunner};
+    use facerelay::swap::{Embedding, Identity, SourceFace, SwapError};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let _serial = serial().await;
+    let target = image::open(fixtures_dir().join("testcard_target.png"))
+        .unwrap()
+        .to_rgb8();
+    let original = color::rgb_to_i420(&target).unwrap();
+    let mut config = Config::loopback();
+    config.models = config.models.with_fixtures();
+    config.swap.label = false;
+    config.swap.detect_every = 1;
+    config.swap.timeout_ms = 150;
+    let mut engine = Engine::load(&config.models, &config.swap).expect("fixture models");
+    let face = engine.detect(&original).unwrap()[0];
+    let photo = image::open(fixtures_dir().join("testcard_source.jpg")).unwrap().to_rgb8();
+    let source = Arc::new(engine.source_face(&photo).unwrap());
+    let mut expected = original.clone();
+    let report = engine
+        .swap_frame(&mut expected, &source, &Selection::Largest)
+        .unwrap();
+    let face_box = report.swapped[0].paste_box;
+    drop(engine);
+    let identity = Identity {
+        embedding: Embedding::from_raw(&[1.0; 512]).unwrap(),
+        latent: source.latent().unwrap().to_vec(),
+    };
+    let source = Arc::new(SourceFace {
+        identity: Some(identity),
+        ..(*source).clone()
+    });
+
+    for policy in [OnFailure::Hold, OnFailure::Blur] {
+        for failure in [
+            Failure::NoFace,
+            Failure::SwapperErrs,
+            Failure::SwapperTimesOut,
+            Failure::SwapperStops,
+        ] {
+            let mut c = config.clone();
+            c.swap.on_failure = policy;
+            c.swap.hold_ms = 60_000; // the whole test: held frames stay held
+            let settings = c.swap.scheduler_settings(1);
+            let detector = Scheduler::spawn("detector", settings, move |_| {
+                Ok::<_, SwapError>(DetectRunner::new(move |_| {
+                    Ok(if failure == Failure::NoFace { vec![] } else { vec![face] })
+                }))
+            })
+            .unwrap();
+            // The stand-in swapper: what the real stand-in model does (a tint), via the
+            // expected frame's crop is not needed here; an inverted crop is as visible.
+            let calls = Arc::new(AtomicU64::new(0));
+            let swapper = Scheduler::spawn("swapper", settings, move |_| {
+                let calls = calls.clone();
+                Ok::<_, SwapError>(SwapRunner::new(move |target, _, out| {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    match failure {
+                        Failure::SwapperTimesOut => std::thread::sleep(Duration::from_millis(400)),
+                        Failure::SwapperStops if n < 15 => {
+                            for (o, t) in out.iter_mut().zip(target) {
+                                *o = 1.0 - t;
+                            }
+                            return Ok(());
+                        }
+                        _ => {}
+                    }
+                    Err(SwapError::ModelOutput("stand-in swapper failure".into()))
+                }))
+            })
+            .unwrap();
+            let metrics = Arc::new(facerelay::metrics::MediaMetrics::default());
+            let models = LiveModels {
+                detector: Arc::new(detector),
+                swapper: Arc::new(swapper),
+                recognizer: None,
+                mesh: None,
+            };
+            let live = Arc::new(LiveSwap::with_models(models, &c.swap, metrics.clone()));
+            let swap = Swap {
+                stage: live.clone(),
+                faces: live.clone(),
+                swapper: "inswapper",
+                metrics: metrics.clone(),
+                ..Swap::none()
+            };
+            let server = RunningServer::start_with_swap(c, swap).await.unwrap();
+            let mut b = join(&server, "fail", "B", NOTHING).await;
+            let mut a = join(&server, "fail", "A", VIDEO).await;
+            a.wait_ready(TIMEOUT).await.expect("A connected");
+            live.faces().set(&a.id, source.clone()).unwrap();
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut k = 0u32;
+            while got.len() < 40 && Instant::now() < deadline {
+                a.send_video(&original, k * 3000).await.expect("send");
+                k += 1;
+                while let Some(r) = b.recv(Duration::from_millis(33)).await {
+                    if let Received::Video { frame, .. } = r {
+                        got.push(frame);
+                    }
+                }
+            }
+            assert!(got.len() >= 20, "{failure:?}, {policy:?}: B received {} frames", got.len());
+            let closest = got
+                .iter()
+                .map(|f| psnr_region(f, &original, face_box, true))
+                .fold(f64::MIN, f64::max);
+            let m = |c: &AtomicU64| facerelay::metrics::MediaMetrics::get(c);
+            println!(
+                "{failure:?}, {policy:?}: {} frames received; the face box closest to the original face: {closest:.1} dB; swapped {}, held {}, blurred {}",
+                got.len(),
+                m(&metrics.swapped_frames),
+                m(&metrics.held_frames),
+                m(&metrics.blurred_frames)
+            );
+            // The original face through the relay measures above 30 dB (the test above).
+            assert!(closest < 20.0, "{failure:?}, {policy:?}: a frame shows the original face ({closest:.1} dB)");
+            if failure == Failure::SwapperStops {
+                assert!(m(&metrics.swapped_frames) > 0);
+                let closed = match policy {
+                    OnFailure::Hold => m(&metrics.held_frames),
+                    _ => m(&metrics.blurred_frames),
+                };
+                assert!(closed > 0, "{policy:?}: frames after the swapper stopped");
+            } else {
+                assert_eq!(m(&metrics.swapped_frames), 0);
+                assert!(m(&metrics.blurred_frames) > 0, "nothing swapped yet: hold falls back to blur");
+            }
+            a.close().await;
+            b.close().await;
+            server.shutdown().await.unwrap();
+        }
+    }
+}

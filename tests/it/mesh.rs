@@ -204,7 +204,7 @@ fn swap_all_json_finds_and_swaps_29_faces_and_leaves_the_rest_identical() {
 #[test]
 fn bad_input_to_the_mesh_tier() {
     let config = Config::defaults();
-    let (live, _) = mesh_stage(&config);
+    let (live, metrics) = mesh_stage(&config);
     let picker = FacePicker::live(Arc::new(live.clone()), &config.swap, None);
     // No face: a plain picture.
     let plain = RgbImage::from_pixel(320, 240, image::Rgb([90, 120, 150]));
@@ -232,7 +232,7 @@ fn bad_input_to_the_mesh_tier() {
     assert!(!chosen.preview_png.is_empty());
 
     // A face cut by the frame's edge, and a frame with no face: no panic; the faceless frame
-    // stays as it was.
+    // of a participant with a chosen face fails closed (held or blurred, never sent as it is).
     live.faces().set("p1", chosen.source.clone()).unwrap();
     let mut stage = live.open(StreamId(7), "p1");
     let edge = {
@@ -244,9 +244,12 @@ fn bad_input_to_the_mesh_tier() {
         stage.process(&mut f);
     }
     let empty = rgb_to_i420(&image::imageops::resize(&plain, 640, 480, image::imageops::FilterType::Nearest)).unwrap();
+    let closed = |m: &MediaMetrics| MediaMetrics::get(&m.held_frames) + MediaMetrics::get(&m.blurred_frames);
+    let before = closed(&metrics);
     let mut f = empty.clone();
     stage.process(&mut f);
-    assert_eq!(f, empty, "a frame without a face passes unchanged");
+    assert_ne!(f, empty, "a frame without a face is not sent as it came");
+    assert_eq!(closed(&metrics), before + 1);
 
     // A crop that shows no face (the tracker's view when a face turns away or leaves): the
     // mesh's presence is below the threshold, so the track ends there.

@@ -17,11 +17,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{draw_label, DetectRunner, Inner};
+use super::{draw_label, DetectRunner, Guard, Inner, Miss};
 use crate::infer::scheduler::{BatchRunner, Scheduler};
 use crate::infer::ModelsConfig;
 use crate::media::{I420Frame, StreamId, StreamProcessor};
-use crate::metrics::MediaMetrics;
 use crate::swap::color::Planes;
 use crate::swap::detect::{iou, Detection};
 use crate::swap::geometry::Affine;
@@ -123,6 +122,7 @@ pub(super) struct MeshProcessor {
     countdown: u32,
     last: Option<(Instant, (u32, u32))>,
     scratch: RenderScratch,
+    guard: Guard,
 }
 
 impl MeshProcessor {
@@ -130,11 +130,12 @@ impl MeshProcessor {
         Self {
             stream,
             owner: owner.to_owned(),
-            inner,
             tracks: Vec::new(),
             countdown: 0,
             last: None,
             scratch: RenderScratch::default(),
+            guard: inner.guard(),
+            inner,
         }
     }
 
@@ -142,6 +143,7 @@ impl MeshProcessor {
         self.tracks.clear();
         self.countdown = 0;
         self.last = None;
+        self.guard.reset();
     }
 
     fn max_tracks(config: &SwapConfig) -> usize {
@@ -241,48 +243,39 @@ pub(super) fn filter_settings(c: &SwapConfig) -> FilterSettings {
     }
 }
 
-impl StreamProcessor for MeshProcessor {
-    fn process(&mut self, frame: &mut I420Frame) {
+impl MeshProcessor {
+    /// Tracks and swaps the faces of `frame`; returns the boxes written.
+    fn swap(&mut self, frame: &mut I420Frame) -> Result<Vec<[u32; 4]>, Miss> {
         let Some(source) = self.inner.faces.get(&self.owner) else {
-            self.reset();
-            return;
+            return Ok(Vec::new());
         };
-        let Some(mesh_source) = source.mesh.clone() else {
-            // A face computed for another tier cannot be worn here.
-            MediaMetrics::add(&self.inner.metrics.swap_errors);
-            return;
-        };
+        // A face computed for another tier cannot be worn here.
+        let mesh_source = source.mesh.clone().ok_or(Miss::Error)?;
         let inner = self.inner.clone();
-        let Some(models) = inner.mesh_models() else {
-            return;
-        };
+        let models = inner.mesh_models().ok_or(Miss::Error)?;
         let now = Instant::now();
         let size = (frame.width(), frame.height());
         let dt = match self.last {
             Some((t, s)) if s == size => now.duration_since(t).as_secs_f32().clamp(1e-3, 0.5),
             Some(_) => {
                 // A new resolution: the tracked landmarks mean nothing now.
-                self.reset();
+                self.tracks.clear();
+                self.countdown = 0;
                 1.0 / 30.0
             }
             None => 1.0 / 30.0,
         };
         self.last = Some((now, size));
-        let m = self.inner.metrics.clone();
         if self.track(frame, models, dt).is_err() {
             self.tracks.clear();
             self.countdown = 0;
-            MediaMetrics::add(&m.swap_errors);
-            return;
-        }
-        if self.tracks.is_empty() {
-            return;
+            return Err(Miss::Error);
         }
         let t = Instant::now();
         let settings = self.inner.render_settings();
-        let mut any = false;
+        let mut written = Vec::with_capacity(self.tracks.len());
         for track in &mut self.tracks {
-            any |= render(
+            written.extend(render(
                 frame,
                 track.filter.value(),
                 &mesh_source,
@@ -290,15 +283,32 @@ impl StreamProcessor for MeshProcessor {
                 &settings,
                 &mut track.colour,
                 &mut self.scratch,
-            )
-            .is_some();
+            ));
         }
-        if any {
-            if self.inner.config.label {
-                draw_label(frame);
-            }
-            MediaMetrics::add(&m.swapped_frames);
+        self.inner.metrics.swap_swap.record(t.elapsed());
+        if written.is_empty() {
+            return Err(Miss::NoFace);
         }
-        m.swap_swap.record(t.elapsed());
+        if self.inner.config.label {
+            draw_label(frame);
+        }
+        Ok(written)
+    }
+}
+
+impl StreamProcessor for MeshProcessor {
+    fn process(&mut self, frame: &mut I420Frame) {
+        if self.inner.faces.get(&self.owner).is_none() {
+            self.reset();
+            return;
+        }
+        let result = self.swap(frame);
+        let known: Vec<[u32; 4]> = self
+            .tracks
+            .iter()
+            .map(|t| super::box_of(&bounds(&t.raw), frame))
+            .collect();
+        let result = result.as_deref().map_err(|m| *m);
+        self.inner.account(&mut self.guard, frame, result, &known);
     }
 }

@@ -17,8 +17,11 @@
 //! ([`LiveFaces`], with admission) and the paste mask. Per-stream state (the tracked face,
 //! buffers) lives in the processor [`FrameStage::open`] returns.
 //!
-//! Any inference error (timeout, full queue, model failure) passes the frame through unchanged
-//! and counts it in `MediaMetrics::swap_errors`: a stream never dies of the swap.
+//! Once a face is chosen, a frame that cannot be swapped (no face, a lost track, an inference
+//! error: timeout, full queue, model failure) fails closed ([`Guard`], `swap.on_failure`: the
+//! last swapped frame held, or the faces pixelated; never the original face unless the
+//! operator chose `"pass"`). Errors count in `MediaMetrics::swap_errors`, and what went out in
+//! `held_frames`, `blurred_frames` or `unswapped_frames`: a stream never dies of the swap.
 //!
 //! Use, from the server's side:
 //!
@@ -34,6 +37,7 @@
 //! - `/metrics`: append `live.render_metrics()` (scheduler batches and outcomes).
 
 pub mod bench;
+mod guard;
 mod label;
 mod mesh;
 
@@ -44,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
+pub use guard::{pixelate, FrameState, Guard, OnFailure};
 pub use label::{draw_label, label_box};
 pub use mesh::{MeshJob, MeshModels, MeshRunner};
 
@@ -660,6 +665,42 @@ impl LiveSwap {
 }
 
 impl Inner {
+    /// After a frame of a stream with a chosen face: on a miss, makes the frame safe as
+    /// `swap.on_failure` says (`known`: face boxes it is known to have); counts what went out.
+    fn account(
+        &self,
+        guard: &mut Guard,
+        frame: &mut I420Frame,
+        result: Result<&[[u32; 4]], Miss>,
+        known: &[[u32; 4]],
+    ) -> FrameState {
+        let m = &self.metrics;
+        let state = match result {
+            Ok(boxes) => guard.swapped(frame, boxes),
+            Err(miss) => {
+                if miss == Miss::Error {
+                    MediaMetrics::add(&m.swap_errors);
+                }
+                guard.failed(frame, known)
+            }
+        };
+        MediaMetrics::add(match state {
+            FrameState::Swapped => &m.swapped_frames,
+            FrameState::Held => &m.held_frames,
+            FrameState::Blurred => &m.blurred_frames,
+            FrameState::Unswapped => &m.unswapped_frames,
+        });
+        state
+    }
+
+    fn guard(&self) -> Guard {
+        Guard::new(
+            self.config.on_failure,
+            Duration::from_millis(self.config.hold_ms),
+            self.config.label,
+        )
+    }
+
     fn models_timeout(&self) -> Duration {
         Duration::from_millis(self.config.timeout_ms)
     }
@@ -699,6 +740,7 @@ impl FrameStage for LiveSwap {
             swapper: deep.swapper.clone(),
             mesh: deep.mesh.clone(),
             target: Vec::new(),
+            guard: self.inner.guard(),
             stream,
             owner: owner.to_owned(),
             inner: self.inner.clone(),
@@ -732,6 +774,7 @@ struct LiveProcessor {
     mesh: Option<(Arc<Scheduler<MeshRunner>>, Arc<Topology>)>,
     /// The target crop before the swap (for colour matching).
     target: Vec<f32>,
+    guard: Guard,
     stream: StreamId,
     owner: String,
     inner: Arc<Inner>,
@@ -851,30 +894,27 @@ impl LiveProcessor {
     }
 }
 
-impl StreamProcessor for LiveProcessor {
-    fn process(&mut self, frame: &mut I420Frame) {
-        let Some(source) = self.inner.faces.get(&self.owner) else {
-            // No face chosen: no model call; the next chosen face starts from a fresh detection.
-            self.track = None;
-            self.pending = None;
-            self.countdown = 0;
-            return;
-        };
+/// Why a frame of a stream with a chosen face was not swapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// No face in view (or it misses the frame).
+    NoFace,
+    /// Inference failed: timeout, full queue, model error.
+    Error,
+}
+
+impl LiveProcessor {
+    /// Swaps the tracked face of `frame`; returns the frame box written.
+    fn swap(&mut self, frame: &mut I420Frame, source: Arc<SourceFace>) -> Result<[u32; 4], Miss> {
         let m = self.inner.metrics.clone();
-        if self.update_track(frame).is_err() {
-            MediaMetrics::add(&m.swap_errors);
-            return;
-        }
+        self.update_track(frame).map_err(|_| Miss::Error)?;
         let Some(TrackedFace { track, .. }) = self.track else {
-            return;
+            return Err(Miss::NoFace);
         };
         let t0 = Instant::now();
         self.crop.resize(3 * SWAP * SWAP, 0.0);
-        let Some(Aligned { to_crop, paste_box }) =
-            align_for_swap(frame, &track.kps, &mut self.crop)
-        else {
-            return;
-        };
+        let Aligned { to_crop, paste_box } =
+            align_for_swap(frame, &track.kps, &mut self.crop).ok_or(Miss::NoFace)?;
         // The face mesh for the oval mask runs beside the swapper (another scheduler).
         let mesh_ticket = self.mesh.as_ref().and_then(|(mesh, _)| {
             let roi = Roi::from_detection(&Detection {
@@ -896,11 +936,8 @@ impl StreamProcessor for LiveProcessor {
         let swapped = self.swapper.infer(self.stream, job);
         let t2 = Instant::now();
         m.swap_swap.record(t2 - t1);
-        let Ok(swapped) = swapped else {
-            // The buffer went with the job; `resize` above makes a new one next frame.
-            MediaMetrics::add(&m.swap_errors);
-            return;
-        };
+        // On error the buffer went with the job; `resize` above makes a new one next frame.
+        let swapped = swapped.map_err(|_| Miss::Error)?;
         let timeout = self.inner.models_timeout();
         let oval = mesh_ticket.and_then(|t| {
             let mesh = t.wait(timeout).ok()?.pop()?;
@@ -927,8 +964,36 @@ impl StreamProcessor for LiveProcessor {
         }
         m.swap_paste.record(t2.elapsed());
         self.crop = swapped;
-        MediaMetrics::add(&m.swapped_frames);
+        Ok(paste_box)
     }
+}
+
+impl StreamProcessor for LiveProcessor {
+    fn process(&mut self, frame: &mut I420Frame) {
+        let Some(source) = self.inner.faces.get(&self.owner) else {
+            // No face chosen: no model call; the next chosen face starts from a fresh detection.
+            self.track = None;
+            self.pending = None;
+            self.countdown = 0;
+            self.guard.reset();
+            return;
+        };
+        let result = self.swap(frame, source);
+        let known: Vec<[u32; 4]> = self
+            .track
+            .iter()
+            .map(|t| box_of(&t.track.bbox, frame))
+            .collect();
+        let result = result.as_ref().map(std::slice::from_ref).map_err(|m| *m);
+        self.inner.account(&mut self.guard, frame, result, &known);
+    }
+}
+
+/// A detection box as an even frame box, clipped.
+pub(crate) fn box_of(b: &[f32; 4], frame: &I420Frame) -> [u32; 4] {
+    let (w, h) = (frame.width() as f32, frame.height() as f32);
+    let c = |v: f32, max: f32| (v.clamp(0.0, max) as u32) & !1;
+    [c(b[0], w), c(b[1], h), c(b[2].ceil(), w), c(b[3].ceil(), h)]
 }
 
 #[cfg(test)]
