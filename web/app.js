@@ -13,7 +13,7 @@ const state = {
   room: null,
   name: null,
   names: new Map(), // participant id -> display name
-  swapped: new Set(), // participant ids whose video is face-swapped (the server says so)
+  faces: new Map(), // participant id → what its video carries (the server says so): swapped, held, blurred, unswapped
   token: null, // authorises the face API for this session
   trackOwners: new Map(), // remote track id -> participant id
   pendingCandidates: [],
@@ -64,10 +64,12 @@ function tile(id, label) {
   const caption = fig.querySelector("figcaption");
   caption.textContent = label;
   const owner = id === "self" ? state.id : id;
-  if (state.swapped.has(owner)) {
+  const badgeText = BADGES[state.faces.get(owner)];
+  if (badgeText) {
     const badge = document.createElement("span");
     badge.className = "badge";
-    badge.textContent = "face-swapped";
+    badge.dataset.face = state.faces.get(owner);
+    badge.textContent = badgeText;
     caption.append(badge);
   }
   fig.querySelector("video").setAttribute("aria-label", `Video of ${label}`);
@@ -248,6 +250,11 @@ async function onMessage(msg) {
     case "participant-joined":
       noteParticipant(msg.participant);
       break;
+    case "face-state":
+      noteFace(state.id, msg.state);
+      $("face-state").textContent = faceStateText(msg.state, msg.reason);
+      relabel(state.id);
+      break;
     case "participant-updated":
       noteParticipant(msg.participant);
       relabel(msg.participant.id);
@@ -270,7 +277,31 @@ async function onMessage(msg) {
 
 function noteParticipant(p) {
   state.names.set(p.id, p.name);
-  if (p.swapped) state.swapped.add(p.id); else state.swapped.delete(p.id);
+  noteFace(p.id, p.face ?? (p.swapped ? "swapped" : "none"));
+}
+
+function noteFace(id, face) {
+  if (face && face !== "none") state.faces.set(id, face); else state.faces.delete(id);
+}
+
+// The badge on a tile, by what the video carries: a held frame is still the swapped face.
+const BADGES = {
+  swapped: "face-swapped",
+  held: "face-swapped",
+  blurred: "face hidden",
+  unswapped: "not swapped",
+};
+
+// What the wearer is told about its own face, by state and reason.
+function faceStateText(face, reason) {
+  const why = reason === "busy" ? "Swap paused: the server is busy." : "Your face is not found:";
+  switch (face) {
+    case "swapped": return "This is the face the others see on you.";
+    case "held": return `${why} the others see your last swapped frame.`;
+    case "blurred": return reason ? `${why} the others see you blurred.` : "Starting the swap: the others see you blurred until it works.";
+    case "unswapped": return "Your face is not being swapped: the others see your own face.";
+    default: return "You appear as yourself.";
+  }
 }
 
 // Redraws a tile's caption (name and badge) after a change.
@@ -299,10 +330,10 @@ function showFace(result) {
   const preview = $("face-preview");
   preview.hidden = !result.swapped;
   if (result.preview) preview.src = result.preview;
-  $("face-state").textContent = result.swapped
-    ? "This is the face the others see on you."
-    : "You appear as yourself.";
-  if (result.swapped) state.swapped.add(state.id); else state.swapped.delete(state.id);
+  // What the others see comes with the server's `face-state` messages; until the first one:
+  if (!result.swapped) noteFace(state.id, "none");
+  else if (!state.faces.has(state.id)) noteFace(state.id, "blurred");
+  $("face-state").textContent = faceStateText(state.faces.get(state.id));
   relabel(state.id);
 }
 
@@ -312,7 +343,7 @@ async function pickFace(method, path, body, busy) {
   try {
     showFace(await faceRequest(method, path, body));
   } catch (err) {
-    $("face-state").textContent = state.swapped.has(state.id)
+    $("face-state").textContent = state.faces.has(state.id)
       ? "Your previous face is still on."
       : "You appear as yourself.";
     showError(err.message);
@@ -447,7 +478,7 @@ function leave() {
   closePeer();
   for (const t of state.local?.getTracks() ?? []) t.stop();
   state.local = null;
-  state.swapped.clear();
+  state.faces.clear();
   state.token = null;
   $("face-panel").hidden = true;
   $("face").setAttribute("aria-expanded", "false");

@@ -106,13 +106,16 @@ impl RouletteHub {
         }
     }
 
-    /// Records whether the participant's video is face-swapped and tells its partner.
-    pub fn set_swapped(&self, id: ParticipantId, swapped: bool) {
+    /// Records what the participant's video carries and tells its partner.
+    pub fn set_face(&self, id: ParticipantId, face: super::FaceState) {
         let mut members = self.lock();
         let Some(member) = members.get_mut(&id) else {
             return;
         };
-        member.info.swapped = swapped;
+        if member.info.face == face {
+            return;
+        }
+        member.info.set_face(face);
         let info = member.info.clone();
         if let Some(partner) = member.partner.and_then(|p| members.get(&p)) {
             send(partner, RoomEvent::Updated(info));
@@ -196,6 +199,7 @@ mod tests {
             id: id.to_string(),
             name: format!("guest{n}"),
             swapped: false,
+            face: crate::room::FaceState::None,
         };
         hub.enter(info, id, tx).unwrap();
         (id, rx)

@@ -76,9 +76,38 @@ pub fn clean_name(raw: &str, max_chars: usize) -> Option<String> {
 pub struct ParticipantInfo {
     pub id: String,
     pub name: String,
-    /// Whether this participant's video is face-swapped (disclosure: everyone can know).
+    /// Whether this participant's video carries a swapped face now (`face` is `swapped` or
+    /// `held`): disclosure, everyone can know.
     #[serde(default)]
     pub swapped: bool,
+    /// What this participant's video carries, as its frames do.
+    #[serde(default)]
+    pub face: FaceState,
+}
+
+/// What a participant's video carries, as the live swap reports it (debounced).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaceState {
+    /// No face chosen: the participant's own face.
+    #[default]
+    None,
+    /// The chosen face.
+    Swapped,
+    /// The last swapped frame, repeated (the face could not be swapped for a moment).
+    Held,
+    /// The face regions pixelated (the face could not be swapped).
+    Blurred,
+    /// A face is chosen but the frames go out as they are (`swap.on_failure = "pass"`).
+    Unswapped,
+}
+
+impl ParticipantInfo {
+    /// Records what the participant's video carries.
+    pub fn set_face(&mut self, face: FaceState) {
+        self.face = face;
+        self.swapped = matches!(face, FaceState::Swapped | FaceState::Held);
+    }
 }
 
 /// What the directory tells a participant about the others in its room.
@@ -167,8 +196,8 @@ pub trait RoomDirectory: Send + Sync + 'static {
     fn publish(&self, room: &RoomId, id: ParticipantId, track: Arc<Published>);
     /// Removes a participant and its tracks (idempotent). The others are told.
     fn leave(&self, room: &RoomId, id: ParticipantId);
-    /// Records whether the participant's video is face-swapped and tells the others.
-    fn set_swapped(&self, room: &RoomId, id: ParticipantId, swapped: bool);
+    /// Records what the participant's video carries and tells the others.
+    fn set_face(&self, room: &RoomId, id: ParticipantId, face: FaceState);
     /// From now on every join is refused.
     fn begin_shutdown(&self);
     fn stats(&self) -> DirectoryStats;
@@ -248,6 +277,7 @@ impl RoomDirectory for InMemoryDirectory {
             id: id.to_string(),
             name,
             swapped: false,
+            face: FaceState::None,
         };
         let present = members
             .iter()
@@ -311,7 +341,7 @@ impl RoomDirectory for InMemoryDirectory {
         state.participants -= 1;
     }
 
-    fn set_swapped(&self, room: &RoomId, id: ParticipantId, swapped: bool) {
+    fn set_face(&self, room: &RoomId, id: ParticipantId, face: FaceState) {
         let mut state = self.lock();
         let Some(members) = state.rooms.get_mut(room) else {
             return;
@@ -319,7 +349,10 @@ impl RoomDirectory for InMemoryDirectory {
         let Some(member) = members.get_mut(&id) else {
             return;
         };
-        member.info.swapped = swapped;
+        if member.info.face == face {
+            return;
+        }
+        member.info.set_face(face);
         let info = member.info.clone();
         for (pid, m) in members.iter() {
             if *pid != id {

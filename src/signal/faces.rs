@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 
+use crate::room::FaceState;
 use super::{App, SessionCommand};
 use crate::swap::picker::{ChosenFace, PickError};
 
@@ -84,6 +85,7 @@ async fn choose(
     .unwrap_or_else(|e| Err(PickError::Failed(e.to_string())));
     match picked {
         Ok(face) => {
+            let first = app.faces.get(&participant).is_none();
             if let Err(full) = app.faces.set(&participant, face.source) {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -91,7 +93,19 @@ async fn choose(
                     format!("{full}; you stay in the call without a swapped face"),
                 );
             }
-            let _ = commands.try_send(SessionCommand::Swapped(true));
+            if first {
+                // Until the live swap reports its first frames, they fail closed: blurred
+                // (held back), or as they are where the operator chose `pass`.
+                let state = if app.config.swap.on_failure == crate::swap::live::OnFailure::Pass {
+                    FaceState::Unswapped
+                } else {
+                    FaceState::Blurred
+                };
+                let _ = commands.try_send(SessionCommand::Face {
+                    state,
+                    reason: None,
+                });
+            }
             tracing::info!(participant = %participant, "face chosen");
             let preview = base64::engine::general_purpose::STANDARD.encode(&face.preview_png);
             Json(serde_json::json!({
@@ -129,7 +143,10 @@ pub(super) async fn clear(State(app): State<Arc<App>>, headers: HeaderMap) -> Re
         Err(response) => return response,
     };
     app.faces.clear(&participant);
-    let _ = commands.try_send(SessionCommand::Swapped(false));
+    let _ = commands.try_send(SessionCommand::Face {
+        state: FaceState::None,
+        reason: None,
+    });
     Json(serde_json::json!({ "swapped": false })).into_response()
 }
 

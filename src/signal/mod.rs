@@ -34,6 +34,8 @@ use crate::room::{InMemoryDirectory, RoomDirectory};
 use crate::rtc::{RtcEngine, RtcSettings};
 use crate::swap::live::LiveFaces;
 use crate::swap::picker::{FacePicker, FaceRegistry};
+use crate::room::FaceState;
+use crate::swap::live::FrameState;
 use crate::swap::SwapperChoice;
 
 /// Everything the handlers share.
@@ -58,8 +60,12 @@ pub struct App {
 
 /// What the HTTP edge may ask of a session.
 pub(crate) enum SessionCommand {
-    /// The participant picked (true) or cleared (false) a face: tell the others.
-    Swapped(bool),
+    /// What the participant's video carries changed (a face picked or cleared, or the live
+    /// swap's report): tell the others and the participant.
+    Face {
+        state: crate::room::FaceState,
+        reason: Option<String>,
+    },
 }
 
 struct TokenHolder {
@@ -173,7 +179,32 @@ impl App {
             shutdown: rx,
             sessions: SessionCounter::default(),
         });
+        // What each wearer's frames carry goes to its session (which tells the room and the
+        // wearer). Weak: the stage must not keep the app alive.
+        let weak = Arc::downgrade(&app);
+        app.faces.watch(Arc::new(move |participant, state, reason| {
+            if let Some(app) = weak.upgrade() {
+                app.tell_face(participant, state, reason);
+            }
+        }));
         (app, tx)
+    }
+
+    /// Hands the live stage's report on a wearer's frames to that participant's session.
+    fn tell_face(&self, participant: &str, state: FrameState, reason: Option<&'static str>) {
+        let state = match state {
+            FrameState::Swapped => FaceState::Swapped,
+            FrameState::Held => FaceState::Held,
+            FrameState::Blurred => FaceState::Blurred,
+            FrameState::Unswapped => FaceState::Unswapped,
+        };
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(holder) = tokens.values().find(|h| h.participant == participant) {
+            let _ = holder.commands.try_send(SessionCommand::Face {
+                state,
+                reason: reason.map(str::to_owned),
+            });
+        }
     }
 
     /// A new face-API token for a participant's session.

@@ -92,6 +92,13 @@ pub enum ServerMessage {
     Bye {
         reason: String,
     },
+    /// To the wearer of a chosen face: what the others see of it now (`reason` when the face
+    /// could not be swapped: `no_face` or `busy`).
+    FaceState {
+        state: crate::room::FaceState,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        reason: Option<String>,
+    },
     /// Roulette: waiting for a partner (`position` 1 = next in line).
     RouletteWaiting {
         position: usize,

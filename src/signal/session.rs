@@ -266,6 +266,7 @@ impl Session {
                     id: id.to_string(),
                     name,
                     swapped: false,
+                    face: crate::room::FaceState::None,
                 };
                 if let Err(e) = self.app.roulette.enter(info, id, tx) {
                     return self.send_error(e.code(), e.to_string()).await;
@@ -323,10 +324,14 @@ impl Session {
             return Flow::Continue;
         };
         match command {
-            SessionCommand::Swapped(swapped) => match &m.place {
-                Place::Room(room) => self.app.directory.set_swapped(room, m.id, swapped),
-                Place::Roulette => self.app.roulette.set_swapped(m.id, swapped),
-            },
+            SessionCommand::Face { state, reason } => {
+                match &m.place {
+                    Place::Room(room) => self.app.directory.set_face(room, m.id, state),
+                    Place::Roulette => self.app.roulette.set_face(m.id, state),
+                }
+                // The wearer is told too: its page says what the others see.
+                self.send(ServerMessage::FaceState { state, reason }).await;
+            }
         }
         Flow::Continue
     }

@@ -23,6 +23,9 @@ pub trait FaceRegistry: Send + Sync + 'static {
     /// No swap for `owner` (frees its capacity).
     fn clear(&self, owner: &str);
     fn get(&self, owner: &str) -> Option<Arc<SourceFace>>;
+    /// Calls `listener` with what each wearer's frames carry whenever that changes (the live
+    /// stage's debounced report); a registry without a stage never calls it.
+    fn watch(&self, _listener: super::live::FaceListener) {}
 }
 
 impl FaceRegistry for super::live::LiveFaces {
@@ -51,6 +54,10 @@ impl FaceRegistry for super::live::LiveSwap {
 
     fn get(&self, owner: &str) -> Option<Arc<SourceFace>> {
         self.faces().get(owner)
+    }
+
+    fn watch(&self, listener: super::live::FaceListener) {
+        self.set_listener(listener);
     }
 }
 

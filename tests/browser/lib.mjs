@@ -60,3 +60,12 @@ export async function until(pages, check, ms = 30_000) {
   }
   return { ok: false, states };
 }
+
+// Waits until the other participant's tile (the first remote tile) carries a badge with this
+// text; returns whether it did within `ms`.
+export async function waitForBadge(page, text, ms = 20_000) {
+  return page
+    .waitForFunction((t) => [...document.querySelectorAll("figure:not([data-participant=self]) .badge")]
+      .some((b) => b.textContent === t), text, { timeout: ms })
+    .then(() => true, () => false);
+}

@@ -3,7 +3,7 @@
 // swapped (the stand-in swapper paints it green), the "face-swapped" badge, and the rest as is.
 // Usage: FAKE_VIDEO=card.y4m node tests/browser/live_swap.mjs URL ARTIFACT_DIR PHOTO FACE_BOX
 
-import { launch, openPage, until } from "./lib.mjs";
+import { launch, openPage, until, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, box] = process.argv.slice(2);
 const [x0, y0, x1, y1] = box.split(",").map(Number);
@@ -40,7 +40,7 @@ try {
   const corner = await sample(bob, [0, 80, 200, 240]);
   await ann.click("#face");
   await ann.setInputFiles("#face-file", photo);
-  await bob.waitForSelector("figure:not([data-participant=self]) .badge", { timeout: 15_000 });
+  if (!(await waitForBadge(bob, "face-swapped"))) throw new Error("Bob never sees the face-swapped badge");
   await new Promise((r) => setTimeout(r, 2000));
   const after = await sample(bob, core);
   const cornerAfter = await sample(bob, [0, 80, 200, 240]);

@@ -6,7 +6,7 @@
 // Usage: FAKE_VIDEO=cam.y4m node tests/browser/live_swap_capture.mjs URL DIR PHOTO PREFIX COUNT
 
 import { writeFileSync } from "node:fs";
-import { launch, openPage, until, sleep } from "./lib.mjs";
+import { launch, openPage, until, sleep, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, prefix = "capture", count = "4"] = process.argv.slice(2);
 const browser = await launch();
@@ -37,10 +37,11 @@ try {
   console.log(`Ann's face panel: "${says}"`);
   if (!/mesh swapper/.test(says)) throw new Error("the face panel does not say which swapper runs");
   await ann.setInputFiles("#face-file", photo);
-  const badge = await bob
-    .waitForSelector("figure:not([data-participant=self]) .badge", { timeout: 20_000 })
-    .then((el) => el.textContent());
+  const badge = (await waitForBadge(bob, "face-swapped")) ? "face-swapped" : null;
   console.log(`Bob sees Ann's badge "${badge}"`);
+  const own = await ann.textContent("#face-state");
+  console.log(`Ann reads "${own}"`);
+  if (own !== "This is the face the others see on you.") throw new Error("Ann's page does not say her face is swapped");
   // Past the swap's first detections and the encoder's next keyframe.
   await sleep(3000);
   for (let k = 0; k < Number(count); k++) {

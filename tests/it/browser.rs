@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use facerelay::config::Config;
 
-use facerelay::infer::scheduler::Admission;
 use facerelay::signal::{RunningServer, Swap};
-use facerelay::swap::live::LiveFaces;
-use facerelay::swap::picker::FacePicker;
 use facerelay::swap::{fixtures_dir, Engine};
 
 use crate::support::serial;
@@ -101,12 +98,7 @@ async fn the_face_picker_uploads_a_photo_and_refuses_a_non_image() {
     let _serial = serial().await;
     let mut config = Config::defaults();
     config.models = config.models.with_fixtures();
-    let engine = Engine::load(&config.models, &config.swap).expect("fixture models load");
-    let swap = Swap {
-        picker: Some(FacePicker::new(engine, None)),
-        faces: std::sync::Arc::new(LiveFaces::new(Admission::new(4))),
-        ..Swap::none()
-    };
+    let swap = Swap::from_config(&config).expect("the live swap starts");
     let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
     let dir = run_browser_script_with("faces.mjs", swap, &[&photo]).await;
     assert!(dir.join("face-picked.png").exists());

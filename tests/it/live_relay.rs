@@ -12,6 +12,33 @@ use facerelay::signal::{RunningServer, Swap};
 use facerelay::swap::{color, fixtures_dir, Engine, Selection};
 
 use crate::support::{join, serial, NOTHING, TIMEOUT, VIDEO};
+use facerelay::room::FaceState;
+use facerelay::rtc::client::Client;
+
+/// The face states B was told for participant `id`, in order (messages drained).
+async fn faces_seen(b: &mut Client, id: &str) -> Vec<FaceState> {
+    let mut seen = Vec::new();
+    while let Some(msg) = b.next_message(Duration::from_millis(400)).await {
+        if let ServerMessage::ParticipantUpdated { participant } = msg {
+            if participant.id == id {
+                assert_eq!(participant.swapped, matches!(participant.face, FaceState::Swapped | FaceState::Held));
+                seen.push(participant.face);
+            }
+        }
+    }
+    seen
+}
+
+/// The `face-state` messages a wearer was told, in order (messages drained).
+async fn own_face_states(a: &mut Client) -> Vec<(FaceState, Option<String>)> {
+    let mut seen = Vec::new();
+    while let Some(msg) = a.next_message(Duration::from_millis(400)).await {
+        if let ServerMessage::FaceState { state, reason } = msg {
+            seen.push((state, reason));
+        }
+    }
+    seen
+}
 
 /// Y-PSNR over the pixels inside (`inside` = true) or outside a box.
 fn psnr_region(a: &I420Frame, b: &I420Frame, bx: [u32; 4], inside: bool) -> f64 {
@@ -101,13 +128,15 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
     let (status, body) =
         crate::support::request(&server, "POST", "/api/face", &a.token, photo).await;
     assert_eq!(status, 200, "{body}");
-    let mut told = false;
-    while let Some(msg) = b.next_message(Duration::from_millis(500)).await {
-        told |= matches!(&msg, ServerMessage::ParticipantUpdated { participant } if participant.id == a.id && participant.swapped);
-    }
-    assert!(told, "B is told that A's video is face-swapped");
 
     let swapped = exchange(&mut a, &mut b, &original, 20).await;
+    // B is told what A's video carries: held back (blurred) until the first swapped frames,
+    // then swapped; A is told the same about itself.
+    let seen = faces_seen(&mut b, &a.id).await;
+    assert_eq!(seen.first(), Some(&FaceState::Blurred), "{seen:?}");
+    assert_eq!(seen.last(), Some(&FaceState::Swapped), "{seen:?}");
+    let own = own_face_states(&mut a).await;
+    assert_eq!(own.last().map(|s| s.0), Some(FaceState::Swapped), "{own:?}");
     assert!(swapped.len() >= 20, "B received {} frames", swapped.len());
     for f in &swapped {
         let rest = psnr_region(f, &original, face_box, false);
@@ -266,7 +295,20 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
             );
             // The original face through the relay measures above 30 dB (the test above).
             assert!(closest < 20.0, "{failure:?}, {policy:?}: a frame shows the original face ({closest:.1} dB)");
+            // What B is told about A's video, and what A is told about itself, follow the
+            // frames (debounced).
+            let seen = faces_seen(&mut b, &a.id).await;
+            let own = own_face_states(&mut a).await;
+            println!("  B was told {seen:?}; A was told {own:?}");
+            let last = match (failure, policy) {
+                (Failure::SwapperStops, OnFailure::Hold) => FaceState::Held,
+                _ => FaceState::Blurred,
+            };
+            assert_eq!(seen.last(), Some(&last), "{failure:?}, {policy:?}");
+            let reason = if failure == Failure::NoFace { "no_face" } else { "busy" };
+            assert_eq!(own.last(), Some(&(last, Some(reason.to_owned()))), "{failure:?}, {policy:?}");
             if failure == Failure::SwapperStops {
+                assert_eq!(seen.first(), Some(&FaceState::Swapped), "{policy:?}");
                 assert!(m(&metrics.swapped_frames) > 0);
                 let closed = match policy {
                     OnFailure::Hold => m(&metrics.held_frames),

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{draw_label, DetectRunner, Guard, Inner, Miss};
+use super::{draw_label, DetectRunner, Inner, Miss, StreamGuard};
 use crate::infer::scheduler::{BatchRunner, Scheduler};
 use crate::infer::ModelsConfig;
 use crate::media::{I420Frame, StreamId, StreamProcessor};
@@ -122,7 +122,7 @@ pub(super) struct MeshProcessor {
     countdown: u32,
     last: Option<(Instant, (u32, u32))>,
     scratch: RenderScratch,
-    guard: Guard,
+    guard: StreamGuard,
 }
 
 impl MeshProcessor {
@@ -309,6 +309,7 @@ impl StreamProcessor for MeshProcessor {
             .map(|t| super::box_of(&bounds(&t.raw), frame))
             .collect();
         let result = result.as_deref().map_err(|m| *m);
-        self.inner.account(&mut self.guard, frame, result, &known);
+        let inner = self.inner.clone();
+        inner.account(&mut self.guard, &self.owner, frame, result, &known);
     }
 }

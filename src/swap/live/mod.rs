@@ -461,7 +461,49 @@ const SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// uploads never supersede each other or a stream's frame.
 const SOURCE_STREAM_BASE: u64 = 1 << 62;
 
+/// Told what a wearer's frames carry, whenever that changes (after [`REPORT_DEBOUNCE`]):
+/// `(participant, state, reason)`, the reason (`"no_face"` or `"busy"`) when the face could not
+/// be swapped. Called on a codec thread: it must not block.
+pub type FaceListener = Arc<dyn Fn(&str, FrameState, Option<&'static str>) + Send + Sync>;
+
+/// A stream's new frame state is reported once it has lasted this long (one odd frame does not
+/// flip the others' badge back and forth).
+pub const REPORT_DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// The per-stream debounce of [`FaceListener`] reports.
+#[derive(Debug, Default)]
+struct Reporter {
+    sent: Option<FrameState>,
+    pending: Option<(FrameState, Instant)>,
+}
+
+impl Reporter {
+    /// The state to report now, if any.
+    fn observe(&mut self, state: FrameState) -> Option<FrameState> {
+        if self.sent == Some(state) {
+            self.pending = None;
+            return None;
+        }
+        match self.pending {
+            Some((p, since)) if p == state => {
+                if since.elapsed() >= REPORT_DEBOUNCE {
+                    self.sent = Some(state);
+                    self.pending = None;
+                    return Some(state);
+                }
+            }
+            _ => self.pending = Some((state, Instant::now())),
+        }
+        None
+    }
+
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
 struct Inner {
+    listener: RwLock<Option<FaceListener>>,
     tier: Tier,
     faces: LiveFaces,
     config: SwapConfig,
@@ -506,6 +548,7 @@ impl LiveSwap {
     pub fn with_tier(tier: Tier, swap: &SwapConfig, metrics: Arc<MediaMetrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
+                listener: RwLock::new(None),
                 tier,
                 faces: LiveFaces::new(Admission::new(swap.capacity)),
                 config: swap.clone(),
@@ -514,6 +557,12 @@ impl LiveSwap {
                 next_source: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Where the stage reports what each wearer's frames carry (one listener; a later call
+    /// replaces it).
+    pub fn set_listener(&self, listener: FaceListener) {
+        *self.inner.listener.write().unwrap_or_else(|e| e.into_inner()) = Some(listener);
     }
 
     /// The registry of chosen faces (set, clear, admission).
@@ -669,21 +718,32 @@ impl Inner {
     /// `swap.on_failure` says (`known`: face boxes it is known to have); counts what went out.
     fn account(
         &self,
-        guard: &mut Guard,
+        stream: &mut StreamGuard,
+        owner: &str,
         frame: &mut I420Frame,
         result: Result<&[[u32; 4]], Miss>,
         known: &[[u32; 4]],
     ) -> FrameState {
         let m = &self.metrics;
-        let state = match result {
-            Ok(boxes) => guard.swapped(frame, boxes),
+        let (state, reason) = match result {
+            Ok(boxes) => (stream.guard.swapped(frame, boxes), None),
             Err(miss) => {
                 if miss == Miss::Error {
                     MediaMetrics::add(&m.swap_errors);
                 }
-                guard.failed(frame, known)
+                let reason = match miss {
+                    Miss::NoFace => "no_face",
+                    Miss::Error => "busy",
+                };
+                (stream.guard.failed(frame, known), Some(reason))
             }
         };
+        if let Some(report) = stream.reporter.observe(state) {
+            let listener = self.listener.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(listener) = listener {
+                listener(owner, report, reason);
+            }
+        }
         MediaMetrics::add(match state {
             FrameState::Swapped => &m.swapped_frames,
             FrameState::Held => &m.held_frames,
@@ -693,12 +753,15 @@ impl Inner {
         state
     }
 
-    fn guard(&self) -> Guard {
-        Guard::new(
-            self.config.on_failure,
-            Duration::from_millis(self.config.hold_ms),
-            self.config.label,
-        )
+    fn guard(&self) -> StreamGuard {
+        StreamGuard {
+            guard: Guard::new(
+                self.config.on_failure,
+                Duration::from_millis(self.config.hold_ms),
+                self.config.label,
+            ),
+            reporter: Reporter::default(),
+        }
     }
 
     fn models_timeout(&self) -> Duration {
@@ -774,7 +837,7 @@ struct LiveProcessor {
     mesh: Option<(Arc<Scheduler<MeshRunner>>, Arc<Topology>)>,
     /// The target crop before the swap (for colour matching).
     target: Vec<f32>,
-    guard: Guard,
+    guard: StreamGuard,
     stream: StreamId,
     owner: String,
     inner: Arc<Inner>,
@@ -894,6 +957,20 @@ impl LiveProcessor {
     }
 }
 
+/// A stream's fail-closed state and the debounce of its reports.
+pub(crate) struct StreamGuard {
+    guard: Guard,
+    reporter: Reporter,
+}
+
+impl StreamGuard {
+    /// The face was cleared.
+    fn reset(&mut self) {
+        self.guard.reset();
+        self.reporter.reset();
+    }
+}
+
 /// Why a frame of a stream with a chosen face was not swapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Miss {
@@ -985,7 +1062,8 @@ impl StreamProcessor for LiveProcessor {
             .map(|t| box_of(&t.track.bbox, frame))
             .collect();
         let result = result.as_ref().map(std::slice::from_ref).map_err(|m| *m);
-        self.inner.account(&mut self.guard, frame, result, &known);
+        let inner = self.inner.clone();
+        inner.account(&mut self.guard, &self.owner, frame, result, &known);
     }
 }
 
