@@ -365,6 +365,8 @@ async function loadGallery() {
   }
   $("face-unavailable").hidden = info.available;
   $("face-choices").hidden = !info.available;
+  // A server that takes gallery faces only shows no upload.
+  $("face-upload").hidden = info.uploads === false;
   const swapper = SWAPPERS[info.swapper];
   $("face-swapper").hidden = !info.available || !swapper;
   $("face-swapper").textContent = swapper ?? "";
@@ -531,10 +533,17 @@ $("face").addEventListener("click", (e) => {
   e.currentTarget.setAttribute("aria-expanded", String(open));
   $("face-panel").hidden = !open;
 });
+// Uploading needs the uploader's word that they may use the face.
+$("face-consent").addEventListener("change", (e) => {
+  $("face-file").disabled = !e.target.checked;
+  $("face-file-label").setAttribute("aria-disabled", String(!e.target.checked));
+});
 $("face-file").addEventListener("change", (e) => {
   const file = e.target.files[0];
   e.target.value = "";
-  if (file) pickFace("POST", "/api/face", file, "Looking for the face in your photo…");
+  if (file && $("face-consent").checked) {
+    pickFace("POST", "/api/face?consent=true", file, "Looking for the face in your photo…");
+  }
 });
 $("face-none").addEventListener("click", () => pickFace("DELETE", "/api/face", null, "Removing the face…"));
 $("copy-link").addEventListener("click", async () => {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -118,12 +118,40 @@ async fn choose(
     }
 }
 
-/// `POST /api/face`: the body is a JPEG, PNG or WebP photo of one face.
+/// The query of `POST /api/face`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct UploadQuery {
+    /// The uploader confirms they have the right to use the face in the photo.
+    #[serde(default)]
+    consent: Option<String>,
+}
+
+/// `POST /api/face?consent=true`: the body is a JPEG, PNG or WebP photo of one face. The
+/// uploader must confirm they have the right to use it; a server with
+/// `swap.sources = "gallery"` takes no uploads at all.
 pub(super) async fn upload(
     State(app): State<Arc<App>>,
+    Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(response) = caller(&app, &headers) {
+        return response;
+    }
+    if app.config.swap.sources == crate::swap::FaceSources::Gallery {
+        return error(
+            StatusCode::FORBIDDEN,
+            "uploads_disabled",
+            "this server takes no photo uploads: pick a face from its gallery",
+        );
+    }
+    if !matches!(query.consent.as_deref(), Some("true" | "yes" | "1")) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "consent_required",
+            "confirm that you have the right to use the face in this photo (it is yours, or its owner agreed): send consent=true",
+        );
+    }
     choose(app, headers, move |picker| picker.from_photo(&body)).await
 }
 
@@ -157,6 +185,7 @@ pub(super) async fn gallery(State(app): State<Arc<App>>) -> Response {
     Json(serde_json::json!({
         "available": app.picker.is_some(),
         "swapper": app.swapper,
+        "uploads": app.config.swap.sources == crate::swap::FaceSources::Any,
         "faces": names,
     }))
     .into_response()

@@ -125,6 +125,19 @@ pub struct SwapConfig {
     pub on_failure: live::OnFailure,
     /// Live stage: longest the last swapped frame is repeated (`on_failure = "hold"`), ms.
     pub hold_ms: u64,
+    /// Where participants' faces may come from: uploaded photos and the gallery, or the
+    /// gallery only.
+    pub sources: FaceSources,
+}
+
+/// `swap.sources`: which faces participants may wear.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FaceSources {
+    /// Uploaded photos (with the uploader's consent) and the gallery.
+    Any,
+    /// Only the operator's gallery: for public deployments.
+    Gallery,
 }
 
 /// `swap.deep_mask`: how the deep swapper's face is pasted back.

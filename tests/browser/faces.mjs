@@ -24,6 +24,7 @@ async function run() {
   if (!r.ok) return fail("both see each other", r.states);
 
   await ann.click("#face");
+  await ann.check("#face-consent");
   await ann.setInputFiles("#face-file", photo);
   await ann.waitForFunction(() => {
     const img = document.getElementById("face-preview");

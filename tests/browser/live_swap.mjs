@@ -39,6 +39,7 @@ try {
   const before = await sample(bob, core);
   const corner = await sample(bob, [0, 80, 200, 240]);
   await ann.click("#face");
+  await ann.check("#face-consent");
   await ann.setInputFiles("#face-file", photo);
   if (!(await waitForBadge(bob, "face-swapped"))) throw new Error("Bob never sees the face-swapped badge");
   await new Promise((r) => setTimeout(r, 2000));

@@ -36,6 +36,7 @@ try {
   const says = await ann.textContent("#face-swapper");
   console.log(`Ann's face panel: "${says}"`);
   if (!/mesh swapper/.test(says)) throw new Error("the face panel does not say which swapper runs");
+  await ann.check("#face-consent");
   await ann.setInputFiles("#face-file", photo);
   const badge = (await waitForBadge(bob, "face-swapped")) ? "face-swapped" : null;
   console.log(`Bob sees Ann's badge "${badge}"`);

@@ -126,11 +126,11 @@ async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
     assert_eq!(watcher.recv().await.unwrap()["type"], "participant-joined");
 
     // Without a (valid) token nothing happens.
-    let (status, body) = post(&server, "/api/face", "nope", source_photo()).await;
+    let (status, body) = post(&server, "/api/face?consent=true", "nope", source_photo()).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("not_joined")));
 
     // A good photo: the face is found, a preview comes back, the others are told.
-    let (status, body) = post(&server, "/api/face", &token, source_photo()).await;
+    let (status, body) = post(&server, "/api/face?consent=true", &token, source_photo()).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["preview"]
         .as_str()
@@ -139,9 +139,12 @@ async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
     let chosen = faces
         .get(&id)
         .expect("the face is registered for the stage");
+    // Told at once that a face is chosen: held back (blurred) until the live swap reports its
+    // first swapped frames (this server has no stage, so it stays so).
     let updated = watcher.recv().await.unwrap();
     assert_eq!(updated["type"], "participant-updated", "{updated}");
-    assert_eq!(updated["participant"]["swapped"], true);
+    assert_eq!(updated["participant"]["face"], "blurred");
+    assert_eq!(updated["participant"]["swapped"], false);
 
     // Every bad upload: a clear error, and the face chosen before stays.
     let mut truncated = source_photo();
@@ -171,7 +174,7 @@ async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
         ("an empty body", Vec::new(), 415, "not_an_image"),
     ];
     for (what, bytes, want_status, want_code) in cases {
-        let (status, body) = post(&server, "/api/face", &token, bytes).await;
+        let (status, body) = post(&server, "/api/face?consent=true", &token, bytes).await;
         println!("{what}: {status} {body}");
         assert_eq!(
             (status, body["code"].as_str()),
@@ -188,7 +191,7 @@ async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
         );
     }
     // The 20000x20000 case is refused for its size, not by running out of memory.
-    let (_, body) = post(&server, "/api/face", &token, pixel_bomb()).await;
+    let (_, body) = post(&server, "/api/face?consent=true", &token, pixel_bomb()).await;
     assert!(
         body["message"].as_str().unwrap().contains("20000x20000"),
         "{body}"
@@ -198,13 +201,12 @@ async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
     let (status, body) = request(&server, "DELETE", "/api/face", &token, Vec::new()).await;
     assert_eq!((status, body["swapped"].as_bool()), (200, Some(false)));
     assert!(faces.get(&id).is_none());
-    assert_eq!(
-        watcher.recv().await.unwrap()["participant"]["swapped"],
-        false
-    );
+    let updated = watcher.recv().await.unwrap();
+    assert_eq!(updated["participant"]["face"], "none", "{updated}");
+    assert_eq!(updated["participant"]["swapped"], false);
 
     // The server is fine, and leaving forgets the face and the token.
-    let (status, _) = post(&server, "/api/face", &token, source_photo()).await;
+    let (status, _) = post(&server, "/api/face?consent=true", &token, source_photo()).await;
     assert_eq!(status, 200);
     me.send(r#"{"type":"leave"}"#).await;
     assert_eq!(watcher.recv().await.unwrap()["type"], "participant-updated");
@@ -214,7 +216,7 @@ async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
         faces.get(&id).is_none(),
         "a face lives for the session only"
     );
-    let (status, _) = post(&server, "/api/face", &token, source_photo()).await;
+    let (status, _) = post(&server, "/api/face?consent=true", &token, source_photo()).await;
     assert_eq!(status, 401);
     server.shutdown().await.unwrap();
 }
@@ -226,7 +228,7 @@ async fn without_models_face_choices_are_refused_clearly() {
     let mut me = RawSocket::connect(&server).await;
     let welcome = me.join("plain", "Me").await;
     let token = welcome["token"].as_str().unwrap().to_owned();
-    let (status, body) = post(&server, "/api/face", &token, source_photo()).await;
+    let (status, body) = post(&server, "/api/face?consent=true", &token, source_photo()).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (503, Some("swap_unavailable")),
@@ -275,4 +277,143 @@ async fn gallery_faces_are_listed_served_and_picked() {
     assert_eq!(status, 404);
     server.shutdown().await.unwrap();
     std::fs::remove_dir_all(&gallery).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_need_consent_and_a_gallery_only_server_takes_none() {
+    let _serial = serial().await;
+    let Server { server, .. } = start_with_picker().await;
+    let mut me = RawSocket::connect(&server).await;
+    let token = me.join("consent", "Me").await["token"].as_str().unwrap().to_owned();
+    for path in ["/api/face", "/api/face?consent=false", "/api/face?consent="] {
+        let (status, body) = post(&server, path, &token, source_photo()).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("consent_required")), "{path}");
+        assert!(body["message"].as_str().unwrap().contains("right to use"), "{body}");
+    }
+    let (status, body) = post(&server, "/api/face?consent=true", &token, source_photo()).await;
+    assert_eq!(status, 200, "{body}");
+    server.shutdown().await.unwrap();
+
+    // swap.sources = "gallery": no uploads, even with consent; the gallery still works.
+    let gallery = std::env::temp_dir().join(format!("facerelay-gallery-only-{}", std::process::id()));
+    std::fs::create_dir_all(&gallery).unwrap();
+    std::fs::write(gallery.join("ada.jpg"), source_photo()).unwrap();
+    let mut config = Config::loopback();
+    config.models = config.models.with_fixtures();
+    config.swap.gallery = gallery.display().to_string();
+    config.swap.sources = facerelay::swap::FaceSources::Gallery;
+    let swap = Swap::from_config(&config).expect("the live swap starts");
+    let server = RunningServer::start_with_swap(config, swap).await.unwrap();
+    let listing = crate::support::http_get(&format!("http://{}/api/gallery", server.addr)).await;
+    assert!(listing.contains(r#""uploads":false"#), "{listing}");
+    let mut me = RawSocket::connect(&server).await;
+    let token = me.join("g", "Me").await["token"].as_str().unwrap().to_owned();
+    let (status, body) = post(&server, "/api/face?consent=true", &token, source_photo()).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("uploads_disabled")), "{body}");
+    let (status, body) = post(&server, "/api/face/gallery/ada", &token, Vec::new()).await;
+    assert_eq!(status, 200, "{body}");
+    server.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&gallery).unwrap();
+}
+
+/// Every file below `dir` with its length and modification time.
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, (u64, std::time::SystemTime)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(p),
+                Ok(m) => {
+                    out.insert(p, (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn face_photos_never_reach_the_disk_or_the_log() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let _serial = serial().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The server as a user runs it, at debug level, with a working directory and a temp dir
+    // of its own that start empty.
+    let base = std::env::temp_dir().join(format!("facerelay-nodisk-{}", std::process::id()));
+    let (work, tmp) = (base.join("work"), base.join("tmp"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    let abs = |p: &str| root.join(p).display().to_string();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
+        .arg("serve")
+        .current_dir(&work)
+        .env("TMPDIR", &tmp)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .env("FACERELAY_SERVER__LISTEN", "127.0.0.1:0")
+        .env("FACERELAY_SERVER__WEB_ROOT", abs("web"))
+        .env("FACERELAY_MODELS__DIR", abs("models"))
+        .env("FACERELAY_MODELS__PACKAGED_DIR", abs("models/packaged"))
+        .env("FACERELAY_MODELS__ONNXRUNTIME_LIBRARY", abs(".deps/onnxruntime/lib/libonnxruntime.so"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), out.next_line())
+            .await
+            .expect("the server starts")
+            .unwrap()
+            .expect("it prints its address");
+        if let Some(a) = line.strip_prefix("facerelay listening on http://") {
+            break a.trim_end_matches('/').parse().unwrap();
+        }
+    };
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let log = tokio::spawn(async move {
+        let mut text = String::new();
+        let mut line = String::new();
+        while err.read_line(&mut line).await.unwrap_or(0) > 0 {
+            text.push_str(&line);
+            line.clear();
+        }
+        text
+    });
+    let before = (files_under(&work), files_under(&tmp));
+
+    let photo = std::fs::read(root.join("models/packaged/photos/gauss.png")).unwrap();
+    let mut me = RawSocket::connect_url(&format!("ws://{addr}/ws")).await;
+    let token = me.join("private", "Me").await["token"].as_str().unwrap().to_owned();
+    let (status, body) =
+        crate::support::request_at(addr, "POST", "/api/face?consent=true", &token, photo.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = crate::support::request_at(addr, "DELETE", "/api/face", &token, Vec::new()).await;
+    assert_eq!(status, 200);
+    drop(me);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let after = (files_under(&work), files_under(&tmp));
+    assert_eq!(after.0, before.0, "files appeared or changed in the working directory");
+    assert_eq!(after.1, before.1, "files appeared or changed in the temp directory");
+
+    // Stop the server (its stderr then ends) and read its whole debug log.
+    child.kill().await.unwrap();
+    let text = tokio::time::timeout(std::time::Duration::from_secs(10), log)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    assert!(text.contains("face chosen"), "the debug log was captured:\n{text}");
+    use base64::Engine as _;
+    for window in photo.chunks(48).skip(1).take(20) {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(window);
+        let hex: String = window.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!text.contains(&b64[..32]) && !text.contains(&hex[..32]), "photo bytes in the log");
+    }
+    assert!(!text.contains("IHDR") && !text.contains("\u{89}PNG"), "photo bytes in the log");
+    std::fs::remove_dir_all(&base).unwrap();
 }

@@ -126,7 +126,7 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
 
     // A picks a face over HTTP with its session token.
     let (status, body) =
-        crate::support::request(&server, "POST", "/api/face", &a.token, photo).await;
+        crate::support::request(&server, "POST", "/api/face?consent=true", &a.token, photo).await;
     assert_eq!(status, 200, "{body}");
 
     let swapped = exchange(&mut a, &mut b, &original, 20).await;

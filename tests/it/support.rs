@@ -55,7 +55,11 @@ pub struct RawSocket(
 
 impl RawSocket {
     pub async fn connect(server: &RunningServer) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+        Self::connect_url(&server.ws_url()).await
+    }
+
+    pub async fn connect_url(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
         Self(ws)
@@ -129,8 +133,19 @@ pub async fn request(
     token: &str,
     body: Vec<u8>,
 ) -> (u16, serde_json::Value) {
+    request_at(server.addr, method, path, token, body).await
+}
+
+/// [`request`] to a server at `addr` (one this test did not start in-process).
+pub async fn request_at(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
