@@ -21,6 +21,7 @@ const state = {
   leaving: false,
   retries: 0,
   reconnectTimer: null,
+  chosen: null, // the face to put back after a reconnection: {photo: Blob} or {gallery: name}
   statsTimer: null,
   lastBytes: new Map(),
 };
@@ -202,6 +203,27 @@ function connect() {
   };
 }
 
+// After a reconnection (a new session: the server knows nothing of the old one), the chosen face
+// goes back on before any video is published; if it cannot, the page says so and claims nothing.
+async function reapplyFace() {
+  const chosen = state.chosen;
+  if (!chosen) return;
+  $("face-state").textContent = "Putting your face back on…";
+  try {
+    const result = chosen.photo
+      ? await faceRequest("POST", "/api/face?consent=true", chosen.photo)
+      : await faceRequest("POST", `/api/face/gallery/${encodeURIComponent(chosen.gallery)}`, null);
+    showFace(result);
+  } catch (err) {
+    state.chosen = null;
+    noteFace(state.id, "none");
+    $("face-preview").hidden = true;
+    $("face-state").textContent = "You appear as yourself.";
+    relabel(state.id);
+    showError(`Your face could not be put back on after the reconnection (${err.message.replace(/\.$/, "")}). The others see your own face.`);
+  }
+}
+
 async function onMessage(msg) {
   switch (msg.type) {
     case "welcome":
@@ -209,8 +231,10 @@ async function onMessage(msg) {
       state.id = msg.id;
       state.token = msg.token;
       showError("");
+      state.faces.clear();
       for (const p of msg.participants) noteParticipant(p);
       loadGallery();
+      await reapplyFace();
       await startPeer(msg.iceServers);
       setStatus(state.mode === "roulette" ? "Roulette · connecting media…" : `Room “${msg.room}” · connecting media…`);
       break;
@@ -337,11 +361,14 @@ function showFace(result) {
   relabel(state.id);
 }
 
-async function pickFace(method, path, body, busy) {
+// `chosen`: what to put back after a reconnection ({photo} or {gallery}; null for no face). The
+// photo stays in this page's memory only, for the call.
+async function pickFace(method, path, body, busy, chosen = null) {
   showError("");
   $("face-state").textContent = busy;
   try {
     showFace(await faceRequest(method, path, body));
+    state.chosen = chosen;
   } catch (err) {
     $("face-state").textContent = state.faces.has(state.id)
       ? "Your previous face is still on."
@@ -379,7 +406,7 @@ async function loadGallery() {
     img.src = `/api/gallery/${encodeURIComponent(name)}`;
     img.alt = "";
     b.append(img);
-    b.addEventListener("click", () => pickFace("POST", `/api/face/gallery/${encodeURIComponent(name)}`, null, "Looking for the face…"));
+    b.addEventListener("click", () => pickFace("POST", `/api/face/gallery/${encodeURIComponent(name)}`, null, "Looking for the face…", { gallery: name }));
     return b;
   }));
 }
@@ -481,6 +508,7 @@ function leave() {
   for (const t of state.local?.getTracks() ?? []) t.stop();
   state.local = null;
   state.faces.clear();
+  state.chosen = null;
   state.token = null;
   $("face-panel").hidden = true;
   $("face").setAttribute("aria-expanded", "false");
@@ -542,7 +570,7 @@ $("face-file").addEventListener("change", (e) => {
   const file = e.target.files[0];
   e.target.value = "";
   if (file && $("face-consent").checked) {
-    pickFace("POST", "/api/face?consent=true", file, "Looking for the face in your photo…");
+    pickFace("POST", "/api/face?consent=true", file, "Looking for the face in your photo…", { photo: file });
   }
 });
 $("face-none").addEventListener("click", () => pickFace("DELETE", "/api/face", null, "Removing the face…"));

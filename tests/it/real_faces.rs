@@ -288,3 +288,133 @@ async fn three_real_faces_are_swapped_live_with_selection_all() {
     config.swap.mesh_detector = MeshDetector::Scrfd;
     swapped_live(config, frames, "newton.png", "three-faces", 3).await;
 }
+
+/// Runs `reconnect_face.mjs` with Newton's moving face as Ann's camera and Gauss's as her face,
+/// dropping her signalling connection (or restarting the whole server), and measures what Bob
+/// saw of Ann after it: never her own face, and the chosen face again within 10 s.
+async fn face_survives(restart: bool) {
+    let prefix = if restart { "restart-face" } else { "reconnect-face" };
+    let artifacts = root().join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    for e in std::fs::read_dir(&artifacts).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(prefix) {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let newton = open("newton.png");
+    let frames = camera(&newton, |i| {
+        let t = (i as f32 / FRAMES as f32 * std::f32::consts::TAU).sin();
+        ((96.0 + 40.0 * t) as u32, 0, 576)
+    });
+    let y4m = artifacts.join(format!("{prefix}.y4m"));
+    write_y4m(&y4m, &frames);
+    let mut config = Config::defaults();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.web_root = root().join("web");
+    let mut engine = MeshEngine::load(&config.models, &config.swap).unwrap();
+    let source = engine.source_face(&rgb_to_i420(&open("gauss.png")).unwrap()).unwrap();
+    let reference: Vec<(RgbImage, RgbImage, [u32; 4])> = frames
+        .iter()
+        .map(|f| {
+            let mut s = f.clone();
+            let r = engine.swap_frame(&mut s, &source, &Selection::Largest).unwrap();
+            (i420_to_rgb(f, W, H), i420_to_rgb(&s, W, H), r.swapped[0].paste_box)
+        })
+        .collect();
+    drop(engine);
+
+    let server = facerelay::signal::RunningServer::start_with_swap(
+        config.clone(),
+        Swap::from_config(&config).unwrap(),
+    )
+    .await
+    .unwrap();
+    let addr = server.addr;
+    let mut node = tokio::process::Command::new("node")
+        .arg(root().join("tests/browser/reconnect_face.mjs"))
+        .arg(format!("http://{addr}/"))
+        .arg(&artifacts)
+        .arg(photos().join("gauss.png"))
+        .arg(prefix)
+        .env("FAKE_VIDEO", &y4m)
+        .envs(restart.then_some(("RESTART", "1")))
+        .current_dir(root())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let server = if restart {
+        let request = artifacts.join(format!("{prefix}-restart"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !request.exists() {
+            assert!(std::time::Instant::now() < deadline, "the script never asked for the restart");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // The server goes away with everything it knew, and comes back on the same address.
+        server.shutdown().await.unwrap();
+        let mut again = config.clone();
+        again.server.listen = addr;
+        let server = facerelay::signal::RunningServer::start_with_swap(
+            again.clone(),
+            Swap::from_config(&again).unwrap(),
+        )
+        .await
+        .expect("the server restarts on the same port");
+        std::fs::write(artifacts.join(format!("{prefix}-restarted")), "").unwrap();
+        server
+    } else {
+        server
+    };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(120), node.wait())
+        .await
+        .expect("the script finishes")
+        .unwrap();
+    assert!(status.success(), "reconnect_face.mjs failed (its output is above)");
+    server.shutdown().await.unwrap();
+
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(artifacts.join(format!("{prefix}.json"))).unwrap()).unwrap();
+    let records = doc["records"].as_array().unwrap();
+    let again = doc["swappedAgainMs"].as_u64().expect("the chosen face came back");
+    println!("{prefix}: the chosen face was back after {again} ms; Ann reads {}", doc["annReads"]);
+    assert!(again < 10_000, "the chosen face came back after {again} ms");
+    assert_eq!(doc["annReads"], "This is the face the others see on you.");
+    // The yardstick: Ann's own face, relayed before she picked one.
+    let own = image::open(artifacts.join(format!("{prefix}-before.png"))).unwrap().to_rgb8();
+    let (camera, _, bx) = &reference[read_stamp(&own).min(FRAMES - 1)];
+    let own_like = detail_correlation(&own, camera, core(*bx));
+    println!("  Ann's own face before she picked one: like the camera's own face {own_like:.2}");
+    assert!(own_like > 0.9, "{own_like:.2}");
+    let mut likes = Vec::new();
+    for r in records {
+        let k = r["k"].as_u64().unwrap();
+        let got = image::open(artifacts.join(format!("{prefix}-{k}.png"))).unwrap().to_rgb8();
+        let n = read_stamp(&got);
+        let (camera, swapped, bx) = &reference[n.min(FRAMES - 1)];
+        let like_camera = detail_correlation(&got, camera, core(*bx));
+        let like_face = detail_correlation(&got, swapped, core(*bx));
+        println!(
+            "  {} ms, badge {}: like the camera's own face {like_camera:.2}, like the chosen face {like_face:.2}",
+            r["ms"], r["badge"]
+        );
+        // A frame that shows the wearer's own face measures above 0.9 (the yardstick above;
+        // swapped ones about 0.55): never that, whatever the badge says.
+        assert!(like_camera < 0.8, "Bob saw Ann's own face ({like_camera:.2}) at {} ms", r["ms"]);
+        likes.push((r["badge"].as_str().map(str::to_owned), like_face, like_camera));
+    }
+    for (badge, like_face, like_camera) in likes.iter().rev().take(5) {
+        assert_eq!(badge.as_deref(), Some("face-swapped"));
+        assert!(*like_face > like_camera + 0.2, "{like_face:.2} vs {like_camera:.2}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chosen_face_comes_back_after_a_dropped_connection() {
+    let _serial = serial().await;
+    face_survives(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chosen_face_comes_back_after_a_server_restart() {
+    let _serial = serial().await;
+    face_survives(true).await;
+}
