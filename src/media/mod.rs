@@ -5,6 +5,7 @@
 mod codec;
 mod frame;
 pub mod pipeline;
+pub mod sei;
 mod stage;
 pub mod synthetic;
 

@@ -232,15 +232,23 @@ impl Worker {
             }));
             m.stage.record(started.elapsed());
             if processed.is_err() {
-                // A bug in the stage must not kill the stream: this frame goes out as decoded.
+                // A bug in the stage must not kill the stream, nor send a frame the stage may
+                // not have made safe (a face it was to hide): this frame is dropped.
                 MediaMetrics::add(&m.stage_panics);
+                continue;
             }
             let force = self.control.force_idr.swap(false, Ordering::Relaxed);
             let started = Instant::now();
             let encoded = encoder.encode(&frame, force);
             m.encode.record(started.elapsed());
             match encoded {
-                Ok(encoded) => {
+                Ok(mut encoded) => {
+                    if self.processor.swapped() {
+                        encoded.data = super::sei::insert(
+                            &encoded.data,
+                            &super::sei::nal(&super::sei::swapped_payload()),
+                        );
+                    }
                     let sent = output.send(OutputUnit {
                         data: Bytes::from(encoded.data),
                         timestamp: unit.timestamp,
@@ -373,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn a_panicking_stage_passes_frames_through() {
+    fn a_panicking_stage_drops_its_frames() {
         let metrics = Arc::new(MediaMetrics::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let p = Pipeline::spawn(
@@ -385,11 +393,18 @@ mod tests {
             Collect(tx),
         )
         .unwrap();
-        for (_, unit) in encoded_stream(3) {
+        for (i, (_, unit)) in encoded_stream(3).into_iter().enumerate() {
             p.push(unit);
-            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            // One at a time: the mailbox keeps only the newest frame.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while count(&metrics.stage_panics) <= i as u64 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         assert_eq!(count(&metrics.stage_panics), 3);
+        // A frame the stage may not have made safe is never sent.
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        assert_eq!(count(&metrics.frames_out), 0);
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub trait FrameStage: Send + Sync + 'static {
 /// workers). It may block on inference; it must not panic on any frame.
 pub trait StreamProcessor: Send + 'static {
     fn process(&mut self, frame: &mut I420Frame);
+
+    /// Whether the frame last processed carries a swapped face (its encoded access unit is
+    /// then marked, see [`super::sei`]).
+    fn swapped(&self) -> bool {
+        false
+    }
 }
 
 /// The stage that leaves every frame as it is.

@@ -44,6 +44,8 @@ pub enum Received {
         arrived: Instant,
         /// The access unit was an IDR.
         keyframe: bool,
+        /// The payload of facerelay's SEI mark in the access unit (a swapped face), if any.
+        mark: Option<Vec<u8>>,
     },
     /// An RTP audio packet from participant `owner`.
     Audio { owner: String, payload: Bytes },
@@ -559,6 +561,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, out: mpsc::Sender<Received>) {
                         frame,
                         arrived: unit.completed_at,
                         keyframe: unit.keyframe,
+                        mark: crate::media::sei::find(&unit.data),
                     });
                 }
                 Ok(None) => {}

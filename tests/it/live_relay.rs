@@ -98,7 +98,7 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
         b: &mut facerelay::rtc::client::Client,
         frame: &I420Frame,
         n: usize,
-    ) -> Vec<I420Frame> {
+    ) -> Vec<(I420Frame, Option<Vec<u8>>)> {
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut k = 0u32;
@@ -106,8 +106,8 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
             a.send_video(frame, k * 3000).await.expect("send");
             k += 1;
             while let Some(r) = b.recv(Duration::from_millis(33)).await {
-                if let Received::Video { frame, .. } = r {
-                    got.push(frame);
+                if let Received::Video { frame, mark, .. } = r {
+                    got.push((frame, mark));
                 }
             }
         }
@@ -117,11 +117,12 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
     // No face chosen: the stream passes through unchanged (but for coding).
     let plain = exchange(&mut a, &mut b, &original, 20).await;
     assert!(plain.len() >= 20, "B received {} frames", plain.len());
-    for f in &plain {
+    for (f, mark) in &plain {
         assert_eq!((f.width(), f.height()), (w, h));
         assert!(y_psnr(f, &original).unwrap() >= 30.0);
+        assert_eq!(mark, &None, "an unswapped stream carries no facerelay SEI");
     }
-    let plain_face = psnr_region(&plain[plain.len() - 1], &original, face_box, true);
+    let plain_face = psnr_region(&plain[plain.len() - 1].0, &original, face_box, true);
     println!("no face chosen: face box {plain_face:.1} dB against the original");
 
     // A picks a face over HTTP with its session token.
@@ -138,7 +139,12 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
     let own = own_face_states(&mut a).await;
     assert_eq!(own.last().map(|s| s.0), Some(FaceState::Swapped), "{own:?}");
     assert!(swapped.len() >= 20, "B received {} frames", swapped.len());
-    for f in &swapped {
+    for (f, mark) in &swapped {
+        // Every swapped frame is marked in the bitstream.
+        let mark = String::from_utf8(mark.clone().expect("the facerelay SEI on a swapped frame")).unwrap();
+        let mark: serde_json::Value = serde_json::from_str(&mark).unwrap();
+        assert_eq!(mark["swapped"], true);
+        assert_eq!(mark["server"], facerelay::media::sei::server_id());
         let rest = psnr_region(f, &original, face_box, false);
         let face_vs_expected = psnr_region(f, &expected, face_box, true);
         let face_vs_original = psnr_region(f, &original, face_box, true);
@@ -148,7 +154,7 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
             "the face box matches the stand-in swap ({face_vs_expected:.1} dB) rather than the original ({face_vs_original:.1} dB)"
         );
     }
-    let last = &swapped[swapped.len() - 1];
+    let last = &swapped[swapped.len() - 1].0;
     println!(
         "face chosen: rest {:.1} dB against the original; face box {:.1} dB against the offline swap, {:.1} dB against the original",
         psnr_region(last, &original, face_box, false),
@@ -268,19 +274,28 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
             let mut a = join(&server, "fail", "A", VIDEO).await;
             a.wait_ready(TIMEOUT).await.expect("A connected");
             live.faces().set(&a.id, source.clone()).unwrap();
-            let mut got = Vec::new();
+            let (mut got, mut marks) = (Vec::new(), Vec::new());
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut k = 0u32;
             while got.len() < 40 && Instant::now() < deadline {
                 a.send_video(&original, k * 3000).await.expect("send");
                 k += 1;
                 while let Some(r) = b.recv(Duration::from_millis(33)).await {
-                    if let Received::Video { frame, .. } = r {
+                    if let Received::Video { frame, mark, .. } = r {
                         got.push(frame);
+                        marks.push(mark.is_some());
                     }
                 }
             }
             assert!(got.len() >= 20, "{failure:?}, {policy:?}: B received {} frames", got.len());
+            // Only frames with a swapped face (swapped, or a swapped frame held) are marked:
+            // never a blurred one.
+            let marked = marks.iter().filter(|m| **m).count() as u64;
+            let m0 = |c: &AtomicU64| facerelay::metrics::MediaMetrics::get(c);
+            assert!(marked <= m0(&metrics.swapped_frames) + m0(&metrics.held_frames), "{failure:?}, {policy:?}");
+            if failure != Failure::SwapperStops {
+                assert_eq!(marked, 0, "{failure:?}, {policy:?}: nothing swapped, nothing marked");
+            }
             let closest = got
                 .iter()
                 .map(|f| psnr_region(f, &original, face_box, true))

@@ -312,4 +312,8 @@ impl StreamProcessor for MeshProcessor {
         let inner = self.inner.clone();
         inner.account(&mut self.guard, &self.owner, frame, result, &known);
     }
+
+    fn swapped(&self) -> bool {
+        self.guard.swapped()
+    }
 }

@@ -738,6 +738,7 @@ impl Inner {
                 (stream.guard.failed(frame, known), Some(reason))
             }
         };
+        stream.last = Some(state);
         if let Some(report) = stream.reporter.observe(state) {
             let listener = self.listener.read().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(listener) = listener {
@@ -761,6 +762,7 @@ impl Inner {
                 self.config.label,
             ),
             reporter: Reporter::default(),
+            last: None,
         }
     }
 
@@ -961,6 +963,8 @@ impl LiveProcessor {
 pub(crate) struct StreamGuard {
     guard: Guard,
     reporter: Reporter,
+    /// What the last frame went out as (`None`: no face chosen).
+    last: Option<FrameState>,
 }
 
 impl StreamGuard {
@@ -968,6 +972,12 @@ impl StreamGuard {
     fn reset(&mut self) {
         self.guard.reset();
         self.reporter.reset();
+        self.last = None;
+    }
+
+    /// The last frame carries a swapped face (swapped now, or a swapped frame held).
+    pub(crate) fn swapped(&self) -> bool {
+        matches!(self.last, Some(FrameState::Swapped | FrameState::Held))
     }
 }
 
@@ -1064,6 +1074,10 @@ impl StreamProcessor for LiveProcessor {
         let result = result.as_ref().map(std::slice::from_ref).map_err(|m| *m);
         let inner = self.inner.clone();
         inner.account(&mut self.guard, &self.owner, frame, result, &known);
+    }
+
+    fn swapped(&self) -> bool {
+        self.guard.swapped()
     }
 }
 
