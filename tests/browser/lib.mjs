@@ -69,3 +69,14 @@ export async function waitForBadge(page, text, ms = 20_000) {
       .some((b) => b.textContent === t), text, { timeout: ms })
     .then(() => true, () => false);
 }
+
+// Ann and Bob join the room of `link`, Ann first; resolves once Bob sees Ann's 640-px video.
+export async function annAndBob(browser, link) {
+  const ann = await openPage(browser, link, "Ann");
+  await ann.click("#join");
+  const bob = await openPage(browser, link, "Bob");
+  await bob.click("#join");
+  const r = await until([bob], (s) => s.remote.length === 1 && s.remote[0].width === 640);
+  if (!r.ok) throw new Error(`Bob does not see Ann: ${JSON.stringify(r.states)}`);
+  return { ann, bob };
+}

@@ -3,7 +3,7 @@
 // swapped (the stand-in swapper paints it green), the "face-swapped" badge, and the rest as is.
 // Usage: FAKE_VIDEO=card.y4m node tests/browser/live_swap.mjs URL ARTIFACT_DIR PHOTO FACE_BOX
 
-import { launch, openPage, until, waitForBadge } from "./lib.mjs";
+import { annAndBob, launch, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, box] = process.argv.slice(2);
 const [x0, y0, x1, y1] = box.split(",").map(Number);
@@ -28,12 +28,7 @@ async function sample(page, rect) {
 
 let ok = false;
 try {
-  const ann = await openPage(browser, link, "Ann");
-  await ann.click("#join");
-  const bob = await openPage(browser, link, "Bob");
-  await bob.click("#join");
-  const r = await until([bob], (s) => s.remote.length === 1 && s.remote[0].width === 640);
-  if (!r.ok) throw new Error(`Bob does not see Ann: ${JSON.stringify(r.states)}`);
+  const { ann, bob } = await annAndBob(browser, link);
   // The centre of the face box, before and after Ann picks a face.
   const core = [x0 + (x1 - x0) / 4, y0 + (y1 - y0) / 4, x1 - (x1 - x0) / 4, y1 - (y1 - y0) / 4].map(Math.round);
   const before = await sample(bob, core);

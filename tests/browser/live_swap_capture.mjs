@@ -6,7 +6,7 @@
 // Usage: FAKE_VIDEO=cam.y4m node tests/browser/live_swap_capture.mjs URL DIR PHOTO PREFIX COUNT
 
 import { writeFileSync } from "node:fs";
-import { launch, openPage, until, sleep, waitForBadge } from "./lib.mjs";
+import { annAndBob, launch, sleep, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, prefix = "capture", count = "4"] = process.argv.slice(2);
 const browser = await launch();
@@ -26,12 +26,7 @@ async function grab(page) {
 
 let ok = false;
 try {
-  const ann = await openPage(browser, link, "Ann");
-  await ann.click("#join");
-  const bob = await openPage(browser, link, "Bob");
-  await bob.click("#join");
-  const r = await until([bob], (s) => s.remote.length === 1 && s.remote[0].width === 640);
-  if (!r.ok) throw new Error(`Bob does not see Ann: ${JSON.stringify(r.states)}`);
+  const { ann, bob } = await annAndBob(browser, link);
   await ann.click("#face");
   const says = await ann.textContent("#face-swapper");
   console.log(`Ann's face panel: "${says}"`);

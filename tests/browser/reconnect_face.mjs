@@ -8,7 +8,7 @@
 // Usage: FAKE_VIDEO=cam.y4m node tests/browser/reconnect_face.mjs URL DIR PHOTO PREFIX
 
 import { existsSync, writeFileSync } from "node:fs";
-import { launch, openPage, until, sleep, waitForBadge } from "./lib.mjs";
+import { annAndBob, launch, sleep, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, prefix = "reconnect"] = process.argv.slice(2);
 const browser = await launch();
@@ -30,12 +30,7 @@ async function grab(page) {
 
 let ok = false;
 try {
-  const ann = await openPage(browser, link, "Ann");
-  await ann.click("#join");
-  const bob = await openPage(browser, link, "Bob");
-  await bob.click("#join");
-  const r = await until([bob], (s) => s.remote.length === 1 && s.remote[0].width === 640);
-  if (!r.ok) throw new Error(`Bob does not see Ann: ${JSON.stringify(r.states)}`);
+  const { ann, bob } = await annAndBob(browser, link);
   // One frame of Ann's own face, before she picks one: the Rust test's yardstick.
   await sleep(1500);
   const own = await grab(bob);
