@@ -1,39 +1,48 @@
 //! The live face swap: the relay's frame stage, running the swap engine on every published
-//! stream through the batching inference scheduler.
+//! stream through the batching inference scheduler. Two tiers ([`Tier`]): the deep swapper
+//! below, and the mesh swapper (`mesh.rs` here, [`crate::swap::mesh`]), which tracks every face
+//! with the face mesh and warps the source face onto it.
 //!
 //! ```text
-//! codec thread of stream s (StreamProcessor::process, per decoded frame)
+//! codec thread of stream s (StreamProcessor::process, per decoded frame), deep tier
 //!   face chosen for the owner?  no ─▶ frame passes through, no model call
 //!   every `detect_every`-th frame: copy of the frame ──▶ detector scheduler (mailbox s)
 //!        (waited for only when no face is tracked; otherwise it runs in the background and
 //!        its result is folded in on the first frame after it arrives)
 //!        largest face ─▶ keypoints smoothed with the tracked ones (exponential filter)
 //!   frames between: the tracked keypoints carried over
-//!   align (crop warp from I420) ──▶ swapper scheduler (mailbox s) ──▶ paste-back ▸ label
+//!   align (crop warp from I420) ──▶ swapper scheduler (mailbox s) ──▶ paste-back through
+//!        the face oval of the mesh (mesh scheduler, beside the swapper) ▸ label
+//!   either tier, then: swapped, or failed closed (Guard) ─▶ reported, debounced (listener)
 //! ```
 //!
-//! One [`LiveSwap`] per server, shared by every stream; it owns one scheduler per model role
-//! (detector, swapper, and the recognizer for source faces), the registry of chosen faces
-//! ([`LiveFaces`], with admission) and the paste mask. Per-stream state (the tracked face,
-//! buffers) lives in the processor [`FrameStage::open`] returns.
+//! One [`LiveSwap`] per server, shared by every stream; it owns one scheduler per model role,
+//! the registry of chosen faces ([`LiveFaces`], with admission) and the paste mask. Per-stream
+//! state (the tracked faces, buffers, the fail-closed guard) lives in the processor
+//! [`FrameStage::open`] returns.
 //!
 //! Once a face is chosen, a frame that cannot be swapped (no face, a lost track, an inference
 //! error: timeout, full queue, model failure) fails closed ([`Guard`], `swap.on_failure`: the
 //! last swapped frame held, or the faces pixelated; never the original face unless the
 //! operator chose `"pass"`). Errors count in `MediaMetrics::swap_errors`, and what went out in
-//! `held_frames`, `blurred_frames` or `unswapped_frames`: a stream never dies of the swap.
+//! `swapped_frames`, `held_frames`, `blurred_frames` or `unswapped_frames`: a stream never dies
+//! of the swap. What each wearer's frames carry goes to the [`FaceListener`] once it has lasted
+//! [`REPORT_DEBOUNCE`]; frames with a swapped face report [`StreamProcessor::swapped`], so the
+//! relay marks their bitstream ([`crate::media::sei`]).
 //!
 //! Use, from the server's side:
 //!
 //! - At start-up, `LiveSwap::load(&config.models, &config.swap, media_metrics)` (an error is a
 //!   start-up failure, never a silent fall-back) and hand `Arc::new(live.clone())` to the relay
 //!   as its [`FrameStage`]; the `media_metrics` must be the relay's own `MediaMetrics`.
-//! - Face upload: `live.source_face_from_bytes(&bytes)` (blocking: `spawn_blocking`), then
+//! - Face choice: `live.detect(&frame)` and `live.source_face_of(&frame, &face)` (blocking:
+//!   `spawn_blocking`; the face picker does this), then
 //!   `live.faces().set(participant_id, Arc::new(face))`, which takes an admission slot for a
 //!   participant's first face and answers `AdmissionError` (code `swap_capacity`) past
 //!   `swap.capacity`. `LiveError::code` gives the upload's error code.
 //! - `live.faces().clear(participant_id)` when the participant drops its face or leaves (frees
 //!   the slot).
+//! - `live.set_listener(…)` to hear what each wearer's frames carry.
 //! - `/metrics`: append `live.render_metrics()` (scheduler batches and outcomes).
 
 pub mod bench;
