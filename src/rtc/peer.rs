@@ -119,6 +119,8 @@ pub struct ServerPeer {
     next_subscription: u64,
     /// Remote candidates that arrived before the remote description.
     early_candidates: Vec<RTCIceCandidateInit>,
+    /// Remote candidates taken so far (trickled and in SDPs), against the cap.
+    remote_candidates: usize,
     _port: Option<PortLease>,
 }
 
@@ -212,6 +214,39 @@ pub(crate) fn advertise_as(candidate: &str, public: IpAddr) -> String {
     }
 }
 
+/// Remote candidates one peer connection takes at most, trickled or in an SDP (a browser sends a
+/// handful); past it a trickled candidate is refused.
+pub const MAX_REMOTE_CANDIDATES: usize = 64;
+
+/// Whether a candidate line (`candidate:FOUNDATION COMPONENT TRANSPORT …`, with or without
+/// `a=`) is a UDP one. The server never uses ICE-TCP: it gathers no TCP candidates, and a
+/// client's TCP candidates are dropped, so no client can make it open TCP connections.
+pub(crate) fn is_udp_candidate(line: &str) -> bool {
+    let line = line.strip_prefix("a=").unwrap_or(line);
+    let line = line.strip_prefix("candidate:").unwrap_or(line);
+    line.split_ascii_whitespace()
+        .nth(2)
+        .is_some_and(|t| t.eq_ignore_ascii_case("udp"))
+}
+
+/// A remote SDP with its non-UDP candidates dropped and at most [`MAX_REMOTE_CANDIDATES`]
+/// candidate lines kept; returns it and how many candidates it kept.
+pub(crate) fn remote_sdp_candidates(sdp: &str) -> (String, usize) {
+    let mut kept = 0;
+    let out = sdp
+        .split_inclusive('\n')
+        .filter(|line| {
+            let Some(rest) = line.strip_prefix("a=candidate:") else {
+                return true;
+            };
+            let keep = is_udp_candidate(rest) && kept < MAX_REMOTE_CANDIDATES;
+            kept += usize::from(keep);
+            keep
+        })
+        .collect();
+    (out, kept)
+}
+
 /// Applies [`advertise_as`] to every `a=candidate` line of an SDP.
 fn advertise_sdp(sdp: String, public: Option<IpAddr>) -> String {
     let Some(public) = public else {
@@ -303,6 +338,7 @@ impl ServerPeer {
                 subscriptions: HashMap::new(),
                 next_subscription: 1,
                 early_candidates: Vec::new(),
+                remote_candidates: 0,
                 _port: port,
             },
             rx,
@@ -312,6 +348,8 @@ impl ServerPeer {
     /// Applies the participant's offer and returns the answer.
     pub async fn accept_offer(&mut self, sdp: String) -> Result<String, RtcError> {
         super::check_offer_codecs(&sdp)?;
+        let (sdp, candidates) = remote_sdp_candidates(&sdp);
+        self.remote_candidates += candidates;
         let offer =
             RTCSessionDescription::offer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
         self.apply_remote(offer).await?;
@@ -332,6 +370,8 @@ impl ServerPeer {
 
     /// Applies the participant's answer to our offer.
     pub async fn accept_answer(&mut self, sdp: String) -> Result<(), RtcError> {
+        let (sdp, candidates) = remote_sdp_candidates(&sdp);
+        self.remote_candidates += candidates;
         let answer =
             RTCSessionDescription::answer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
         self.apply_remote(answer).await?;
@@ -352,6 +392,17 @@ impl ServerPeer {
     pub async fn add_remote_candidate(&mut self, candidate: IceCandidate) -> Result<(), RtcError> {
         if candidate.candidate.len() > 1024 {
             return Err(RtcError::BadCandidate("longer than 1024 bytes".into()));
+        }
+        if self.remote_candidates >= MAX_REMOTE_CANDIDATES {
+            return Err(RtcError::BadCandidate(format!(
+                "more than {MAX_REMOTE_CANDIDATES} candidates on one connection"
+            )));
+        }
+        self.remote_candidates += 1;
+        if !is_udp_candidate(&candidate.candidate) {
+            // Browsers offer TCP candidates too; they are simply not used.
+            tracing::debug!("remote non-UDP candidate ignored");
+            return Ok(());
         }
         let init = to_init(candidate);
         if self.pc.remote_description().await.is_none() {
@@ -613,6 +664,24 @@ pub(crate) async fn on_keyframe_requests(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_udp_candidates_are_taken_from_an_sdp_and_at_most_64() {
+        let mut sdp = String::from("v=0\r\na=group:BUNDLE 0\r\n");
+        for i in 0..70 {
+            sdp.push_str(&format!("a=candidate:{i} 1 udp 2122260223 10.0.0.1 {} typ host\r\n", 5000 + i));
+            sdp.push_str(&format!("a=candidate:t{i} 1 TCP 1518280447 10.0.0.1 9 typ host tcptype active\r\n"));
+        }
+        let (out, kept) = remote_sdp_candidates(&sdp);
+        assert_eq!(kept, MAX_REMOTE_CANDIDATES);
+        assert!(!out.to_ascii_lowercase().contains(" tcp "));
+        assert_eq!(out.matches("a=candidate:").count(), MAX_REMOTE_CANDIDATES);
+        assert!(out.starts_with("v=0\r\na=group:BUNDLE 0\r\n"));
+        assert!(is_udp_candidate("candidate:1 1 UDP 1 1.2.3.4 5 typ host"));
+        assert!(!is_udp_candidate("a=candidate:1 1 tcp 1 1.2.3.4 5 typ host"));
+        assert!(!is_udp_candidate("garbage"));
+    }
+
     use super::*;
 
     #[test]

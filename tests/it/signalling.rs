@@ -282,3 +282,66 @@ async fn roulette_pairs_in_arrival_order_and_next_moves_on() {
     outsider.expect_error("not_in_roulette").await;
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tcp_candidates_never_make_the_server_dial_and_candidates_are_capped() {
+    use facerelay::rtc::IceCandidate;
+    use facerelay::signal::protocol::{ClientMessage, ServerMessage};
+    let _serial = serial().await;
+    let server = start(Config::loopback()).await;
+    let mut a = crate::support::join(&server, "tcp", "A", crate::support::VIDEO).await;
+    a.wait_ready(crate::support::TIMEOUT).await.expect("A connected");
+    // A port on this machine that counts the connections made to it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let acceptor = tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let cand = |i: usize, transport: &str| IceCandidate {
+        candidate: format!(
+            "candidate:{i} 1 {transport} 1518280447 127.0.0.1 {port} typ host tcptype passive"
+        ),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+        username_fragment: None,
+    };
+    // TCP candidates (passive and active, upper case too): taken quietly, never dialled.
+    for i in 0..40 {
+        let transport = if i % 2 == 0 { "tcp" } else { "TCP" };
+        a.send_message(ClientMessage::Candidate { candidate: Some(cand(i, transport)) })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "the server dialled a client's TCP candidate");
+    let mut errors = Vec::new();
+    while let Some(msg) = a.next_message(Duration::from_millis(300)).await {
+        if let ServerMessage::Error { code, .. } = msg {
+            errors.push(code);
+        }
+    }
+    assert!(errors.is_empty(), "TCP candidates are ignored, not errors: {errors:?}");
+    // Past 64 candidates on one connection: refused with a clear code.
+    for i in 40..80 {
+        a.send_message(ClientMessage::Candidate { candidate: Some(cand(i, "tcp")) })
+            .await
+            .unwrap();
+    }
+    let mut refused = 0;
+    while let Some(msg) = a.next_message(Duration::from_millis(500)).await {
+        if let ServerMessage::Error { code, message } = msg {
+            assert_eq!(code, "bad_candidate", "{message}");
+            assert!(message.contains("more than 64 candidates"), "{message}");
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the cap refuses further candidates");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+    acceptor.abort();
+    a.close().await;
+    server.shutdown().await.unwrap();
+}
