@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -129,15 +128,21 @@ pub(super) struct UploadQuery {
 /// `POST /api/face?consent=true`: the body is a JPEG, PNG or WebP photo of one face. The
 /// uploader must confirm they have the right to use it; a server with
 /// `swap.sources = "gallery"` takes no uploads at all.
+///
+/// Everything that costs nothing is checked before the body is read: the token, the mode, the
+/// consent, the declared length, and the upload slots (one photo at a time per participant, a
+/// few at a time per server, so uploads cannot pile up decoded images in memory). The body
+/// must then arrive within `swap.upload_timeout_ms` and stay within `swap.max_image_bytes`.
 pub(super) async fn upload(
     State(app): State<Arc<App>>,
     Query(query): Query<UploadQuery>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
-    if let Err(response) = caller(&app, &headers) {
-        return response;
-    }
+    let (parts, body) = request.into_parts();
+    let (participant, _) = match caller(&app, &parts.headers) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
     if app.config.swap.sources == crate::swap::FaceSources::Gallery {
         return error(
             StatusCode::FORBIDDEN,
@@ -152,7 +157,78 @@ pub(super) async fn upload(
             "confirm that you have the right to use the face in this photo (it is yours, or its owner agreed): send consent=true",
         );
     }
-    choose(app, headers, move |picker| picker.from_photo(&body)).await
+    let max = app.config.swap.max_image_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return pick_error(PickError::TooLarge {
+            len: declared.unwrap_or(0) as usize,
+            max,
+        });
+    }
+    let holder = app.clone();
+    let Some(_slot) = holder.uploads.enter(&participant) else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "upload_busy",
+            "another photo is being analysed; try again in a moment",
+        );
+    };
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let timeout = std::time::Duration::from_millis(app.config.swap.upload_timeout_ms);
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_timeout",
+                "the photo did not arrive in time",
+            )
+        }
+        Ok(Err(_)) => return pick_error(PickError::TooLarge { len: limit + 1, max }),
+        Ok(Ok(bytes)) => bytes,
+    };
+    choose(app, parts.headers, move |picker| picker.from_photo(&bytes)).await
+}
+
+/// Who is uploading a photo now: one upload at a time per participant, at most
+/// [`UPLOADS_AT_ONCE`] per server.
+#[derive(Debug, Default)]
+pub(crate) struct Uploads {
+    busy: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Photos analysed at once, server-wide: each may take a decoded image of up to
+/// `swap.max_upload_pixels` in memory.
+pub(crate) const UPLOADS_AT_ONCE: usize = 2;
+
+/// A taken upload slot; dropping it frees it.
+pub(crate) struct UploadSlot<'a> {
+    uploads: &'a Uploads,
+    participant: String,
+}
+
+impl Uploads {
+    pub(crate) fn enter(&self, participant: &str) -> Option<UploadSlot<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if busy.len() >= UPLOADS_AT_ONCE || busy.contains(participant) {
+            return None;
+        }
+        busy.insert(participant.to_owned());
+        Some(UploadSlot {
+            uploads: self,
+            participant: participant.to_owned(),
+        })
+    }
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.uploads.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.remove(&self.participant);
+    }
 }
 
 /// `POST /api/face/gallery/{name}`: wear a face of the operator's gallery.

@@ -55,6 +55,8 @@ pub struct App {
     tokens: Mutex<HashMap<String, TokenHolder>>,
     /// Turns true when the server starts draining.
     shutdown: watch::Receiver<bool>,
+    /// Photo uploads in progress (bounded per participant and server-wide).
+    pub(crate) uploads: faces::Uploads,
     sessions: SessionCounter,
 }
 
@@ -177,6 +179,7 @@ impl App {
             faces: swap.faces,
             tokens: Mutex::new(HashMap::new()),
             shutdown: rx,
+            uploads: faces::Uploads::default(),
             sessions: SessionCounter::default(),
         });
         // What each wearer's frames carry goes to its session (which tells the room and the
@@ -274,7 +277,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route(
             "/api/face",
-            axum::routing::post(faces::upload).delete(faces::clear),
+            axum::routing::post(faces::upload)
+                .delete(faces::clear)
+                // The handler reads the body itself, within swap.max_image_bytes.
+                .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route(
             "/api/face/gallery/{name}",
@@ -284,7 +290,25 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/gallery/{name}", get(faces::gallery_image))
         .route("/ws", get(websocket))
         .fallback_service(web)
+        .layer(axum::middleware::from_fn(refuse_long_paths))
         .with_state(app)
+}
+
+/// Longest URL path served: past it, 414 with a JSON error (the file server would fail on it).
+const MAX_PATH: usize = 1024;
+
+async fn refuse_long_paths(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.uri().path().len() > MAX_PATH {
+        return (
+            StatusCode::URI_TOO_LONG,
+            Json(serde_json::json!({
+                "code": "path_too_long",
+                "message": format!("the path is longer than {MAX_PATH} bytes"),
+            })),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {

@@ -70,6 +70,11 @@ pub struct SwapConfig {
     pub max_image_pixels: u64,
     /// Largest image file, bytes.
     pub max_image_bytes: u64,
+    /// Largest decoded face photo uploaded to the server, pixels (a face needs far fewer than
+    /// `max_image_pixels`, and each upload being analysed holds its decoded image in memory).
+    pub max_upload_pixels: u64,
+    /// Longest a face photo upload's body may take to arrive once its headers are in, ms.
+    pub upload_timeout_ms: u64,
     /// Live stage: the detector runs on every `detect_every`-th frame of a stream; the frames
     /// between reuse the smoothed keypoints of the last detection.
     pub detect_every: u32,
@@ -195,6 +200,12 @@ impl SwapConfig {
         }
         if !(0.0..=20.0).contains(&self.mask_blur_px) {
             return Err("swap.mask_blur_px must be within 0..20".into());
+        }
+        if !(100..=300_000).contains(&self.upload_timeout_ms) {
+            return Err("swap.upload_timeout_ms must be within 100..=300000".into());
+        }
+        if self.max_upload_pixels == 0 || self.max_upload_pixels > self.max_image_pixels {
+            return Err("swap.max_upload_pixels must be positive and at most swap.max_image_pixels".into());
         }
         if self.max_image_pixels == 0 || self.max_image_bytes == 0 {
             return Err("swap.max_image_pixels and swap.max_image_bytes must be positive".into());

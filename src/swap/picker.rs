@@ -190,7 +190,7 @@ impl FacePicker {
             });
         }
         let photo =
-            decode_image(bytes, self.config.max_image_pixels, "upload").map_err(|e| match e {
+            decode_image(bytes, self.config.max_upload_pixels, "upload").map_err(|e| match e {
                 SwapError::Image { message, .. } => PickError::NotAnImage(message),
                 SwapError::TooManyPixels {
                     width, height, max, ..

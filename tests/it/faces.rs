@@ -417,3 +417,110 @@ async fn face_photos_never_reach_the_disk_or_the_log() {
     assert!(!text.contains("IHDR") && !text.contains("\u{89}PNG"), "photo bytes in the log");
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// Sends an HTTP head (and `body`, which may be short of the declared length) and returns the
+/// status and JSON the server answers within `wait`, or `None`.
+async fn partial_upload(
+    addr: std::net::SocketAddr,
+    token: &str,
+    declared: u64,
+    body: &[u8],
+    wait: std::time::Duration,
+) -> (Option<(u16, serde_json::Value)>, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/face?consent=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = vec![0u8; 4096];
+    let answer = match tokio::time::timeout(wait, stream.read(&mut raw)).await {
+        Ok(Ok(n)) if n > 0 => {
+            let text = String::from_utf8_lossy(&raw[..n]).to_string();
+            let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let json = text
+                .split_once("\r\n\r\n")
+                .and_then(|(_, b)| serde_json::from_str(b.trim()).ok())
+                .unwrap_or(serde_json::Value::Null);
+            Some((status, json))
+        }
+        _ => None,
+    };
+    (answer, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_limits_timeouts_and_slots_hold_and_answer_in_json() {
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.models = config.models.with_fixtures();
+    config.swap.upload_timeout_ms = 1500;
+    let swap = Swap::from_config(&config).expect("the live swap starts");
+    let max = config.swap.max_image_bytes;
+    let server = RunningServer::start_with_swap(config, swap).await.unwrap();
+    let addr = server.addr;
+    let token = |s: serde_json::Value| s["token"].as_str().unwrap().to_owned();
+    let mut sockets = Vec::new();
+    let mut tokens = Vec::new();
+    for name in ["A", "B", "C"] {
+        let mut s = RawSocket::connect(&server).await;
+        tokens.push(token(s.join("limits", name).await));
+        sockets.push(s);
+    }
+    let quick = std::time::Duration::from_secs(3);
+
+    // The token and the declared length are checked before any body is read.
+    let (answer, _) = partial_upload(addr, "nope", 1 << 30, b"", quick).await;
+    assert_eq!(answer.map(|a| a.0), Some(401));
+    let (answer, _) = partial_upload(addr, &tokens[0], max + 1, b"", quick).await;
+    let (status, body) = answer.expect("an answer before the body");
+    assert_eq!((status, body["code"].as_str()), (413, Some("image_too_large")), "{body}");
+
+    // A 3 MB photo is not refused for its size (the noise in it has no face).
+    let noise = RgbImage::from_fn(1000, 1000, |x, y| {
+        let h = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).wrapping_mul(2_246_822_519);
+        image::Rgb([(h >> 8) as u8, (h >> 16) as u8, (h >> 24) as u8])
+    });
+    let big = png(&noise);
+    assert!(big.len() > 2_500_000, "{}", big.len());
+    let (status, body) = post(&server, "/api/face?consent=true", &tokens[0], big).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("no_face")), "{body}");
+
+    // A photo past swap.max_upload_pixels is refused from its header.
+    let mut huge = png(&RgbImage::new(8, 8));
+    huge[16..20].copy_from_slice(&5000u32.to_be_bytes());
+    huge[20..24].copy_from_slice(&4000u32.to_be_bytes());
+    let crc = crc32(&huge[12..29]);
+    huge[29..33].copy_from_slice(&crc.to_be_bytes());
+    let (status, body) = post(&server, "/api/face?consent=true", &tokens[0], huge).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("image_too_large")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("5000x4000"), "{body}");
+
+    // A body that stalls: its slot is held until the timeout, then a JSON 408. Meanwhile the
+    // same participant cannot start another upload, and the server takes two at once.
+    let (_, stalled_a) = partial_upload(addr, &tokens[0], 1000, b"0123456789", std::time::Duration::ZERO).await;
+    let (_, stalled_b) = partial_upload(addr, &tokens[1], 1000, b"0123456789", std::time::Duration::ZERO).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, body) = post(&server, "/api/face?consent=true", &tokens[0], source_photo()).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("upload_busy")), "same participant: {body}");
+    let (status, body) = post(&server, "/api/face?consent=true", &tokens[2], source_photo()).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("upload_busy")), "third at once: {body}");
+    for mut stalled in [stalled_a, stalled_b] {
+        use tokio::io::AsyncReadExt;
+        let mut raw = vec![0u8; 4096];
+        let n = tokio::time::timeout(quick, stalled.read(&mut raw)).await.expect("answered").unwrap();
+        let text = String::from_utf8_lossy(&raw[..n]);
+        assert!(text.starts_with("HTTP/1.1 408") && text.contains("upload_timeout"), "{text}");
+    }
+    // The slots are free again.
+    let (status, body) = post(&server, "/api/face?consent=true", &tokens[2], source_photo()).await;
+    assert_eq!(status, 200, "{body}");
+
+    // An 8 KiB path: a clear 414, not a server error.
+    let long = format!("/{}", "a".repeat(8192));
+    let (status, body) = request(&server, "GET", &long, "", Vec::new()).await;
+    assert_eq!((status, body["code"].as_str()), (414, Some("path_too_long")), "{body}");
+    drop(sockets);
+    server.shutdown().await.unwrap();
+}
