@@ -316,7 +316,7 @@ async fn serve_runs_the_mesh_swapper_on_the_packaged_set_and_says_so() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
         .arg("serve")
         .env("FACERELAY_SERVER__LISTEN", "127.0.0.1:0")
-        .env("NO_COLOR", "1")
+        .env_remove("NO_COLOR")
         .current_dir(root())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -342,6 +342,8 @@ async fn serve_runs_the_mesh_swapper_on_the_packaged_set_and_says_so() {
     }
     let addr = addr.unwrap();
     assert!(log.contains("face swap on") && log.contains("swapper=\"mesh\""), "log:\n{log}");
+    // The log is not a terminal: no colour codes in it.
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a piped log:\n{log}");
     let health = crate::support::http_get(&format!("{addr}/healthz")).await;
     assert!(health.contains("\"swapper\":\"mesh\""), "{health}");
     let gallery = crate::support::http_get(&format!("{addr}/api/gallery")).await;
