@@ -54,6 +54,11 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Seconds the first shutdown signal waits for peers to close before exiting anyway.
     pub shutdown_grace_secs: u64,
+    /// Seconds a signalling connection may stay without joining a room or the roulette.
+    pub join_timeout_secs: u64,
+    /// Most signalling connections at once, and from one IP address.
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -170,6 +175,12 @@ impl Config {
         }
         if self.server.max_message_bytes < 1024 {
             return bad("server.max_message_bytes must be at least 1024");
+        }
+        if self.server.join_timeout_secs == 0 {
+            return bad("server.join_timeout_secs must be at least 1");
+        }
+        if self.server.max_sessions == 0 || self.server.max_sessions_per_ip == 0 {
+            return bad("server.max_sessions and server.max_sessions_per_ip must be at least 1");
         }
         if self.media.video_bitrate_bps < 50_000 {
             return bad("media.video_bitrate_bps must be at least 50000");

@@ -57,6 +57,8 @@ pub struct App {
     shutdown: watch::Receiver<bool>,
     /// Photo uploads in progress (bounded per participant and server-wide).
     pub(crate) uploads: faces::Uploads,
+    /// Signalling connections by address (`server.max_sessions`, `max_sessions_per_ip`).
+    connections: Arc<Connections>,
     sessions: SessionCounter,
 }
 
@@ -180,6 +182,7 @@ impl App {
             tokens: Mutex::new(HashMap::new()),
             shutdown: rx,
             uploads: faces::Uploads::default(),
+            connections: Arc::default(),
             sessions: SessionCounter::default(),
         });
         // What each wearer's frames carry goes to its session (which tells the room and the
@@ -354,14 +357,95 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-async fn websocket(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(app): State<Arc<App>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // Caps before the upgrade: a refused connection costs no session.
+    let slot = match app.connections.enter(peer.ip(), &app.config.server) {
+        Ok(slot) => slot,
+        Err((status, code, message)) => {
+            return (
+                status,
+                Json(serde_json::json!({ "code": code, "message": message })),
+            )
+                .into_response()
+        }
+    };
     // The transport accepts up to 16x the protocol limit so that an oversized message can be
     // answered with a clear error before the socket closes; beyond that the socket just drops.
     let hard_limit = app.config.server.max_message_bytes.saturating_mul(16);
     upgrade
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| session::run(socket, app))
+        .on_upgrade(move |socket| async move {
+            session::run(socket, app).await;
+            drop(slot);
+        })
+}
+
+/// Signalling connections by IP address, for `server.max_sessions` and
+/// `server.max_sessions_per_ip`.
+#[derive(Default)]
+pub(crate) struct Connections {
+    by_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One counted connection; dropping it uncounts it.
+pub(crate) struct ConnectionSlot {
+    connections: Arc<Connections>,
+    ip: std::net::IpAddr,
+}
+
+impl Connections {
+    fn enter(
+        self: &Arc<Self>,
+        ip: std::net::IpAddr,
+        config: &crate::config::ServerConfig,
+    ) -> Result<ConnectionSlot, (StatusCode, &'static str, String)> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = by_ip.values().sum();
+        if total >= config.max_sessions {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_full",
+                "this server has no room for another connection; try again later".into(),
+            ));
+        }
+        let here = by_ip.entry(ip).or_default();
+        if *here >= config.max_sessions_per_ip {
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                format!(
+                    "more than {} connections from one address",
+                    config.max_sessions_per_ip
+                ),
+            ));
+        }
+        *here += 1;
+        Ok(ConnectionSlot {
+            connections: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut by_ip = self
+            .connections
+            .by_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then drains: joins are refused, every session says bye
@@ -375,7 +459,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
     let draining_app = app.clone();
-    axum::serve(listener, router(app))
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: refusing new joins, closing sessions");

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::SplitSink;
@@ -89,8 +90,21 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
         room_events: None,
         commands: None,
     };
+    let join_timeout = Duration::from_secs(s.app.config.server.join_timeout_secs);
+    let mut unjoined_since = Some(tokio::time::Instant::now());
     loop {
+        // Not in a room or the roulette: the clock for `join_timeout` runs.
+        match (&s.member, unjoined_since) {
+            (Some(_), _) => unjoined_since = None,
+            (None, None) => unjoined_since = Some(tokio::time::Instant::now()),
+            (None, Some(_)) => {}
+        }
+        let join_deadline = unjoined_since.map(|t| t + join_timeout);
         let flow = tokio::select! {
+            _ = async { tokio::time::sleep_until(join_deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if join_deadline.is_some() => {
+                s.send_error("join_timeout", format!("no join within {} s", join_timeout.as_secs())).await;
+                Flow::Close
+            }
             msg = incoming.next() => match msg {
                 Some(Ok(msg)) => s.on_socket(msg).await,
                 Some(Err(e)) => {

@@ -345,3 +345,42 @@ async fn client_tcp_candidates_never_make_the_server_dial_and_candidates_are_cap
     a.close().await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_join_time_out_and_are_capped_per_address() {
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.server.join_timeout_secs = 1;
+    config.server.max_sessions_per_ip = 3;
+    let server = start(config).await;
+    // A socket that never joins: told, then closed, after the timeout.
+    let mut idle = RawSocket::connect(&server).await;
+    let started = std::time::Instant::now();
+    let msg = tokio::time::timeout(Duration::from_secs(5), idle.recv())
+        .await
+        .expect("the server speaks within 5 s")
+        .expect("an error before the close");
+    assert_eq!((msg["type"].as_str(), msg["code"].as_str()), (Some("error"), Some("join_timeout")), "{msg}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(tokio::time::timeout(Duration::from_secs(2), idle.recv()).await.ok().flatten().is_none(), "closed");
+    // A joined one stays past the timeout.
+    let mut joined = RawSocket::connect(&server).await;
+    assert_eq!(joined.join("caps", "J").await["type"], "welcome");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ws = server.ws_url();
+    // Three connections from this address at once (the joined one and two more), then no more.
+    let _a = RawSocket::connect(&server).await;
+    let _b = RawSocket::connect(&server).await;
+    let refused = tokio_tungstenite::connect_async(ws.as_str()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("too_many_connections"), "{body}");
+        }
+        other => panic!("a fourth connection from one address: {:?}", other.map(|_| ())),
+    }
+    // The joined session is unaffected.
+    joined.send(r#"{"type":"leave"}"#).await;
+    server.shutdown().await.unwrap();
+}
