@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::codec::CodecError;
 use super::{EncoderSettings, I420Frame, StreamId, StreamProcessor, VideoDecoder, VideoEncoder};
 use crate::metrics::MediaMetrics;
 
@@ -84,6 +85,9 @@ pub struct PipelineControl {
     force_idr: AtomicBool,
     /// The decoder lost sync: the publisher must be asked for a keyframe.
     keyframe_wanted: AtomicBool,
+    /// The publisher's picture is past `max_frame_pixels`: `width << 32 | height`, 0 = none
+    /// to report.
+    oversize: std::sync::atomic::AtomicU64,
 }
 
 impl PipelineControl {
@@ -94,6 +98,13 @@ impl PipelineControl {
     /// Whether the publisher should be sent a PLI (clears the request).
     pub fn take_keyframe_request(&self) -> bool {
         self.keyframe_wanted.swap(false, Ordering::Relaxed)
+    }
+
+    /// The size of a picture refused for `max_frame_pixels` since the last call, if any: the
+    /// publisher must be told (asking it for keyframes would not help).
+    pub fn take_oversize(&self) -> Option<(u32, u32)> {
+        let v = self.oversize.swap(0, Ordering::Relaxed);
+        (v != 0).then_some(((v >> 32) as u32, v as u32))
     }
 }
 
@@ -140,6 +151,7 @@ impl Pipeline {
             control: control.clone(),
             metrics: metrics.clone(),
             waiting_for_keyframe: true,
+            reported_oversize: None,
         };
         std::thread::Builder::new()
             .name(format!("codec-{stream}"))
@@ -176,6 +188,8 @@ struct Worker {
     control: Arc<PipelineControl>,
     metrics: Arc<MediaMetrics>,
     waiting_for_keyframe: bool,
+    /// The oversize picture size last reported (reported once per size).
+    reported_oversize: Option<u64>,
 }
 
 impl Worker {
@@ -215,6 +229,17 @@ impl Worker {
                         }
                     }
                     Ok(None) => {}
+                    Err(CodecError::TooLarge { width, height, .. }) => {
+                        // Keyframes would be as large: no PLI; the publisher is told once
+                        // per size and its next keyframe at a smaller size goes through.
+                        MediaMetrics::add(&m.decode_errors);
+                        self.waiting_for_keyframe = true;
+                        let size = u64::from(width) << 32 | u64::from(height);
+                        if self.reported_oversize != Some(size) {
+                            self.reported_oversize = Some(size);
+                            self.control.oversize.store(size, Ordering::Relaxed);
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "decode failed; waiting for a keyframe");
                         MediaMetrics::add(&m.decode_errors);

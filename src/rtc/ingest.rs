@@ -50,6 +50,7 @@ pub(crate) async fn run_video_ingest(
     pipeline: Pipeline,
     pli_throttle: Duration,
     metrics: Arc<MediaMetrics>,
+    events: tokio::sync::mpsc::Sender<super::peer::PeerEvent>,
 ) {
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let mut pli = PliSender {
@@ -96,6 +97,9 @@ pub(crate) async fn run_video_ingest(
                 }
             }
             _ = tick.tick() => {
+                if let Some((width, height)) = pipeline.control().take_oversize() {
+                    let _ = events.try_send(super::peer::PeerEvent::VideoTooLarge { width, height });
+                }
                 // Until a keyframe arrives (stream start, loss), keep asking: PLIs get lost too.
                 if assembler.waiting_for_keyframe() || pipeline.control().take_keyframe_request() {
                     pli.request().await;

@@ -48,6 +48,8 @@ pub enum PeerEvent {
     Failed,
     Closed,
     RemoteTrack(RemoteTrack),
+    /// The participant's video is larger than `media.max_frame_pixels`: it is not relayed.
+    VideoTooLarge { width: u32, height: u32 },
 }
 
 /// A track the remote side sends; publish it with [`ServerPeer::publish`].
@@ -121,6 +123,8 @@ pub struct ServerPeer {
     early_candidates: Vec<RTCIceCandidateInit>,
     /// Remote candidates taken so far (trickled and in SDPs), against the cap.
     remote_candidates: usize,
+    /// The session's event channel, for what the media side has to tell it.
+    events: mpsc::Sender<PeerEvent>,
     _port: Option<PortLease>,
 }
 
@@ -328,7 +332,7 @@ impl ServerPeer {
             &engine.settings,
             port.as_ref().map(PortLease::port),
             vec![],
-            tx,
+            tx.clone(),
         )
         .await?;
         Ok((
@@ -339,6 +343,7 @@ impl ServerPeer {
                 next_subscription: 1,
                 early_candidates: Vec::new(),
                 remote_candidates: 0,
+                events: tx,
                 _port: port,
             },
             rx,
@@ -463,6 +468,7 @@ impl ServerPeer {
                     pipeline,
                     engine.settings.pli_throttle,
                     engine.metrics.clone(),
+                    self.events.clone(),
                 ));
                 Some(control)
             }

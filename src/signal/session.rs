@@ -466,6 +466,15 @@ impl Session {
                         .await;
                 }
             },
+            PeerEvent::VideoTooLarge { width, height } => {
+                let max = self.app.config.media.max_frame_pixels;
+                tracing::info!(participant = %m.id, width, height, "video over media.max_frame_pixels");
+                self.send_error(
+                    "video_too_large",
+                    format!("your video is {width}x{height}; this server relays at most {max} pixels a frame: lower the camera resolution"),
+                )
+                .await;
+            }
             // `Closed` here was not our doing: `leave` stops listening before it closes.
             PeerEvent::Failed | PeerEvent::Closed => {
                 tracing::info!(participant = %m.id, "connection lost (ICE failed); leaving the room");

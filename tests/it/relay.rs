@@ -387,3 +387,40 @@ async fn a_subscribers_pli_makes_the_encoder_send_an_idr() {
     b.close().await;
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_video_over_the_pixel_limit_is_refused_once_and_the_publisher_is_told() {
+    use facerelay::signal::protocol::ServerMessage;
+    let _serial = crate::support::serial().await;
+    let mut config = Config::loopback();
+    config.media.max_frame_pixels = 320 * 240;
+    let server = crate::support::start(config).await;
+    let mut a = crate::support::join(&server, "big", "A", crate::support::VIDEO).await;
+    a.wait_ready(crate::support::TIMEOUT).await.expect("A connected");
+    let frame = facerelay::media::I420Frame::filled(640, 480, 120, 128, 128).unwrap();
+    let metrics = server.app.engine.metrics().clone();
+    let plis = || facerelay::metrics::MediaMetrics::get(&metrics.plis_sent);
+    let mut told = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let mut k = 0u32;
+    let mut plis_after_told = None;
+    while std::time::Instant::now() < deadline {
+        a.send_video(&frame, k * 3000).await.expect("send");
+        k += 1;
+        while let Some(msg) = a.next_message(Duration::from_millis(30)).await {
+            if let ServerMessage::Error { code, message } = msg {
+                told.push((code, message));
+                plis_after_told.get_or_insert(plis());
+            }
+        }
+    }
+    println!("told {told:?}; PLIs: {} when told, {} at the end", plis_after_told.unwrap_or(0), plis());
+    assert_eq!(told.len(), 1, "told once: {told:?}");
+    assert_eq!(told[0].0, "video_too_large");
+    assert!(told[0].1.contains("640x480") && told[0].1.contains("76800"), "{}", told[0].1);
+    // No endless keyframe requests for a picture that will be as large again.
+    let when_told = plis_after_told.unwrap();
+    assert!(plis() <= when_told + 1, "PLIs kept coming: {when_told} -> {}", plis());
+    a.close().await;
+    server.shutdown().await.unwrap();
+}
