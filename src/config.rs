@@ -18,7 +18,8 @@ const ENV_PREFIX: &str = "FACERELAY_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // The cause (not found, not allowed) follows from the error chain, once.
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -155,9 +156,12 @@ impl Config {
         for (name, raw) in vars {
             apply_env(&mut value, &name, &raw)?;
         }
-        let config: Config = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        // The path of the offending key goes with the message (`ice.udp_port_range: …`).
+        let config: Config = serde_path_to_error::deserialize(value).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                ConfigError::Invalid(format!("{}: {}", e.path(), e.inner().message()))
+            },
+        )?;
         config.validate()?;
         Ok(config)
     }
@@ -291,6 +295,23 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn errors_name_the_key_and_a_missing_file_says_why_once() {
+        let e = Config::load_with_env(None, env(&[("FACERELAY_ICE__UDP_PORT_RANGE", "[1]")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ice.udp_port_range: invalid length 1"), "{e}");
+        let e = Config::load_with_env(None, env(&[("FACERELAY_ROOMS__MAX_PARTICIPANTS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rooms.max_participants: invalid type"), "{e}");
+        let e = Config::load_with_env(Some(Path::new("/nonexistent/facerelay.toml")), env(&[]))
+            .unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
+        assert!(chain.contains("/nonexistent/facerelay.toml"), "{chain}");
     }
 
     #[test]
