@@ -5,7 +5,7 @@
 //! ONNX Runtime allows one environment per process, so [`runtime`] creates it once and hands out
 //! a `'static` reference; sessions pick their execution provider one by one ([`Provider`]).
 //!
-//! Start-up is where failures must be loud (DESIGN.md, style 5): a missing library, a GPU
+//! Start-up is where failures must be loud: a missing library, a GPU
 //! provider that does not register, or a model whose inputs and outputs are not the contract of
 //! its role is an error with a message that says what to fix, never a panic or a silent fall-back
 //! to the CPU.
@@ -123,7 +123,11 @@ impl ModelsConfig {
 
     /// The mesh swapper's files (BlazeFace, mesh, topology; SCRFD is optional).
     pub fn mesh_files(&self) -> [PathBuf; 3] {
-        [self.blazeface_path(), self.mesh_path(), self.topology_path()]
+        [
+            self.blazeface_path(),
+            self.mesh_path(),
+            self.topology_path(),
+        ]
     }
 
     /// What `swap.swapper = "auto"` runs: the deep swapper when any of its files is in

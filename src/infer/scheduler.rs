@@ -6,7 +6,7 @@
 //! codec thread (stream s2) ──submit──▶ │ mailbox s2 │ ─ FIFO of  ──▶ ┤
 //! codec thread (stream s3) ──submit──▶ └ mailbox s3 ┘   streams      └▶ worker 1 (runner 1)
 //!        ▲                                                                 │
-//!        └──────────── one reply per request (Ok, or an error: pass the frame through) ◀┘
+//!        └──────────── one reply per request (Ok, or an error: the frame is not swapped) ◀┘
 //! ```
 //!
 //! - Each worker owns one [`BatchRunner`] (one ONNX session: `run` takes `&mut`). For models with
@@ -16,15 +16,15 @@
 //!   side by side instead.
 //! - One slot per stream: a frame that is still waiting when its stream submits a newer one is
 //!   answered [`ScheduleError::Superseded`] at once and the newer frame takes its place in line.
-//!   Stale video is never queued (DESIGN.md, style 3); a request a worker has already taken runs
+//!   Stale video is never queued; a request a worker has already taken runs
 //!   to the end.
-//! - Every error is per request and means "pass this frame through": a failing or panicking
+//! - Every error is per request and means "this frame could not be swapped" (the live stage then fails closed): a failing or panicking
 //!   model run, a wrong number of outputs, a timeout, a full queue. The stream lives on.
 //! - The queue lock is held only to move requests in and out, never while a model runs.
 //!
 //! Use: one `Arc<Scheduler<_>>` per model role, shared by every stream's processor. A codec
-//! thread calls [`Scheduler::infer`] (submit and wait up to `timeout`) and passes the frame
-//! through on any error. The mailbox holds one request per stream and scheduler, so a frame
+//! thread calls [`Scheduler::infer`] (submit and wait up to `timeout`) and treats any error as
+//! a frame it could not swap. The mailbox holds one request per stream and scheduler, so a frame
 //! with several faces sends them one after the other or bundles them into one input; a stage
 //! that overlaps CPU work with inference uses [`Scheduler::submit`] and [`Ticket::wait`].
 
@@ -54,7 +54,7 @@ pub trait BatchRunner: Send + 'static {
     fn run(&mut self, batch: Vec<Self::Input>) -> Result<Vec<Self::Output>, Self::Error>;
 }
 
-/// Why a request got no output. Every variant means: pass the frame through unchanged.
+/// Why a request got no output. Every variant means: this frame could not be swapped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
     #[error("replaced by a newer frame of the same stream before a worker took it")]
@@ -69,7 +69,7 @@ pub enum ScheduleError {
     Closed,
 }
 
-/// Why [`Scheduler::spawn`] failed: at start-up, loudly (DESIGN.md, style 5).
+/// Why [`Scheduler::spawn`] failed: at start-up, loudly.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("invalid scheduler settings: {0}")]
@@ -416,7 +416,7 @@ impl<R: BatchRunner> Scheduler<R> {
     }
 
     /// Submits `input` for `stream` and waits up to `settings.timeout` for its output; the
-    /// call a codec thread makes per frame. Any error: pass the frame through.
+    /// call a codec thread makes per frame. Any error: the frame is not swapped.
     pub fn infer(&self, stream: StreamId, input: R::Input) -> Result<R::Output, ScheduleError> {
         self.submit(stream, input)?
             .wait(self.shared.settings.timeout)
@@ -582,7 +582,7 @@ fn worker_loop<R: BatchRunner>(
             }
         };
         // Per frame at 30 fps, so not a warning each time: the counters carry the rate.
-        tracing::debug!(error = %failure, batch = n, "model run failed; frames pass through");
+        tracing::debug!(error = %failure, batch = n, "model run failed; its frames are not swapped");
         SchedulerMetrics::add(&m.failed_batches, 1);
         SchedulerMetrics::add(&m.failed_requests, n as u64);
         for reply in replies {

@@ -149,7 +149,11 @@ mod tests {
         let sei = nal(&payload);
         // No start code pattern inside the unit.
         assert!(!sei[4..].windows(3).any(|w| w == [0, 0, 1]));
-        let au = [&[0u8, 0, 0, 1, 0x65, 0x88, 0x84][..], &[0, 0, 1, 0x41, 0x9a][..]].concat();
+        let au = [
+            &[0u8, 0, 0, 1, 0x65, 0x88, 0x84][..],
+            &[0, 0, 1, 0x41, 0x9a][..],
+        ]
+        .concat();
         let marked = insert(&au, &sei);
         assert_eq!(&marked[..sei.len()], &sei[..], "before the first slice");
         assert_eq!(find(&marked).as_deref(), Some(&payload[..]));

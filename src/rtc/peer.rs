@@ -49,7 +49,10 @@ pub enum PeerEvent {
     Closed,
     RemoteTrack(RemoteTrack),
     /// The participant's video is larger than `media.max_frame_pixels`: it is not relayed.
-    VideoTooLarge { width: u32, height: u32 },
+    VideoTooLarge {
+        width: u32,
+        height: u32,
+    },
 }
 
 /// A track the remote side sends; publish it with [`ServerPeer::publish`].
@@ -675,8 +678,13 @@ mod tests {
     fn only_udp_candidates_are_taken_from_an_sdp_and_at_most_64() {
         let mut sdp = String::from("v=0\r\na=group:BUNDLE 0\r\n");
         for i in 0..70 {
-            sdp.push_str(&format!("a=candidate:{i} 1 udp 2122260223 10.0.0.1 {} typ host\r\n", 5000 + i));
-            sdp.push_str(&format!("a=candidate:t{i} 1 TCP 1518280447 10.0.0.1 9 typ host tcptype active\r\n"));
+            sdp.push_str(&format!(
+                "a=candidate:{i} 1 udp 2122260223 10.0.0.1 {} typ host\r\n",
+                5000 + i
+            ));
+            sdp.push_str(&format!(
+                "a=candidate:t{i} 1 TCP 1518280447 10.0.0.1 9 typ host tcptype active\r\n"
+            ));
         }
         let (out, kept) = remote_sdp_candidates(&sdp);
         assert_eq!(kept, MAX_REMOTE_CANDIDATES);
@@ -684,7 +692,9 @@ mod tests {
         assert_eq!(out.matches("a=candidate:").count(), MAX_REMOTE_CANDIDATES);
         assert!(out.starts_with("v=0\r\na=group:BUNDLE 0\r\n"));
         assert!(is_udp_candidate("candidate:1 1 UDP 1 1.2.3.4 5 typ host"));
-        assert!(!is_udp_candidate("a=candidate:1 1 tcp 1 1.2.3.4 5 typ host"));
+        assert!(!is_udp_candidate(
+            "a=candidate:1 1 tcp 1 1.2.3.4 5 typ host"
+        ));
         assert!(!is_udp_candidate("garbage"));
     }
 

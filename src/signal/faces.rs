@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 
-use crate::room::FaceState;
 use super::{App, SessionCommand};
+use crate::room::FaceState;
 use crate::swap::picker::{ChosenFace, PickError};
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -59,17 +59,15 @@ fn caller(
 }
 
 /// Runs a pick off the async threads, then makes it the participant's face.
+/// `who`: the caller, as [`caller`] found it.
 async fn choose(
     app: Arc<App>,
-    headers: HeaderMap,
+    who: (String, tokio::sync::mpsc::Sender<SessionCommand>),
     pick: impl FnOnce(&crate::swap::picker::FacePicker) -> Result<ChosenFace, PickError>
         + Send
         + 'static,
 ) -> Response {
-    let (participant, commands) = match caller(&app, &headers) {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
+    let (participant, commands) = who;
     if app.picker.is_none() {
         return pick_error(PickError::Unavailable(
             "the swap models are not installed (see models/README.md)".into(),
@@ -139,7 +137,7 @@ pub(super) async fn upload(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let (participant, _) = match caller(&app, &parts.headers) {
+    let who = match caller(&app, &parts.headers) {
         Ok(c) => c,
         Err(response) => return response,
     };
@@ -170,7 +168,7 @@ pub(super) async fn upload(
         });
     }
     let holder = app.clone();
-    let Some(_slot) = holder.uploads.enter(&participant) else {
+    let Some(_slot) = holder.uploads.enter(&who.0) else {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             "upload_busy",
@@ -187,10 +185,15 @@ pub(super) async fn upload(
                 "the photo did not arrive in time",
             )
         }
-        Ok(Err(_)) => return pick_error(PickError::TooLarge { len: limit + 1, max }),
+        Ok(Err(_)) => {
+            return pick_error(PickError::TooLarge {
+                len: limit + 1,
+                max,
+            })
+        }
         Ok(Ok(bytes)) => bytes,
     };
-    choose(app, parts.headers, move |picker| picker.from_photo(&bytes)).await
+    choose(app, who, move |picker| picker.from_photo(&bytes)).await
 }
 
 /// Who is uploading a photo now: one upload at a time per participant, at most
@@ -237,7 +240,11 @@ pub(super) async fn pick_gallery(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    choose(app, headers, move |picker| picker.from_gallery(&name)).await
+    let who = match caller(&app, &headers) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    choose(app, who, move |picker| picker.from_gallery(&name)).await
 }
 
 /// `DELETE /api/face`: no swap.

@@ -30,12 +30,12 @@ use crate::media::FrameStage;
 use crate::metrics::MediaMetrics;
 use crate::room::hub::RouletteHub;
 use crate::room::roulette::{InMemoryMatchmaker, RouletteConfig};
+use crate::room::FaceState;
 use crate::room::{InMemoryDirectory, RoomDirectory};
 use crate::rtc::{RtcEngine, RtcSettings};
+use crate::swap::live::FrameState;
 use crate::swap::live::LiveFaces;
 use crate::swap::picker::{FacePicker, FaceRegistry};
-use crate::room::FaceState;
-use crate::swap::live::FrameState;
 use crate::swap::SwapperChoice;
 
 /// Everything the handlers share.
@@ -300,7 +300,10 @@ pub fn router(app: Arc<App>) -> Router {
 /// Longest URL path served: past it, 414 with a JSON error (the file server would fail on it).
 const MAX_PATH: usize = 1024;
 
-async fn refuse_long_paths(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn refuse_long_paths(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     if request.uri().path().len() > MAX_PATH {
         return (
             StatusCode::URI_TOO_LONG,
@@ -463,25 +466,25 @@ pub async fn serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: refusing new joins, closing sessions");
-            draining_app.directory.begin_shutdown();
-            draining_app.roulette.begin_shutdown();
-            let _ = drain.send(true);
-            let deadline = Instant::now() + grace;
-            while draining_app.live_sessions() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let left = draining_app.live_sessions();
-            if left > 0 {
-                tracing::warn!(
-                    sessions = left,
-                    "grace period over; exiting with sessions open"
-                );
-            }
-        })
-        .await
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: refusing new joins, closing sessions");
+        draining_app.directory.begin_shutdown();
+        draining_app.roulette.begin_shutdown();
+        let _ = drain.send(true);
+        let deadline = Instant::now() + grace;
+        while draining_app.live_sessions() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = draining_app.live_sessions();
+        if left > 0 {
+            tracing::warn!(
+                sessions = left,
+                "grace period over; exiting with sessions open"
+            );
+        }
+    })
+    .await
 }
 
 /// A server running in the background (tests and benches).

@@ -132,9 +132,8 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
             let bad = |list: &[manifest::FileStatus]| {
                 list.iter().filter(|s| s.state != FileState::Ok).count()
             };
-            let present = |list: &[manifest::FileStatus]| {
-                list.iter().any(|s| s.state != FileState::Missing)
-            };
+            let present =
+                |list: &[manifest::FileStatus]| list.iter().any(|s| s.state != FileState::Missing);
             // What `serve` does with these files (swap.swapper and its auto rule).
             let choice = match config.swap.swapper {
                 SwapperChoice::Auto if present(&deep) => Some(SwapperChoice::Inswapper),

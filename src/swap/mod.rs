@@ -205,7 +205,9 @@ impl SwapConfig {
             return Err("swap.upload_timeout_ms must be within 100..=300000".into());
         }
         if self.max_upload_pixels == 0 || self.max_upload_pixels > self.max_image_pixels {
-            return Err("swap.max_upload_pixels must be positive and at most swap.max_image_pixels".into());
+            return Err(
+                "swap.max_upload_pixels must be positive and at most swap.max_image_pixels".into(),
+            );
         }
         if self.max_image_pixels == 0 || self.max_image_bytes == 0 {
             return Err("swap.max_image_pixels and swap.max_image_bytes must be positive".into());
@@ -438,7 +440,9 @@ impl SourceFace {
         self.identity
             .as_ref()
             .map(|i| i.latent.as_slice())
-            .ok_or_else(|| SwapError::ModelOutput("this source face was made for the mesh swapper".into()))
+            .ok_or_else(|| {
+                SwapError::ModelOutput("this source face was made for the mesh swapper".into())
+            })
     }
 
     pub fn embedding(&self) -> Option<&Embedding> {
@@ -524,7 +528,11 @@ impl Engine {
     }
 
     /// The source face of a detected face from its embedding.
-    pub fn source_of(&self, embedding: Embedding, face: Detection) -> Result<SourceFace, SwapError> {
+    pub fn source_of(
+        &self,
+        embedding: Embedding,
+        face: Detection,
+    ) -> Result<SourceFace, SwapError> {
         SourceFace::new(embedding, face, &self.emap)
     }
 
@@ -668,8 +676,8 @@ pub struct Aligned {
 
 /// Aligns one face for the swapper: the similarity of its keypoints onto the 128 px template
 /// and the crop (planar RGB in [0,1], 3×128×128) sampled straight from I420 into `crop`.
-/// `None` when the keypoints are degenerate or the face misses the frame (the frame then
-/// passes through). Shared by [`Engine::swap_frame`] and the live stage.
+/// `None` when the keypoints are degenerate or the face misses the frame (offline the face is
+/// skipped; live, the frame fails closed). Shared by [`Engine::swap_frame`] and the live stage.
 pub fn align_for_swap(frame: &I420Frame, kps: &[Point; 5], crop: &mut [f32]) -> Option<Aligned> {
     if crop.len() != 3 * SWAP * SWAP {
         return None;

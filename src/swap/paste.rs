@@ -152,7 +152,11 @@ pub fn match_colour(scratch: &mut PasteScratch, target_rgb: &[f32], mask: &Mask)
         }
         let px = |k: usize| target_rgb[k * plane + i].clamp(0.0, 1.0) * 255.0;
         let t = rgb_to_yuv(px(0), px(1), px(2));
-        let s = [scratch.yuv[i], scratch.yuv[plane + i], scratch.yuv[2 * plane + i]];
+        let s = [
+            scratch.yuv[i],
+            scratch.yuv[plane + i],
+            scratch.yuv[2 * plane + i],
+        ];
         for (a, v) in acc.iter_mut().zip(s.iter().chain(&t)) {
             a[0] += f64::from(*v);
             a[1] += f64::from(*v) * f64::from(*v);

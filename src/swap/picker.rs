@@ -11,8 +11,8 @@ use image::RgbImage;
 
 use super::live::{LiveError, LiveSwap};
 use super::{color, decode_image, largest, Detection, Engine, SourceFace, SwapConfig, SwapError};
-use crate::media::I420Frame;
 use crate::infer::scheduler::AdmissionError;
+use crate::media::I420Frame;
 
 /// Where the live stage finds each participant's chosen face. The signalling edge writes it
 /// when a participant picks or clears a face.

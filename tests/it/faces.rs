@@ -284,18 +284,29 @@ async fn uploads_need_consent_and_a_gallery_only_server_takes_none() {
     let _serial = serial().await;
     let Server { server, .. } = start_with_picker().await;
     let mut me = RawSocket::connect(&server).await;
-    let token = me.join("consent", "Me").await["token"].as_str().unwrap().to_owned();
+    let token = me.join("consent", "Me").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for path in ["/api/face", "/api/face?consent=false", "/api/face?consent="] {
         let (status, body) = post(&server, path, &token, source_photo()).await;
-        assert_eq!((status, body["code"].as_str()), (400, Some("consent_required")), "{path}");
-        assert!(body["message"].as_str().unwrap().contains("right to use"), "{body}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("consent_required")),
+            "{path}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("right to use"),
+            "{body}"
+        );
     }
     let (status, body) = post(&server, "/api/face?consent=true", &token, source_photo()).await;
     assert_eq!(status, 200, "{body}");
     server.shutdown().await.unwrap();
 
     // swap.sources = "gallery": no uploads, even with consent; the gallery still works.
-    let gallery = std::env::temp_dir().join(format!("facerelay-gallery-only-{}", std::process::id()));
+    let gallery =
+        std::env::temp_dir().join(format!("facerelay-gallery-only-{}", std::process::id()));
     std::fs::create_dir_all(&gallery).unwrap();
     std::fs::write(gallery.join("ada.jpg"), source_photo()).unwrap();
     let mut config = Config::loopback();
@@ -307,9 +318,16 @@ async fn uploads_need_consent_and_a_gallery_only_server_takes_none() {
     let listing = crate::support::http_get(&format!("http://{}/api/gallery", server.addr)).await;
     assert!(listing.contains(r#""uploads":false"#), "{listing}");
     let mut me = RawSocket::connect(&server).await;
-    let token = me.join("g", "Me").await["token"].as_str().unwrap().to_owned();
+    let token = me.join("g", "Me").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, body) = post(&server, "/api/face?consent=true", &token, source_photo()).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("uploads_disabled")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("uploads_disabled")),
+        "{body}"
+    );
     let (status, body) = post(&server, "/api/face/gallery/ada", &token, Vec::new()).await;
     assert_eq!(status, 200, "{body}");
     server.shutdown().await.unwrap();
@@ -317,7 +335,9 @@ async fn uploads_need_consent_and_a_gallery_only_server_takes_none() {
 }
 
 /// Every file below `dir` with its length and modification time.
-fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, (u64, std::time::SystemTime)> {
+fn files_under(
+    dir: &std::path::Path,
+) -> std::collections::BTreeMap<std::path::PathBuf, (u64, std::time::SystemTime)> {
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -357,7 +377,10 @@ async fn face_photos_never_reach_the_disk_or_the_log() {
         .env("FACERELAY_SERVER__WEB_ROOT", abs("web"))
         .env("FACERELAY_MODELS__DIR", abs("models"))
         .env("FACERELAY_MODELS__PACKAGED_DIR", abs("models/packaged"))
-        .env("FACERELAY_MODELS__ONNXRUNTIME_LIBRARY", abs(".deps/onnxruntime/lib/libonnxruntime.so"))
+        .env(
+            "FACERELAY_MODELS__ONNXRUNTIME_LIBRARY",
+            abs(".deps/onnxruntime/lib/libonnxruntime.so"),
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -388,17 +411,33 @@ async fn face_photos_never_reach_the_disk_or_the_log() {
 
     let photo = std::fs::read(root.join("models/packaged/photos/gauss.png")).unwrap();
     let mut me = RawSocket::connect_url(&format!("ws://{addr}/ws")).await;
-    let token = me.join("private", "Me").await["token"].as_str().unwrap().to_owned();
-    let (status, body) =
-        crate::support::request_at(addr, "POST", "/api/face?consent=true", &token, photo.clone()).await;
+    let token = me.join("private", "Me").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = crate::support::request_at(
+        addr,
+        "POST",
+        "/api/face?consent=true",
+        &token,
+        photo.clone(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = crate::support::request_at(addr, "DELETE", "/api/face", &token, Vec::new()).await;
+    let (status, _) =
+        crate::support::request_at(addr, "DELETE", "/api/face", &token, Vec::new()).await;
     assert_eq!(status, 200);
     drop(me);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let after = (files_under(&work), files_under(&tmp));
-    assert_eq!(after.0, before.0, "files appeared or changed in the working directory");
-    assert_eq!(after.1, before.1, "files appeared or changed in the temp directory");
+    assert_eq!(
+        after.0, before.0,
+        "files appeared or changed in the working directory"
+    );
+    assert_eq!(
+        after.1, before.1,
+        "files appeared or changed in the temp directory"
+    );
 
     // Stop the server (its stderr then ends) and read its whole debug log.
     child.kill().await.unwrap();
@@ -407,14 +446,23 @@ async fn face_photos_never_reach_the_disk_or_the_log() {
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    assert!(text.contains("face chosen"), "the debug log was captured:\n{text}");
+    assert!(
+        text.contains("face chosen"),
+        "the debug log was captured:\n{text}"
+    );
     use base64::Engine as _;
     for window in photo.chunks(48).skip(1).take(20) {
         let b64 = base64::engine::general_purpose::STANDARD.encode(window);
         let hex: String = window.iter().map(|b| format!("{b:02x}")).collect();
-        assert!(!text.contains(&b64[..32]) && !text.contains(&hex[..32]), "photo bytes in the log");
+        assert!(
+            !text.contains(&b64[..32]) && !text.contains(&hex[..32]),
+            "photo bytes in the log"
+        );
     }
-    assert!(!text.contains("IHDR") && !text.contains("\u{89}PNG"), "photo bytes in the log");
+    assert!(
+        !text.contains("IHDR") && !text.contains("\u{89}PNG"),
+        "photo bytes in the log"
+    );
     std::fs::remove_dir_all(&base).unwrap();
 }
 
@@ -475,17 +523,26 @@ async fn upload_limits_timeouts_and_slots_hold_and_answer_in_json() {
     assert_eq!(answer.map(|a| a.0), Some(401));
     let (answer, _) = partial_upload(addr, &tokens[0], max + 1, b"", quick).await;
     let (status, body) = answer.expect("an answer before the body");
-    assert_eq!((status, body["code"].as_str()), (413, Some("image_too_large")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("image_too_large")),
+        "{body}"
+    );
 
     // A 3 MB photo is not refused for its size (the noise in it has no face).
     let noise = RgbImage::from_fn(1000, 1000, |x, y| {
-        let h = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).wrapping_mul(2_246_822_519);
+        let h =
+            (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).wrapping_mul(2_246_822_519);
         image::Rgb([(h >> 8) as u8, (h >> 16) as u8, (h >> 24) as u8])
     });
     let big = png(&noise);
     assert!(big.len() > 2_500_000, "{}", big.len());
     let (status, body) = post(&server, "/api/face?consent=true", &tokens[0], big).await;
-    assert_eq!((status, body["code"].as_str()), (422, Some("no_face")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("no_face")),
+        "{body}"
+    );
 
     // A photo past swap.max_upload_pixels is refused from its header.
     let mut huge = png(&RgbImage::new(8, 8));
@@ -494,33 +551,90 @@ async fn upload_limits_timeouts_and_slots_hold_and_answer_in_json() {
     let crc = crc32(&huge[12..29]);
     huge[29..33].copy_from_slice(&crc.to_be_bytes());
     let (status, body) = post(&server, "/api/face?consent=true", &tokens[0], huge).await;
-    assert_eq!((status, body["code"].as_str()), (413, Some("image_too_large")), "{body}");
-    assert!(body["message"].as_str().unwrap().contains("5000x4000"), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("image_too_large")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("5000x4000"),
+        "{body}"
+    );
 
     // A body that stalls: its slot is held until the timeout, then a JSON 408. Meanwhile the
     // same participant cannot start another upload, and the server takes two at once.
-    let (_, stalled_a) = partial_upload(addr, &tokens[0], 1000, b"0123456789", std::time::Duration::ZERO).await;
-    let (_, stalled_b) = partial_upload(addr, &tokens[1], 1000, b"0123456789", std::time::Duration::ZERO).await;
+    let (_, stalled_a) = partial_upload(
+        addr,
+        &tokens[0],
+        1000,
+        b"0123456789",
+        std::time::Duration::ZERO,
+    )
+    .await;
+    let (_, stalled_b) = partial_upload(
+        addr,
+        &tokens[1],
+        1000,
+        b"0123456789",
+        std::time::Duration::ZERO,
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let (status, body) = post(&server, "/api/face?consent=true", &tokens[0], source_photo()).await;
-    assert_eq!((status, body["code"].as_str()), (429, Some("upload_busy")), "same participant: {body}");
-    let (status, body) = post(&server, "/api/face?consent=true", &tokens[2], source_photo()).await;
-    assert_eq!((status, body["code"].as_str()), (429, Some("upload_busy")), "third at once: {body}");
+    let (status, body) = post(
+        &server,
+        "/api/face?consent=true",
+        &tokens[0],
+        source_photo(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("upload_busy")),
+        "same participant: {body}"
+    );
+    let (status, body) = post(
+        &server,
+        "/api/face?consent=true",
+        &tokens[2],
+        source_photo(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("upload_busy")),
+        "third at once: {body}"
+    );
     for mut stalled in [stalled_a, stalled_b] {
         use tokio::io::AsyncReadExt;
         let mut raw = vec![0u8; 4096];
-        let n = tokio::time::timeout(quick, stalled.read(&mut raw)).await.expect("answered").unwrap();
+        let n = tokio::time::timeout(quick, stalled.read(&mut raw))
+            .await
+            .expect("answered")
+            .unwrap();
         let text = String::from_utf8_lossy(&raw[..n]);
-        assert!(text.starts_with("HTTP/1.1 408") && text.contains("upload_timeout"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 408") && text.contains("upload_timeout"),
+            "{text}"
+        );
     }
     // The slots are free again.
-    let (status, body) = post(&server, "/api/face?consent=true", &tokens[2], source_photo()).await;
+    let (status, body) = post(
+        &server,
+        "/api/face?consent=true",
+        &tokens[2],
+        source_photo(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
     // An 8 KiB path: a clear 414, not a server error.
     let long = format!("/{}", "a".repeat(8192));
     let (status, body) = request(&server, "GET", &long, "", Vec::new()).await;
-    assert_eq!((status, body["code"].as_str()), (414, Some("path_too_long")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (414, Some("path_too_long")),
+        "{body}"
+    );
     drop(sockets);
     server.shutdown().await.unwrap();
 }

@@ -17,9 +17,7 @@ use facerelay::media::{
 };
 use facerelay::metrics::MediaMetrics;
 use facerelay::swap::color::rgb_to_i420;
-use facerelay::swap::live::{
-    label_box, DetectRunner, LiveModels, LiveSwap, OnFailure, SwapRunner,
-};
+use facerelay::swap::live::{label_box, DetectRunner, LiveModels, LiveSwap, OnFailure, SwapRunner};
 use facerelay::swap::{
     fixtures_dir, load_image, Detection, Engine, Selection, SourceFace, SwapConfig, SwapError,
 };
@@ -188,7 +186,10 @@ fn detection_runs_every_n_frames_and_every_frame_is_swapped() {
         assert_eq!(changed_outside(&blank, &f, &[label_area(&f)]), 0);
         assert_ne!(f, blank, "the label");
     }
-    assert_eq!(live.deep().unwrap().detector.stats().completed - det_before, 2);
+    assert_eq!(
+        live.deep().unwrap().detector.stats().completed - det_before,
+        2
+    );
     assert_eq!(count(&metrics.blurred_frames), 6);
 }
 
@@ -293,63 +294,69 @@ fn failing_models_never_send_the_original_face() {
         ("swapper times out", false, false, false, true),
     ];
     for policy in [OnFailure::Hold, OnFailure::Blur, OnFailure::Pass] {
-      for (what, detector_fails, no_face, panics, slow) in cases {
-        let c = config(|s| {
-            s.on_failure = policy;
-            s.timeout_ms = 100;
-        });
-        let detector = Scheduler::spawn("detector", settings, move |_| {
-            Ok::<_, SwapError>(DetectRunner::new(move |_| {
-                if detector_fails {
-                    Err(SwapError::ModelOutput("stand-in detector failure".into()))
-                } else if no_face {
-                    Ok(vec![])
+        for (what, detector_fails, no_face, panics, slow) in cases {
+            let c = config(|s| {
+                s.on_failure = policy;
+                s.timeout_ms = 100;
+            });
+            let detector = Scheduler::spawn("detector", settings, move |_| {
+                Ok::<_, SwapError>(DetectRunner::new(move |_| {
+                    if detector_fails {
+                        Err(SwapError::ModelOutput("stand-in detector failure".into()))
+                    } else if no_face {
+                        Ok(vec![])
+                    } else {
+                        Ok(vec![face])
+                    }
+                }))
+            })
+            .unwrap();
+            let swapper = Scheduler::spawn("swapper", c.swap.scheduler_settings(1), move |_| {
+                Ok::<_, SwapError>(SwapRunner::new(move |_, _, _| {
+                    if panics {
+                        panic!("stand-in swapper bug");
+                    }
+                    if slow {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    Err(SwapError::ModelOutput("stand-in swapper failure".into()))
+                }))
+            })
+            .unwrap();
+            let (live, metrics) = stand_in_stage(&c, detector, swapper);
+            live.faces().set("p1", photo_source.clone()).unwrap();
+            let mut p = live.open(StreamId(7), "p1");
+            let before = card(&c);
+            for _ in 0..3 {
+                let mut f = before.clone();
+                p.process(&mut f);
+                let face_psnr = psnr_in(&f, &before, FACE_AREA);
+                if policy == OnFailure::Pass {
+                    assert_eq!(f, before, "{what}, {policy:?}");
                 } else {
-                    Ok(vec![face])
+                    // Nothing was swapped yet, so hold falls back to blur: the face area is
+                    // pixelated, far from the original face.
+                    assert!(
+                        face_psnr < 20.0,
+                        "{what}, {policy:?}: face area {face_psnr:.1} dB"
+                    );
                 }
-            }))
-        })
-        .unwrap();
-        let swapper = Scheduler::spawn("swapper", c.swap.scheduler_settings(1), move |_| {
-            Ok::<_, SwapError>(SwapRunner::new(move |_, _, _| {
-                if panics {
-                    panic!("stand-in swapper bug");
-                }
-                if slow {
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                Err(SwapError::ModelOutput("stand-in swapper failure".into()))
-            }))
-        })
-        .unwrap();
-        let (live, metrics) = stand_in_stage(&c, detector, swapper);
-        live.faces().set("p1", photo_source.clone()).unwrap();
-        let mut p = live.open(StreamId(7), "p1");
-        let before = card(&c);
-        for _ in 0..3 {
-            let mut f = before.clone();
-            p.process(&mut f);
-            let face_psnr = psnr_in(&f, &before, FACE_AREA);
-            if policy == OnFailure::Pass {
-                assert_eq!(f, before, "{what}, {policy:?}");
-            } else {
-                // Nothing was swapped yet, so hold falls back to blur: the face area is
-                // pixelated, far from the original face.
-                assert!(face_psnr < 20.0, "{what}, {policy:?}: face area {face_psnr:.1} dB");
             }
+            let errors = if no_face { 0 } else { 3 };
+            assert_eq!(count(&metrics.swap_errors), errors, "{what}, {policy:?}");
+            assert_eq!(count(&metrics.swapped_frames), 0, "{what}, {policy:?}");
+            let (closed, open) = (
+                count(&metrics.blurred_frames),
+                count(&metrics.unswapped_frames),
+            );
+            match policy {
+                OnFailure::Pass => assert_eq!((closed, open), (0, 3), "{what}"),
+                _ => assert_eq!((closed, open), (3, 0), "{what}, {policy:?}"),
+            }
+            // Without a recognizer, source faces are a clear error, not a panic.
+            let e = live.source_face(&image::RgbImage::new(8, 8)).unwrap_err();
+            assert_eq!(e.code(), "swap_unavailable");
         }
-        let errors = if no_face { 0 } else { 3 };
-        assert_eq!(count(&metrics.swap_errors), errors, "{what}, {policy:?}");
-        assert_eq!(count(&metrics.swapped_frames), 0, "{what}, {policy:?}");
-        let (closed, open) = (count(&metrics.blurred_frames), count(&metrics.unswapped_frames));
-        match policy {
-            OnFailure::Pass => assert_eq!((closed, open), (0, 3), "{what}"),
-            _ => assert_eq!((closed, open), (3, 0), "{what}, {policy:?}"),
-        }
-        // Without a recognizer, source faces are a clear error, not a panic.
-        let e = live.source_face(&image::RgbImage::new(8, 8)).unwrap_err();
-        assert_eq!(e.code(), "swap_unavailable");
-      }
     }
 }
 

@@ -21,7 +21,10 @@ async fn faces_seen(b: &mut Client, id: &str) -> Vec<FaceState> {
     while let Some(msg) = b.next_message(Duration::from_millis(400)).await {
         if let ServerMessage::ParticipantUpdated { participant } = msg {
             if participant.id == id {
-                assert_eq!(participant.swapped, matches!(participant.face, FaceState::Swapped | FaceState::Held));
+                assert_eq!(
+                    participant.swapped,
+                    matches!(participant.face, FaceState::Swapped | FaceState::Held)
+                );
                 seen.push(participant.face);
             }
         }
@@ -141,7 +144,8 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
     assert!(swapped.len() >= 20, "B received {} frames", swapped.len());
     for (f, mark) in &swapped {
         // Every swapped frame is marked in the bitstream.
-        let mark = String::from_utf8(mark.clone().expect("the facerelay SEI on a swapped frame")).unwrap();
+        let mark =
+            String::from_utf8(mark.clone().expect("the facerelay SEI on a swapped frame")).unwrap();
         let mark: serde_json::Value = serde_json::from_str(&mark).unwrap();
         assert_eq!(mark["swapped"], true);
         assert_eq!(mark["server"], facerelay::media::sei::server_id());
@@ -199,7 +203,9 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
     config.swap.timeout_ms = 150;
     let mut engine = Engine::load(&config.models, &config.swap).expect("fixture models");
     let face = engine.detect(&original).unwrap()[0];
-    let photo = image::open(fixtures_dir().join("testcard_source.jpg")).unwrap().to_rgb8();
+    let photo = image::open(fixtures_dir().join("testcard_source.jpg"))
+        .unwrap()
+        .to_rgb8();
     let source = Arc::new(engine.source_face(&photo).unwrap());
     let mut expected = original.clone();
     let report = engine
@@ -229,7 +235,11 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
             let settings = c.swap.scheduler_settings(1);
             let detector = Scheduler::spawn("detector", settings, move |_| {
                 Ok::<_, SwapError>(DetectRunner::new(move |_| {
-                    Ok(if failure == Failure::NoFace { vec![] } else { vec![face] })
+                    Ok(if failure == Failure::NoFace {
+                        vec![]
+                    } else {
+                        vec![face]
+                    })
                 }))
             })
             .unwrap();
@@ -287,14 +297,24 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
                     }
                 }
             }
-            assert!(got.len() >= 20, "{failure:?}, {policy:?}: B received {} frames", got.len());
+            assert!(
+                got.len() >= 20,
+                "{failure:?}, {policy:?}: B received {} frames",
+                got.len()
+            );
             // Only frames with a swapped face (swapped, or a swapped frame held) are marked:
             // never a blurred one.
             let marked = marks.iter().filter(|m| **m).count() as u64;
             let m0 = |c: &AtomicU64| facerelay::metrics::MediaMetrics::get(c);
-            assert!(marked <= m0(&metrics.swapped_frames) + m0(&metrics.held_frames), "{failure:?}, {policy:?}");
+            assert!(
+                marked <= m0(&metrics.swapped_frames) + m0(&metrics.held_frames),
+                "{failure:?}, {policy:?}"
+            );
             if failure != Failure::SwapperStops {
-                assert_eq!(marked, 0, "{failure:?}, {policy:?}: nothing swapped, nothing marked");
+                assert_eq!(
+                    marked, 0,
+                    "{failure:?}, {policy:?}: nothing swapped, nothing marked"
+                );
             }
             let closest = got
                 .iter()
@@ -309,7 +329,10 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
                 m(&metrics.blurred_frames)
             );
             // The original face through the relay measures above 30 dB (the test above).
-            assert!(closest < 20.0, "{failure:?}, {policy:?}: a frame shows the original face ({closest:.1} dB)");
+            assert!(
+                closest < 20.0,
+                "{failure:?}, {policy:?}: a frame shows the original face ({closest:.1} dB)"
+            );
             // What B is told about A's video, and what A is told about itself, follow the
             // frames (debounced).
             let seen = faces_seen(&mut b, &a.id).await;
@@ -320,8 +343,16 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
                 _ => FaceState::Blurred,
             };
             assert_eq!(seen.last(), Some(&last), "{failure:?}, {policy:?}");
-            let reason = if failure == Failure::NoFace { "no_face" } else { "busy" };
-            assert_eq!(own.last(), Some(&(last, Some(reason.to_owned()))), "{failure:?}, {policy:?}");
+            let reason = if failure == Failure::NoFace {
+                "no_face"
+            } else {
+                "busy"
+            };
+            assert_eq!(
+                own.last(),
+                Some(&(last, Some(reason.to_owned()))),
+                "{failure:?}, {policy:?}"
+            );
             if failure == Failure::SwapperStops {
                 assert_eq!(seen.first(), Some(&FaceState::Swapped), "{policy:?}");
                 assert!(m(&metrics.swapped_frames) > 0);
@@ -332,7 +363,10 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
                 assert!(closed > 0, "{policy:?}: frames after the swapper stopped");
             } else {
                 assert_eq!(m(&metrics.swapped_frames), 0);
-                assert!(m(&metrics.blurred_frames) > 0, "nothing swapped yet: hold falls back to blur");
+                assert!(
+                    m(&metrics.blurred_frames) > 0,
+                    "nothing swapped yet: hold falls back to blur"
+                );
             }
             a.close().await;
             b.close().await;

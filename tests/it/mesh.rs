@@ -19,7 +19,12 @@ use crate::browser::root;
 fn photo(name: &str) -> RgbImage {
     let path = root().join("models/packaged/photos").join(name);
     image::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh installs the packaged set)", path.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (scripts/setup.sh installs the packaged set)",
+                path.display()
+            )
+        })
         .to_rgb8()
 }
 
@@ -32,8 +37,20 @@ fn engine() -> MeshEngine {
 /// eyes in image order, nose, mouth corners).
 fn truth(name: &str) -> [[f32; 2]; 5] {
     match name {
-        "newton.png" => [[371.0, 143.0], [419.0, 145.0], [399.0, 177.0], [371.0, 197.0], [409.0, 199.0]],
-        _ => [[469.0, 353.0], [594.0, 346.0], [549.0, 436.0], [487.0, 489.0], [589.0, 482.0]],
+        "newton.png" => [
+            [371.0, 143.0],
+            [419.0, 145.0],
+            [399.0, 177.0],
+            [371.0, 197.0],
+            [409.0, 199.0],
+        ],
+        _ => [
+            [469.0, 353.0],
+            [594.0, 346.0],
+            [549.0, 436.0],
+            [487.0, 489.0],
+            [589.0, 482.0],
+        ],
     }
 }
 
@@ -53,7 +70,10 @@ fn mesh_landmarks_land_on_the_ground_truth_keypoints() {
             .zip(&truth)
             .map(|(p, t)| (p[0] - t[0]).hypot(p[1] - t[1]))
             .fold(0.0f32, f32::max);
-        println!("{name}: worst of five keypoints {worst:.1} px = {:.3} eye distances", worst / eyes);
+        println!(
+            "{name}: worst of five keypoints {worst:.1} px = {:.3} eye distances",
+            worst / eyes
+        );
         // Stated bound: a tenth of the distance between the eyes (the truth is itself a
         // detector's estimate, and the mesh's eye centre is the mean of two corners).
         assert!(worst < 0.1 * eyes, "{name}: {worst} px off");
@@ -68,8 +88,13 @@ fn pan_and_zoom(src: &RgbImage, i: usize, n: usize) -> I420Frame {
     let y0 = (432.0 - w * 0.75) / 2.0;
     let crop = image::imageops::crop_imm(src, x0 as u32, y0 as u32, w as u32, (w * 0.75) as u32)
         .to_image();
-    rgb_to_i420(&image::imageops::resize(&crop, 640, 480, image::imageops::FilterType::Triangle))
-        .unwrap()
+    rgb_to_i420(&image::imageops::resize(
+        &crop,
+        640,
+        480,
+        image::imageops::FilterType::Triangle,
+    ))
+    .unwrap()
 }
 
 fn mesh_stage(config: &Config) -> (LiveSwap, Arc<MediaMetrics>) {
@@ -110,7 +135,10 @@ fn landmarks_of_a_still_face_hold_steady() {
     let mut raw = e.landmarks(&base, &face).unwrap().unwrap();
     let c = Config::defaults().swap;
     let mut filter = MeshFilter::new(
-        FilterSettings { min_cutoff: c.filter_min_cutoff, beta: c.filter_beta },
+        FilterSettings {
+            min_cutoff: c.filter_min_cutoff,
+            beta: c.filter_beta,
+        },
         &raw,
     );
     // Camera noise: each frame gets its own ±4 grey levels of deterministic noise on luma.
@@ -141,12 +169,18 @@ fn landmarks_of_a_still_face_hold_steady() {
         for k in 0..track[0].len() {
             let mx = track.iter().map(|p| p[k][0]).sum::<f32>() / n;
             let my = track.iter().map(|p| p[k][1]).sum::<f32>() / n;
-            sum += track.iter().map(|p| (p[k][0] - mx).powi(2) + (p[k][1] - my).powi(2)).sum::<f32>() / n;
+            sum += track
+                .iter()
+                .map(|p| (p[k][0] - mx).powi(2) + (p[k][1] - my).powi(2))
+                .sum::<f32>()
+                / n;
         }
         (sum / track[0].len() as f32).sqrt()
     };
     let (r, f) = (jitter(&raw_track), jitter(&filtered_track));
-    println!("still face under camera noise: landmark jitter raw {r:.3} px, filtered {f:.3} px (RMS)");
+    println!(
+        "still face under camera noise: landmark jitter raw {r:.3} px, filtered {f:.3} px (RMS)"
+    );
     assert!(f < 0.5, "filtered jitter {f} px");
     assert!(f <= r, "the filter must not add jitter");
 }
@@ -168,7 +202,11 @@ fn swap_all_json_finds_and_swaps_29_faces_and_leaves_the_rest_identical() {
         .current_dir(root())
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(doc["swapper"], "mesh");
     let detected = doc["detected"].as_array().unwrap();
@@ -189,7 +227,9 @@ fn swap_all_json_finds_and_swaps_29_faces_and_leaves_the_rest_identical() {
     assert_eq!(a.dimensions(), b.dimensions());
     let (mut outside_changed, mut inside_changed) = (0u64, 0u64);
     for (x, y, p) in a.enumerate_pixels() {
-        let inside = boxes.iter().any(|b| x >= b[0] && x < b[2] && y >= b[1] && y < b[3]);
+        let inside = boxes
+            .iter()
+            .any(|b| x >= b[0] && x < b[2] && y >= b[1] && y < b[3]);
         let changed = p != b.get_pixel(x, y);
         match (inside, changed) {
             (false, true) => outside_changed += 1,
@@ -197,8 +237,14 @@ fn swap_all_json_finds_and_swaps_29_faces_and_leaves_the_rest_identical() {
             _ => {}
         }
     }
-    assert_eq!(outside_changed, 0, "pixels outside the pasted boxes changed");
-    assert!(inside_changed > 29 * 1000, "{inside_changed} pixels swapped");
+    assert_eq!(
+        outside_changed, 0,
+        "pixels outside the pasted boxes changed"
+    );
+    assert!(
+        inside_changed > 29 * 1000,
+        "{inside_changed} pixels swapped"
+    );
 }
 
 #[test]
@@ -210,10 +256,14 @@ fn bad_input_to_the_mesh_tier() {
     let plain = RgbImage::from_pixel(320, 240, image::Rgb([90, 120, 150]));
     let png = |img: &RgbImage| {
         let mut v = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Png).unwrap();
+        img.write_to(&mut std::io::Cursor::new(&mut v), image::ImageFormat::Png)
+            .unwrap();
         v
     };
-    assert!(matches!(picker.from_photo(&png(&plain)), Err(PickError::NoFace)));
+    assert!(matches!(
+        picker.from_photo(&png(&plain)),
+        Err(PickError::NoFace)
+    ));
     // Two faces side by side, each cut square around its face.
     let (n, g) = (photo("newton.png"), photo("gauss.png"));
     let side = |img: &RgbImage, x: u32, y: u32, w: u32| {
@@ -237,14 +287,27 @@ fn bad_input_to_the_mesh_tier() {
     let mut stage = live.open(StreamId(7), "p1");
     let edge = {
         let crop = image::imageops::crop_imm(&n, 300, 0, 426, 320).to_image();
-        rgb_to_i420(&image::imageops::resize(&crop, 640, 480, image::imageops::FilterType::Triangle)).unwrap()
+        rgb_to_i420(&image::imageops::resize(
+            &crop,
+            640,
+            480,
+            image::imageops::FilterType::Triangle,
+        ))
+        .unwrap()
     };
     for _ in 0..5 {
         let mut f = edge.clone();
         stage.process(&mut f);
     }
-    let empty = rgb_to_i420(&image::imageops::resize(&plain, 640, 480, image::imageops::FilterType::Nearest)).unwrap();
-    let closed = |m: &MediaMetrics| MediaMetrics::get(&m.held_frames) + MediaMetrics::get(&m.blurred_frames);
+    let empty = rgb_to_i420(&image::imageops::resize(
+        &plain,
+        640,
+        480,
+        image::imageops::FilterType::Nearest,
+    ))
+    .unwrap();
+    let closed =
+        |m: &MediaMetrics| MediaMetrics::get(&m.held_frames) + MediaMetrics::get(&m.blurred_frames);
     let before = closed(&metrics);
     let mut f = empty.clone();
     stage.process(&mut f);
@@ -255,9 +318,17 @@ fn bad_input_to_the_mesh_tier() {
     // mesh's presence is below the threshold, so the track ends there.
     let mut e = engine();
     let frame = rgb_to_i420(&n).unwrap();
-    let away = Roi { cx: 100.0, cy: 330.0, side: 160.0, angle: 0.0 };
+    let away = Roi {
+        cx: 100.0,
+        cy: 330.0,
+        side: 160.0,
+        angle: 0.0,
+    };
     let mesh = e.track(&frame, &away).unwrap();
-    println!("presence on the painting's dark corner: {:.3}", mesh.presence);
+    println!(
+        "presence on the painting's dark corner: {:.3}",
+        mesh.presence
+    );
     assert!(mesh.presence < config.swap.mesh_presence);
 }
 
@@ -273,23 +344,35 @@ fn a_damaged_packaged_model_is_a_start_up_error() {
     std::fs::write(tmp.join("face_landmark.onnx"), &mesh[..mesh.len() / 2]).unwrap();
     let mut config = Config::defaults();
     config.models.packaged_dir = PathBuf::from(&tmp);
-    let err = LiveSwap::load(&config.models, &config.swap, Arc::new(MediaMetrics::default()))
-        .err()
-        .expect("a truncated mesh model must not load");
+    let err = LiveSwap::load(
+        &config.models,
+        &config.swap,
+        Arc::new(MediaMetrics::default()),
+    )
+    .err()
+    .expect("a truncated mesh model must not load");
     println!("{err}");
     assert!(err.to_string().contains("face_landmark.onnx"), "{err}");
     // `facerelay models check` agrees: the set is damaged and serve would refuse it.
     let toml = tmp.join("config.toml");
-    std::fs::write(&toml, format!("[models]\npackaged_dir = {:?}\n", tmp.display().to_string())).unwrap();
+    std::fs::write(
+        &toml,
+        format!("[models]\npackaged_dir = {:?}\n", tmp.display().to_string()),
+    )
+    .unwrap();
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
         .args(["models", "check", "--config"])
         .arg(&toml)
         .current_dir(root())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&check.stdout).to_string() + &String::from_utf8_lossy(&check.stderr);
+    let text = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
     assert!(!check.status.success(), "{text}");
-    assert!(text.contains("face_landmark.onnx") && text.contains("wrong"), "{text}");
+    assert!(
+        text.contains("face_landmark.onnx") && text.contains("wrong"),
+        "{text}"
+    );
     assert!(text.contains("refuses to start"), "{text}");
     // And on the installed set it says which swapper serve runs.
     let ok = std::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
@@ -301,9 +384,13 @@ fn a_damaged_packaged_model_is_a_start_up_error() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("runs the mesh swapper"));
     std::fs::write(tmp.join("face_landmark.onnx"), &mesh).unwrap();
     std::fs::write(tmp.join("face_mesh_topology.json"), "{\"triangles\": []}").unwrap();
-    let err = LiveSwap::load(&config.models, &config.swap, Arc::new(MediaMetrics::default()))
-        .err()
-        .expect("a broken topology must not load");
+    let err = LiveSwap::load(
+        &config.models,
+        &config.swap,
+        Arc::new(MediaMetrics::default()),
+    )
+    .err()
+    .expect("a broken topology must not load");
     assert!(err.to_string().contains("topology"), "{err}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
@@ -341,13 +428,19 @@ async fn serve_runs_the_mesh_swapper_on_the_packaged_set_and_says_so() {
         }
     }
     let addr = addr.unwrap();
-    assert!(log.contains("face swap on") && log.contains("swapper=\"mesh\""), "log:\n{log}");
+    assert!(
+        log.contains("face swap on") && log.contains("swapper=\"mesh\""),
+        "log:\n{log}"
+    );
     // The log is not a terminal: no colour codes in it.
     assert!(!log.contains('\u{1b}'), "ANSI codes in a piped log:\n{log}");
     let health = crate::support::http_get(&format!("{addr}/healthz")).await;
     assert!(health.contains("\"swapper\":\"mesh\""), "{health}");
     let gallery = crate::support::http_get(&format!("{addr}/api/gallery")).await;
-    assert!(gallery.contains("\"available\":true") && gallery.contains("\"swapper\":\"mesh\""), "{gallery}");
+    assert!(
+        gallery.contains("\"available\":true") && gallery.contains("\"swapper\":\"mesh\""),
+        "{gallery}"
+    );
     child.kill().await.unwrap();
 }
 
@@ -356,7 +449,11 @@ async fn serve_runs_the_mesh_swapper_on_the_packaged_set_and_says_so() {
 fn deep_models_on_real_faces(tag: &str) -> (Config, PathBuf) {
     let tmp = std::env::temp_dir().join(format!("facerelay-deep-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    std::fs::copy(root().join("models/packaged/scrfd.onnx"), tmp.join("det_10g.onnx")).unwrap();
+    std::fs::copy(
+        root().join("models/packaged/scrfd.onnx"),
+        tmp.join("det_10g.onnx"),
+    )
+    .unwrap();
     for f in ["w600k_r50.onnx", "inswapper_128.onnx"] {
         std::fs::copy(root().join("models/fixtures").join(f), tmp.join(f)).unwrap();
     }
@@ -387,12 +484,17 @@ fn the_deep_swapper_pastes_through_the_face_oval_of_the_mesh() {
     let mut e = engine();
     let face = e.detect(&frame).unwrap()[0];
     let points = e.landmarks(&frame, &face).unwrap().unwrap();
-    let topo = facerelay::swap::mesh::Topology::load(&root().join("models/packaged/face_mesh_topology.json")).unwrap();
+    let topo = facerelay::swap::mesh::Topology::load(
+        &root().join("models/packaged/face_mesh_topology.json"),
+    )
+    .unwrap();
     let oval: Vec<[f32; 2]> = topo.face_oval.iter().map(|&i| points[i as usize]).collect();
     let w = frame.width() as usize;
     let inside = |i: usize, grow: f32| {
         // Point-in-polygon by ray casting, with the polygon grown around its centre.
-        let c = oval.iter().fold([0.0f32; 2], |a, p| [a[0] + p[0], a[1] + p[1]]);
+        let c = oval
+            .iter()
+            .fold([0.0f32; 2], |a, p| [a[0] + p[0], a[1] + p[1]]);
         let c = [c[0] / oval.len() as f32, c[1] / oval.len() as f32];
         let poly: Vec<[f32; 2]> = oval
             .iter()
@@ -417,19 +519,36 @@ fn the_deep_swapper_pastes_through_the_face_oval_of_the_mesh() {
     let square = changed(&config, &frame, &gauss);
     config.swap.deep_mask = facerelay::swap::DeepMask::Oval;
     let by_oval = changed(&config, &frame, &gauss);
-    let count = |v: &[bool], f: &dyn Fn(usize) -> bool| v.iter().enumerate().filter(|(i, &c)| c && f(*i)).count();
+    let count = |v: &[bool], f: &dyn Fn(usize) -> bool| {
+        v.iter().enumerate().filter(|(i, &c)| c && f(*i)).count()
+    };
     let oval_px = (0..by_oval.len()).filter(|&i| inside(i, 0.0)).count();
-    let (sq_in, ov_in) = (count(&square, &|i| inside(i, 0.0)), count(&by_oval, &|i| inside(i, 0.0)));
-    let (sq_out, ov_out) = (count(&square, &|i| !inside(i, 3.0)), count(&by_oval, &|i| !inside(i, 3.0)));
+    let (sq_in, ov_in) = (
+        count(&square, &|i| inside(i, 0.0)),
+        count(&by_oval, &|i| inside(i, 0.0)),
+    );
+    let (sq_out, ov_out) = (
+        count(&square, &|i| !inside(i, 3.0)),
+        count(&by_oval, &|i| !inside(i, 3.0)),
+    );
     println!(
         "face oval {oval_px} px: square mask changes {sq_in} inside / {sq_out} outside, oval mask {ov_in} inside / {ov_out} outside"
     );
     // This test's mesh comes from another crop than the engine's, so the two ovals differ by
     // a pixel or two: a handful of changed pixels just past the 3 px margin is that, not a
     // mask that reaches past the face.
-    assert!(ov_out * 100 < oval_px, "the oval mask changed {ov_out} pixels beyond the face oval");
-    assert!(sq_out > 500, "the square mask reaches past the face ({sq_out} px)");
-    assert!(ov_in as f32 > 0.9 * oval_px as f32, "the oval mask keeps the whole face ({ov_in}/{oval_px})");
+    assert!(
+        ov_out * 100 < oval_px,
+        "the oval mask changed {ov_out} pixels beyond the face oval"
+    );
+    assert!(
+        sq_out > 500,
+        "the square mask reaches past the face ({sq_out} px)"
+    );
+    assert!(
+        ov_in as f32 > 0.9 * oval_px as f32,
+        "the oval mask keeps the whole face ({ov_in}/{oval_px})"
+    );
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
@@ -440,7 +559,10 @@ fn the_mouth_mask_keeps_an_open_mouth_and_colour_matching_pulls_toward_the_skin(
     let mut e = engine();
     let face = e.detect(&frame).unwrap()[0];
     let mut points = e.landmarks(&frame, &face).unwrap().unwrap();
-    let topo = facerelay::swap::mesh::Topology::load(&root().join("models/packaged/face_mesh_topology.json")).unwrap();
+    let topo = facerelay::swap::mesh::Topology::load(
+        &root().join("models/packaged/face_mesh_topology.json"),
+    )
+    .unwrap();
     // Open the mouth: move the lower half of the inner lip outline 12 px down.
     let lips: Vec<usize> = topo.lips_inner.iter().map(|&i| i as usize).collect();
     let mid = lips.iter().map(|&i| points[i][1]).sum::<f32>() / lips.len() as f32;
@@ -450,15 +572,32 @@ fn the_mouth_mask_keeps_an_open_mouth_and_colour_matching_pulls_toward_the_skin(
         }
     }
     let five = five_points(&points);
-    let to_crop = facerelay::swap::geometry::similarity(&five, &facerelay::swap::geometry::arcface_template(128)).unwrap();
+    let to_crop = facerelay::swap::geometry::similarity(
+        &five,
+        &facerelay::swap::geometry::arcface_template(128),
+    )
+    .unwrap();
     let square = facerelay::swap::paste::Mask::new(128, 12, 4.0);
     let inner: Vec<[f32; 2]> = lips.iter().map(|&i| to_crop.apply(points[i])).collect();
-    let centre = inner.iter().fold([0.0f32; 2], |a, p| [a[0] + p[0] / inner.len() as f32, a[1] + p[1] / inner.len() as f32]);
-    let at = |m: &facerelay::swap::paste::Mask| m.alpha()[centre[1] as usize * 128 + centre[0] as usize];
+    let centre = inner.iter().fold([0.0f32; 2], |a, p| {
+        [
+            a[0] + p[0] / inner.len() as f32,
+            a[1] + p[1] / inner.len() as f32,
+        ]
+    });
+    let at =
+        |m: &facerelay::swap::paste::Mask| m.alpha()[centre[1] as usize * 128 + centre[0] as usize];
     let kept = facerelay::swap::mesh::crop_mask(&square, &to_crop, &points, &topo, 0.06, true);
     let swapped = facerelay::swap::mesh::crop_mask(&square, &to_crop, &points, &topo, 0.06, false);
-    println!("mask at the open mouth's centre: {:.2} with the mouth mask, {:.2} without", at(&kept), at(&swapped));
-    assert!(at(&kept) < 0.25, "the open mouth is kept (the feathered edge aside)");
+    println!(
+        "mask at the open mouth's centre: {:.2} with the mouth mask, {:.2} without",
+        at(&kept),
+        at(&swapped)
+    );
+    assert!(
+        at(&kept) < 0.25,
+        "the open mouth is kept (the feathered edge aside)"
+    );
     assert_eq!(at(&swapped), 1.0);
 
     // Colour matching: the stand-in swapper tints the face; matched, the face's mean colour
@@ -469,9 +608,16 @@ fn the_mouth_mask_keeps_an_open_mouth_and_colour_matching_pulls_toward_the_skin(
         let mut engine = facerelay::swap::Engine::load(&config.models, &config.swap).unwrap();
         let s = engine.source_face(&photo("gauss.png")).unwrap();
         let mut out = frame.clone();
-        engine.swap_frame(&mut out, &s, &facerelay::swap::Selection::Largest).unwrap();
+        engine
+            .swap_frame(&mut out, &s, &facerelay::swap::Selection::Largest)
+            .unwrap();
         let (mut du, mut n) = (0.0f64, 0.0f64);
-        for (a, b) in frame.u().iter().zip(out.u()).chain(frame.v().iter().zip(out.v())) {
+        for (a, b) in frame
+            .u()
+            .iter()
+            .zip(out.u())
+            .chain(frame.v().iter().zip(out.v()))
+        {
             if a != b {
                 du += (f64::from(*a) - f64::from(*b)).abs();
                 n += 1.0;
@@ -482,6 +628,9 @@ fn the_mouth_mask_keeps_an_open_mouth_and_colour_matching_pulls_toward_the_skin(
     let plain = mean_uv(false, &mut config);
     let matched = mean_uv(true, &mut config);
     println!("mean chroma change of swapped pixels: {plain:.1} without colour matching, {matched:.1} with");
-    assert!(matched < 0.5 * plain, "colour matching should pull the tint back toward the skin");
+    assert!(
+        matched < 0.5 * plain,
+        "colour matching should pull the tint back toward the skin"
+    );
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -36,7 +36,12 @@ fn photos() -> PathBuf {
 fn open(name: &str) -> RgbImage {
     let path = photos().join(name);
     image::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh installs the packaged set)", path.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (scripts/setup.sh installs the packaged set)",
+                path.display()
+            )
+        })
         .to_rgb8()
 }
 
@@ -80,7 +85,8 @@ fn camera(photo: &RgbImage, window: impl Fn(usize) -> (u32, u32, u32)) -> Vec<I4
         .map(|i| {
             let (x0, y0, w) = window(i);
             let crop = image::imageops::crop_imm(photo, x0, y0, w, w * 3 / 4).to_image();
-            let scaled = image::imageops::resize(&crop, W, H, image::imageops::FilterType::Triangle);
+            let scaled =
+                image::imageops::resize(&crop, W, H, image::imageops::FilterType::Triangle);
             let mut frame = rgb_to_i420(&scaled).unwrap();
             stamp(&mut frame, i);
             frame
@@ -183,7 +189,13 @@ fn grow(b: [u32; 4], by: u32) -> [u32; 4] {
 
 /// Runs the browser script on `frames` with `face` as Ann's chosen face and measures what Bob
 /// decoded; `faces` is how many faces each frame must have swapped.
-async fn swapped_live(config: Config, frames: Vec<I420Frame>, face: &str, prefix: &str, faces: usize) {
+async fn swapped_live(
+    config: Config,
+    frames: Vec<I420Frame>,
+    face: &str,
+    prefix: &str,
+    faces: usize,
+) {
     let artifacts = root().join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let y4m = artifacts.join(format!("{prefix}.y4m"));
@@ -223,7 +235,9 @@ async fn swapped_live(config: Config, frames: Vec<I420Frame>, face: &str, prefix
     .await;
     let label = label_box(W, H).unwrap();
     for k in 0..count {
-        let got = image::open(dir.join(format!("{prefix}-{k}.png"))).unwrap().to_rgb8();
+        let got = image::open(dir.join(format!("{prefix}-{k}.png")))
+            .unwrap()
+            .to_rgb8();
         assert_eq!(got.dimensions(), (W, H));
         let n = read_stamp(&got);
         assert!(n < FRAMES, "frame number {n}");
@@ -245,7 +259,10 @@ async fn swapped_live(config: Config, frames: Vec<I420Frame>, face: &str, prefix
             "{prefix} capture {k}: camera frame {n}, rest of the frame {rest:.1} dB, label changes luma by {label_change:.0}"
         );
         assert!(rest >= 30.0, "outside the faces: {rest:.1} dB < 30 dB");
-        assert!(label_change > 20.0, "the FACE SWAPPED label is in the frame");
+        assert!(
+            label_change > 20.0,
+            "the FACE SWAPPED label is in the frame"
+        );
         for (f, b) in boxes.iter().enumerate() {
             let like_face = detail_correlation(&got, swapped, core(*b));
             let like_camera = detail_correlation(&got, camera, core(*b));
@@ -293,7 +310,11 @@ async fn three_real_faces_are_swapped_live_with_selection_all() {
 /// dropping her signalling connection (or restarting the whole server), and measures what Bob
 /// saw of Ann after it: never her own face, and the chosen face again within 10 s.
 async fn face_survives(restart: bool) {
-    let prefix = if restart { "restart-face" } else { "reconnect-face" };
+    let prefix = if restart {
+        "restart-face"
+    } else {
+        "reconnect-face"
+    };
     let artifacts = root().join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     for e in std::fs::read_dir(&artifacts).unwrap().flatten() {
@@ -312,13 +333,21 @@ async fn face_survives(restart: bool) {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.web_root = root().join("web");
     let mut engine = MeshEngine::load(&config.models, &config.swap).unwrap();
-    let source = engine.source_face(&rgb_to_i420(&open("gauss.png")).unwrap()).unwrap();
+    let source = engine
+        .source_face(&rgb_to_i420(&open("gauss.png")).unwrap())
+        .unwrap();
     let reference: Vec<(RgbImage, RgbImage, [u32; 4])> = frames
         .iter()
         .map(|f| {
             let mut s = f.clone();
-            let r = engine.swap_frame(&mut s, &source, &Selection::Largest).unwrap();
-            (i420_to_rgb(f, W, H), i420_to_rgb(&s, W, H), r.swapped[0].paste_box)
+            let r = engine
+                .swap_frame(&mut s, &source, &Selection::Largest)
+                .unwrap();
+            (
+                i420_to_rgb(f, W, H),
+                i420_to_rgb(&s, W, H),
+                r.swapped[0].paste_box,
+            )
         })
         .collect();
     drop(engine);
@@ -346,7 +375,10 @@ async fn face_survives(restart: bool) {
         let request = artifacts.join(format!("{prefix}-restart"));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
         while !request.exists() {
-            assert!(std::time::Instant::now() < deadline, "the script never asked for the restart");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the script never asked for the restart"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         // The server goes away with everything it knew, and comes back on the same address.
@@ -368,18 +400,29 @@ async fn face_survives(restart: bool) {
         .await
         .expect("the script finishes")
         .unwrap();
-    assert!(status.success(), "reconnect_face.mjs failed (its output is above)");
+    assert!(
+        status.success(),
+        "reconnect_face.mjs failed (its output is above)"
+    );
     server.shutdown().await.unwrap();
 
     let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(artifacts.join(format!("{prefix}.json"))).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(artifacts.join(format!("{prefix}.json"))).unwrap())
+            .unwrap();
     let records = doc["records"].as_array().unwrap();
-    let again = doc["swappedAgainMs"].as_u64().expect("the chosen face came back");
-    println!("{prefix}: the chosen face was back after {again} ms; Ann reads {}", doc["annReads"]);
+    let again = doc["swappedAgainMs"]
+        .as_u64()
+        .expect("the chosen face came back");
+    println!(
+        "{prefix}: the chosen face was back after {again} ms; Ann reads {}",
+        doc["annReads"]
+    );
     assert!(again < 10_000, "the chosen face came back after {again} ms");
     assert_eq!(doc["annReads"], "This is the face the others see on you.");
     // The yardstick: Ann's own face, relayed before she picked one.
-    let own = image::open(artifacts.join(format!("{prefix}-before.png"))).unwrap().to_rgb8();
+    let own = image::open(artifacts.join(format!("{prefix}-before.png")))
+        .unwrap()
+        .to_rgb8();
     let (camera, _, bx) = &reference[read_stamp(&own).min(FRAMES - 1)];
     let own_like = detail_correlation(&own, camera, core(*bx));
     println!("  Ann's own face before she picked one: like the camera's own face {own_like:.2}");
@@ -387,7 +430,9 @@ async fn face_survives(restart: bool) {
     let mut likes = Vec::new();
     for r in records {
         let k = r["k"].as_u64().unwrap();
-        let got = image::open(artifacts.join(format!("{prefix}-{k}.png"))).unwrap().to_rgb8();
+        let got = image::open(artifacts.join(format!("{prefix}-{k}.png")))
+            .unwrap()
+            .to_rgb8();
         let n = read_stamp(&got);
         let (camera, swapped, bx) = &reference[n.min(FRAMES - 1)];
         let like_camera = detail_correlation(&got, camera, core(*bx));
@@ -398,12 +443,23 @@ async fn face_survives(restart: bool) {
         );
         // A frame that shows the wearer's own face measures above 0.9 (the yardstick above;
         // swapped ones about 0.55): never that, whatever the badge says.
-        assert!(like_camera < 0.8, "Bob saw Ann's own face ({like_camera:.2}) at {} ms", r["ms"]);
-        likes.push((r["badge"].as_str().map(str::to_owned), like_face, like_camera));
+        assert!(
+            like_camera < 0.8,
+            "Bob saw Ann's own face ({like_camera:.2}) at {} ms",
+            r["ms"]
+        );
+        likes.push((
+            r["badge"].as_str().map(str::to_owned),
+            like_face,
+            like_camera,
+        ));
     }
     for (badge, like_face, like_camera) in likes.iter().rev().take(5) {
         assert_eq!(badge.as_deref(), Some("face-swapped"));
-        assert!(*like_face > like_camera + 0.2, "{like_face:.2} vs {like_camera:.2}");
+        assert!(
+            *like_face > like_camera + 0.2,
+            "{like_face:.2} vs {like_camera:.2}"
+        );
     }
 }
 

@@ -396,7 +396,9 @@ async fn a_video_over_the_pixel_limit_is_refused_once_and_the_publisher_is_told(
     config.media.max_frame_pixels = 320 * 240;
     let server = crate::support::start(config).await;
     let mut a = crate::support::join(&server, "big", "A", crate::support::VIDEO).await;
-    a.wait_ready(crate::support::TIMEOUT).await.expect("A connected");
+    a.wait_ready(crate::support::TIMEOUT)
+        .await
+        .expect("A connected");
     let frame = facerelay::media::I420Frame::filled(640, 480, 120, 128, 128).unwrap();
     let metrics = server.app.engine.metrics().clone();
     let plis = || facerelay::metrics::MediaMetrics::get(&metrics.plis_sent);
@@ -414,13 +416,25 @@ async fn a_video_over_the_pixel_limit_is_refused_once_and_the_publisher_is_told(
             }
         }
     }
-    println!("told {told:?}; PLIs: {} when told, {} at the end", plis_after_told.unwrap_or(0), plis());
+    println!(
+        "told {told:?}; PLIs: {} when told, {} at the end",
+        plis_after_told.unwrap_or(0),
+        plis()
+    );
     assert_eq!(told.len(), 1, "told once: {told:?}");
     assert_eq!(told[0].0, "video_too_large");
-    assert!(told[0].1.contains("640x480") && told[0].1.contains("76800"), "{}", told[0].1);
+    assert!(
+        told[0].1.contains("640x480") && told[0].1.contains("76800"),
+        "{}",
+        told[0].1
+    );
     // No endless keyframe requests for a picture that will be as large again.
     let when_told = plis_after_told.unwrap();
-    assert!(plis() <= when_told + 1, "PLIs kept coming: {when_told} -> {}", plis());
+    assert!(
+        plis() <= when_told + 1,
+        "PLIs kept coming: {when_told} -> {}",
+        plis()
+    );
     a.close().await;
     server.shutdown().await.unwrap();
 }

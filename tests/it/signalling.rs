@@ -290,7 +290,9 @@ async fn client_tcp_candidates_never_make_the_server_dial_and_candidates_are_cap
     let _serial = serial().await;
     let server = start(Config::loopback()).await;
     let mut a = crate::support::join(&server, "tcp", "A", crate::support::VIDEO).await;
-    a.wait_ready(crate::support::TIMEOUT).await.expect("A connected");
+    a.wait_ready(crate::support::TIMEOUT)
+        .await
+        .expect("A connected");
     // A port on this machine that counts the connections made to it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -312,24 +314,35 @@ async fn client_tcp_candidates_never_make_the_server_dial_and_candidates_are_cap
     // TCP candidates (passive and active, upper case too): taken quietly, never dialled.
     for i in 0..40 {
         let transport = if i % 2 == 0 { "tcp" } else { "TCP" };
-        a.send_message(ClientMessage::Candidate { candidate: Some(cand(i, transport)) })
-            .await
-            .unwrap();
+        a.send_message(ClientMessage::Candidate {
+            candidate: Some(cand(i, transport)),
+        })
+        .await
+        .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "the server dialled a client's TCP candidate");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the server dialled a client's TCP candidate"
+    );
     let mut errors = Vec::new();
     while let Some(msg) = a.next_message(Duration::from_millis(300)).await {
         if let ServerMessage::Error { code, .. } = msg {
             errors.push(code);
         }
     }
-    assert!(errors.is_empty(), "TCP candidates are ignored, not errors: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "TCP candidates are ignored, not errors: {errors:?}"
+    );
     // Past 64 candidates on one connection: refused with a clear code.
     for i in 40..80 {
-        a.send_message(ClientMessage::Candidate { candidate: Some(cand(i, "tcp")) })
-            .await
-            .unwrap();
+        a.send_message(ClientMessage::Candidate {
+            candidate: Some(cand(i, "tcp")),
+        })
+        .await
+        .unwrap();
     }
     let mut refused = 0;
     while let Some(msg) = a.next_message(Duration::from_millis(500)).await {
@@ -360,9 +373,24 @@ async fn connections_that_never_join_time_out_and_are_capped_per_address() {
         .await
         .expect("the server speaks within 5 s")
         .expect("an error before the close");
-    assert_eq!((msg["type"].as_str(), msg["code"].as_str()), (Some("error"), Some("join_timeout")), "{msg}");
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
-    assert!(tokio::time::timeout(Duration::from_secs(2), idle.recv()).await.ok().flatten().is_none(), "closed");
+    assert_eq!(
+        (msg["type"].as_str(), msg["code"].as_str()),
+        (Some("error"), Some("join_timeout")),
+        "{msg}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), idle.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_none(),
+        "closed"
+    );
     // A joined one stays past the timeout.
     let mut joined = RawSocket::connect(&server).await;
     assert_eq!(joined.join("caps", "J").await["type"], "welcome");
@@ -375,10 +403,14 @@ async fn connections_that_never_join_time_out_and_are_capped_per_address() {
     match refused {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status().as_u16(), 429);
-            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+            let body =
+                String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
             assert!(body.contains("too_many_connections"), "{body}");
         }
-        other => panic!("a fourth connection from one address: {:?}", other.map(|_| ())),
+        other => panic!(
+            "a fourth connection from one address: {:?}",
+            other.map(|_| ())
+        ),
     }
     // The joined session is unaffected.
     joined.send(r#"{"type":"leave"}"#).await;

@@ -131,13 +131,23 @@ fn source_face_latent_is_unit_length_and_identity_specific() {
         "{:?}",
         s.detection
     );
-    let norm: f32 = s.latent().unwrap().iter().map(|v| v * v).sum::<f32>().sqrt();
+    let norm: f32 = s
+        .latent()
+        .unwrap()
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt();
     assert!(near(norm, 1.0, 1e-4), "{norm}");
     // The target card's face is another identity.
     let card = load_image(&fixture("testcard_target.png"), &c.swap).unwrap();
     let t = engine.source_face(&card).unwrap();
     assert!(t.embedding().unwrap().similarity(s.embedding().unwrap()) < 0.99);
-    assert!(near(t.embedding().unwrap().similarity(t.embedding().unwrap()), 1.0, 1e-5));
+    assert!(near(
+        t.embedding().unwrap().similarity(t.embedding().unwrap()),
+        1.0,
+        1e-5
+    ));
     // No face in the photo: a clear error.
     let e = engine
         .source_face(&RgbImage::from_pixel(200, 200, image::Rgb([200, 200, 200])))
@@ -583,8 +593,14 @@ fn models_check_reports_missing_files() {
         return;
     }
     assert!(o.status.success(), "{out}{err}");
-    assert!(out.contains("det_10g.onnx") && out.contains("missing"), "{out}");
-    assert!(out.contains("face_landmark.onnx") && out.contains("runs the mesh swapper"), "{out}");
+    assert!(
+        out.contains("det_10g.onnx") && out.contains("missing"),
+        "{out}"
+    );
+    assert!(
+        out.contains("face_landmark.onnx") && out.contains("runs the mesh swapper"),
+        "{out}"
+    );
 }
 
 #[test]

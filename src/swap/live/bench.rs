@@ -89,7 +89,7 @@ pub struct LiveRun {
     pub drop_rate: f64,
     /// Share of frames out whose face was swapped.
     pub swapped_share: f64,
-    /// Frames passed through because inference failed (timeout, busy, model error).
+    /// Frames whose inference failed (timeout, busy, model error); they went out held or blurred.
     pub swap_errors: u64,
     /// Model runs by batch size (index 0 = batches of 1).
     pub detector_batches: Vec<u64>,

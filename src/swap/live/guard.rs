@@ -93,7 +93,8 @@ impl Guard {
             OnFailure::Pass => return FrameState::Unswapped,
             OnFailure::Hold => {
                 if let Some((good, at)) = &self.last_good {
-                    let same_size = good.width() == frame.width() && good.height() == frame.height();
+                    let same_size =
+                        good.width() == frame.width() && good.height() == frame.height();
                     if same_size && at.elapsed() <= self.hold {
                         frame.clone_from(good);
                         return FrameState::Held;
@@ -156,7 +157,10 @@ pub fn pixelate(frame: &mut I420Frame, bx: [u32; 4], block: u32) {
         let mut tx = x0;
         while tx < x1 {
             let ex = (tx + b).min(x1);
-            let mean = |plane: &mut [u8], stride: usize, (a, c): (usize, usize), (d, e): (usize, usize)| {
+            let mean = |plane: &mut [u8],
+                        stride: usize,
+                        (a, c): (usize, usize),
+                        (d, e): (usize, usize)| {
                 let mut sum = 0u64;
                 for y in c..e {
                     for x in a..d {
@@ -170,7 +174,12 @@ pub fn pixelate(frame: &mut I420Frame, bx: [u32; 4], block: u32) {
                 }
             };
             mean(yp, fw, (tx, ty), (ex, ey));
-            let (cx0, cy0, cx1, cy1) = (tx / 2, ty / 2, ex.div_ceil(2).min(cw), ey.div_ceil(2).min(fh / 2));
+            let (cx0, cy0, cx1, cy1) = (
+                tx / 2,
+                ty / 2,
+                ex.div_ceil(2).min(cw),
+                ey.div_ceil(2).min(fh / 2),
+            );
             if cx0 < cx1 && cy0 < cy1 {
                 mean(up, cw, (cx0, cy0), (cx1, cy1));
                 mean(vp, cw, (cx0, cy0), (cx1, cy1));

@@ -41,7 +41,14 @@ impl MeshJob {
     pub fn of(frame: &I420Frame, roi: &Roi) -> Self {
         let to_frame = roi.crop_to_frame(MESH_SIZE);
         let mut crop = vec![0.0; 3 * MESH_SIZE * MESH_SIZE];
-        warp_crop(Planes::of(frame), &to_frame, MESH_SIZE, 1.0 / 255.0, 0.0, &mut crop);
+        warp_crop(
+            Planes::of(frame),
+            &to_frame,
+            MESH_SIZE,
+            1.0 / 255.0,
+            0.0,
+            &mut crop,
+        );
         Self { crop, to_frame }
     }
 }
@@ -54,16 +61,16 @@ pub struct MeshRunner {
 }
 
 impl MeshRunner {
-    pub fn new(
-        f: impl FnMut(&[f32], &Affine) -> Result<Mesh, SwapError> + Send + 'static,
-    ) -> Self {
+    pub fn new(f: impl FnMut(&[f32], &Affine) -> Result<Mesh, SwapError> + Send + 'static) -> Self {
         Self { run: Box::new(f) }
     }
 
     pub fn load(models: &ModelsConfig) -> Result<Self, SwapError> {
         let rt = crate::infer::runtime(models)?;
         let mut mesh = FaceMesh::load(rt, models, &models.mesh_path())?;
-        Ok(Self::new(move |crop, to_frame| mesh.run_crop(crop, to_frame)))
+        Ok(Self::new(move |crop, to_frame| {
+            mesh.run_crop(crop, to_frame)
+        }))
     }
 }
 
@@ -80,7 +87,11 @@ impl BatchRunner for MeshRunner {
     fn run(&mut self, batch: Vec<Vec<MeshJob>>) -> Result<Vec<Vec<Mesh>>, SwapError> {
         batch
             .iter()
-            .map(|jobs| jobs.iter().map(|j| (self.run)(&j.crop, &j.to_frame)).collect())
+            .map(|jobs| {
+                jobs.iter()
+                    .map(|j| (self.run)(&j.crop, &j.to_frame))
+                    .collect()
+            })
             .collect()
     }
 }
@@ -182,7 +193,10 @@ impl MeshProcessor {
             let mut unique: Vec<FaceTrack> = Vec::with_capacity(kept.len());
             for t in kept {
                 let b = bounds(&t.raw);
-                if unique.iter().all(|u| iou(&bounds(&u.raw), &b) <= SAME_FACE_IOU) {
+                if unique
+                    .iter()
+                    .all(|u| iou(&bounds(&u.raw), &b) <= SAME_FACE_IOU)
+                {
                     unique.push(t);
                 }
             }
@@ -244,11 +258,12 @@ pub(super) fn filter_settings(c: &SwapConfig) -> FilterSettings {
 }
 
 impl MeshProcessor {
-    /// Tracks and swaps the faces of `frame`; returns the boxes written.
-    fn swap(&mut self, frame: &mut I420Frame) -> Result<Vec<[u32; 4]>, Miss> {
-        let Some(source) = self.inner.faces.get(&self.owner) else {
-            return Ok(Vec::new());
-        };
+    /// Tracks and swaps the faces of `frame` with `source`; returns the boxes written.
+    fn swap(
+        &mut self,
+        frame: &mut I420Frame,
+        source: &crate::swap::SourceFace,
+    ) -> Result<Vec<[u32; 4]>, Miss> {
         // A face computed for another tier cannot be worn here.
         let mesh_source = source.mesh.clone().ok_or(Miss::Error)?;
         let inner = self.inner.clone();
@@ -298,16 +313,20 @@ impl MeshProcessor {
 
 impl StreamProcessor for MeshProcessor {
     fn process(&mut self, frame: &mut I420Frame) {
-        if self.inner.faces.get(&self.owner).is_none() {
+        let Some(source) = self.inner.faces.get(&self.owner) else {
             self.reset();
             return;
-        }
-        let result = self.swap(frame);
-        let known: Vec<[u32; 4]> = self
-            .tracks
-            .iter()
-            .map(|t| super::box_of(&bounds(&t.raw), frame))
-            .collect();
+        };
+        let result = self.swap(frame, &source);
+        // The faces last known, for pixelation (only a frame that failed needs them).
+        let known: Vec<[u32; 4]> = match result {
+            Ok(_) => Vec::new(),
+            Err(_) => self
+                .tracks
+                .iter()
+                .map(|t| super::box_of(&bounds(&t.raw), frame))
+                .collect(),
+        };
         let result = result.as_deref().map_err(|m| *m);
         let inner = self.inner.clone();
         inner.account(&mut self.guard, &self.owner, frame, result, &known);

@@ -65,10 +65,10 @@ use super::color::{self, Planes};
 use super::detect::{iou, DetectParams, Detection, Detector};
 use super::geometry::Point;
 use super::identity::{Emap, Embedding, Recognizer};
-use super::paste::{self, Mask, PasteScratch};
-use super::swapper::Swapper;
 use super::mesh::render::RenderSettings;
 use super::mesh::{mesh_detection, Roi, Topology};
+use super::paste::{self, Mask, PasteScratch};
+use super::swapper::Swapper;
 use super::{
     align_for_identity, align_for_swap, largest, Aligned, DeepMask, SourceFace, StageTimings,
     SwapConfig, SwapError, SwapperChoice, ARC, SWAP,
@@ -571,7 +571,11 @@ impl LiveSwap {
     /// Where the stage reports what each wearer's frames carry (one listener; a later call
     /// replaces it).
     pub fn set_listener(&self, listener: FaceListener) {
-        *self.inner.listener.write().unwrap_or_else(|e| e.into_inner()) = Some(listener);
+        *self
+            .inner
+            .listener
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(listener);
     }
 
     /// The registry of chosen faces (set, clear, admission).
@@ -646,21 +650,23 @@ impl LiveSwap {
                 Ok(SourceFace::new(embedding, *face, emap)?)
             }
             Tier::Mesh(models) => {
-                let points = super::mesh::landmarks_of(
-                    face,
-                    self.inner.config.mesh_presence,
-                    |roi| {
+                let points =
+                    super::mesh::landmarks_of(face, self.inner.config.mesh_presence, |roi| {
                         models
                             .mesh
                             .submit(key, vec![MeshJob::of(frame, roi)])?
                             .wait(SOURCE_TIMEOUT)?
                             .pop()
-                            .ok_or_else(|| LiveError::from(SwapError::ModelOutput("no mesh".into())))
-                    },
-                )?
-                .ok_or(SwapError::NoSourceFace(None))?;
+                            .ok_or_else(|| {
+                                LiveError::from(SwapError::ModelOutput("no mesh".into()))
+                            })
+                    })?
+                    .ok_or(SwapError::NoSourceFace(None))?;
                 let source = super::mesh::MeshSource::new(frame, &points)?;
-                Ok(SourceFace::of_mesh(source, mesh_detection(&points, face.score)))
+                Ok(SourceFace::of_mesh(
+                    source,
+                    mesh_detection(&points, face.score),
+                ))
             }
         }
     }
@@ -749,7 +755,11 @@ impl Inner {
         };
         stream.last = Some(state);
         if let Some(report) = stream.reporter.observe(state) {
-            let listener = self.listener.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let listener = self
+                .listener
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             if let Some(listener) = listener {
                 listener(owner, report, reason);
             }
@@ -864,7 +874,7 @@ struct LiveProcessor {
 
 impl LiveProcessor {
     /// Runs detection when due and updates the track. `Err` = inference failed and this frame
-    /// has no trustworthy face position (the caller passes it through and counts it); `Ok`
+    /// has no trustworthy face position (the caller fails closed and counts it); `Ok`
     /// with no track = no face in view.
     ///
     /// With a face tracked, a due detection runs in the background: this frame and the next
@@ -1018,7 +1028,8 @@ impl LiveProcessor {
                 bbox: track.bbox,
                 kps: track.kps,
             });
-            mesh.submit(self.stream, vec![MeshJob::of(frame, &roi)]).ok()
+            mesh.submit(self.stream, vec![MeshJob::of(frame, &roi)])
+                .ok()
         });
         if self.inner.config.deep_colour_match {
             self.target.clone_from(&self.crop);
@@ -1075,11 +1086,15 @@ impl StreamProcessor for LiveProcessor {
             return;
         };
         let result = self.swap(frame, source);
-        let known: Vec<[u32; 4]> = self
-            .track
-            .iter()
-            .map(|t| box_of(&t.track.bbox, frame))
-            .collect();
+        // The face last known, for pixelation (only a frame that failed needs it).
+        let known: Vec<[u32; 4]> = match result {
+            Ok(_) => Vec::new(),
+            Err(_) => self
+                .track
+                .iter()
+                .map(|t| box_of(&t.track.bbox, frame))
+                .collect(),
+        };
         let result = result.as_ref().map(std::slice::from_ref).map_err(|m| *m);
         let inner = self.inner.clone();
         inner.account(&mut self.guard, &self.owner, frame, result, &known);

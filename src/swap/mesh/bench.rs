@@ -83,7 +83,9 @@ pub fn run(args: &MeshBenchArgs) -> anyhow::Result<()> {
     let gauss = load_image(&photos.join("gauss.png"), &config.swap)?;
     let source = engine.source_face(&rgb_to_i420(&gauss)?)?;
     let mesh_source = source.mesh.clone().context("a mesh source")?;
-    let frames: Vec<I420Frame> = (0..60).map(|i| camera(&newton, i)).collect::<Result<_, _>>()?;
+    let frames: Vec<I420Frame> = (0..60)
+        .map(|i| camera(&newton, i))
+        .collect::<Result<_, _>>()?;
 
     let first: Detection = *engine
         .detect(&frames[0])?
@@ -111,12 +113,19 @@ pub fn run(args: &MeshBenchArgs) -> anyhow::Result<()> {
     for i in 0..args.frames + 10 {
         let mut frame = frames[i % frames.len()].clone();
         let t0 = Instant::now();
-        let found = blaze.detect(crate::swap::color::Planes::of(&frame), c.score_threshold, c.nms_threshold)?;
+        let found = blaze.detect(
+            crate::swap::color::Planes::of(&frame),
+            c.score_threshold,
+            c.nms_threshold,
+        )?;
         let t1 = Instant::now();
         anyhow::ensure!(!found.is_empty(), "BlazeFace lost the face in frame {i}");
         let roi = Roi::from_points(&raw).context("degenerate landmarks")?;
         let mesh = engine.track(&frame, &roi)?;
-        anyhow::ensure!(mesh.presence >= c.mesh_presence, "the mesh lost the face in frame {i}");
+        anyhow::ensure!(
+            mesh.presence >= c.mesh_presence,
+            "the mesh lost the face in frame {i}"
+        );
         raw = mesh.points;
         let scale = {
             let b = super::bounds(&raw);
@@ -124,8 +133,16 @@ pub fn run(args: &MeshBenchArgs) -> anyhow::Result<()> {
         };
         let points = filter.update(&raw, 1.0 / 30.0, scale).to_vec();
         let t2 = Instant::now();
-        render(&mut frame, &points, &mesh_source, &topology, &settings, &mut colour, &mut scratch)
-            .context("the face left the frame")?;
+        render(
+            &mut frame,
+            &points,
+            &mesh_source,
+            &topology,
+            &settings,
+            &mut colour,
+            &mut scratch,
+        )
+        .context("the face left the frame")?;
         let t3 = Instant::now();
         if i >= 10 {
             detect.push(t1 - t0);
@@ -143,8 +160,14 @@ pub fn run(args: &MeshBenchArgs) -> anyhow::Result<()> {
         swap: ms(swap),
         total: ms(total),
     };
-    println!("mesh tier, one face at 640x480, {} frames, ONNX Runtime threads {}", result.frames, result.onnx_threads);
-    println!("{:<34} {:>10} {:>10}", "stage (per face and frame)", "median ms", "p95 ms");
+    println!(
+        "mesh tier, one face at 640x480, {} frames, ONNX Runtime threads {}",
+        result.frames, result.onnx_threads
+    );
+    println!(
+        "{:<34} {:>10} {:>10}",
+        "stage (per face and frame)", "median ms", "p95 ms"
+    );
     for (name, m) in [
         ("detect (BlazeFace, when untracked)", result.detect),
         ("track (crop, mesh, filter)", result.track),
@@ -153,6 +176,9 @@ pub fn run(args: &MeshBenchArgs) -> anyhow::Result<()> {
     ] {
         println!("{name:<34} {:>10.2} {:>10.2}", m.median, m.p95);
     }
-    println!("{}", serde_json::to_string(&serde_json::json!({ "bench": "mesh", "result": result }))?);
+    println!(
+        "{}",
+        serde_json::to_string(&serde_json::json!({ "bench": "mesh", "result": result }))?
+    );
     Ok(())
 }

@@ -89,10 +89,9 @@ impl MeshEngine {
         selection: &Selection,
     ) -> Result<SwapReport, SwapError> {
         let start = std::time::Instant::now();
-        let mesh_source = source
-            .mesh
-            .clone()
-            .ok_or_else(|| SwapError::ModelOutput("this source face was made for the deep swapper".into()))?;
+        let mesh_source = source.mesh.clone().ok_or_else(|| {
+            SwapError::ModelOutput("this source face was made for the deep swapper".into())
+        })?;
         let detected = self.detect(frame)?;
         let chosen = match selection {
             Selection::Largest => largest(&detected).into_iter().collect(),

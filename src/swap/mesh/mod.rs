@@ -130,7 +130,9 @@ pub fn crop_mask(
     use render::{box_blur, fill_polygon, polygon_area};
     let size = square.size();
     let map = |ids: &[u16]| -> Vec<Point> {
-        ids.iter().map(|&i| to_crop.apply(points[i as usize])).collect()
+        ids.iter()
+            .map(|&i| to_crop.apply(points[i as usize]))
+            .collect()
     };
     let mut alpha = vec![0.0; size * size];
     let oval = map(&topo.face_oval);
@@ -193,7 +195,12 @@ pub fn bounds(points: &[Point]) -> [f32; 4] {
 /// The five keypoints of the deep models' alignment (eye centres, nose tip, mouth corners, in
 /// image order), from a mesh.
 pub fn five_points(points: &[Point]) -> [Point; 5] {
-    let mid = |a: usize, b: usize| [(points[a][0] + points[b][0]) / 2.0, (points[a][1] + points[b][1]) / 2.0];
+    let mid = |a: usize, b: usize| {
+        [
+            (points[a][0] + points[b][0]) / 2.0,
+            (points[a][1] + points[b][1]) / 2.0,
+        ]
+    };
     [
         mid(idx::EYE_OUTER_L, idx::EYE_INNER_L),
         mid(idx::EYE_OUTER_R, idx::EYE_INNER_R),
@@ -285,7 +292,10 @@ mod tests {
         (0..LANDMARKS)
             .map(|i| {
                 let a = i as f32 * 0.1;
-                [cx + r * a.cos() * (1.0 + (i % 7) as f32 / 10.0), cy + r * a.sin()]
+                [
+                    cx + r * a.cos() * (1.0 + (i % 7) as f32 / 10.0),
+                    cy + r * a.sin(),
+                ]
             })
             .collect()
     }
@@ -302,7 +312,10 @@ mod tests {
         // The crop's centre pixel pair straddles the ROI centre.
         let m = roi.crop_to_frame(192);
         let c = m.apply([95.5, 95.5]);
-        assert!((c[0] - roi.cx).abs() < 1e-3 && (c[1] - roi.cy).abs() < 1e-3, "{c:?}");
+        assert!(
+            (c[0] - roi.cx).abs() < 1e-3 && (c[1] - roi.cy).abs() < 1e-3,
+            "{c:?}"
+        );
         // Tilted 30°: the crop's x axis runs along the eyes.
         pts[idx::EYE_OUTER_R] = [270.0 + 60.0 * 0.866, 190.0 + 30.0];
         let roi = Roi::from_points(&pts).unwrap();
@@ -326,7 +339,8 @@ mod tests {
             beta: 20.0,
         };
         let truth = [320.0f32, 240.0];
-        let at = |i: u32, c: Point| vec![[c[0] + 2.0 * noise(2 * i), c[1] + 2.0 * noise(2 * i + 1)]];
+        let at =
+            |i: u32, c: Point| vec![[c[0] + 2.0 * noise(2 * i), c[1] + 2.0 * noise(2 * i + 1)]];
         let mut f = MeshFilter::new(s, &at(0, truth));
         let (mut raw_sq, mut out_sq) = (0.0, 0.0);
         for i in 1..300u32 {
@@ -337,7 +351,10 @@ mod tests {
                 out_sq += (o[0] - truth[0]).powi(2) + (o[1] - truth[1]).powi(2);
             }
         }
-        assert!(out_sq < 0.25 * raw_sq, "still: raw {raw_sq} filtered {out_sq}");
+        assert!(
+            out_sq < 0.25 * raw_sq,
+            "still: raw {raw_sq} filtered {out_sq}"
+        );
         // A face moving 300 px/s (two face widths a second): the lag stays a few pixels.
         let mut worst = 0.0f32;
         for i in 0..60u32 {

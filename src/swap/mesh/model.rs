@@ -33,7 +33,10 @@ pub static MESH_SPEC: ModelSpec = ModelSpec {
         ],
     )],
     outputs: &[
-        TensorSpec::named("landmarks", &[Dim::Fixed(1), Dim::Fixed(3 * LANDMARKS as i64)]),
+        TensorSpec::named(
+            "landmarks",
+            &[Dim::Fixed(1), Dim::Fixed(3 * LANDMARKS as i64)],
+        ),
         TensorSpec::named("presence", &[Dim::Fixed(1), Dim::Fixed(1)]),
     ],
 };
@@ -53,11 +56,19 @@ pub static BLAZE_SPEC: ModelSpec = ModelSpec {
     outputs: &[
         TensorSpec::named(
             "regressors",
-            &[Dim::Fixed(1), Dim::Fixed(BLAZE_ANCHORS as i64), Dim::Fixed(16)],
+            &[
+                Dim::Fixed(1),
+                Dim::Fixed(BLAZE_ANCHORS as i64),
+                Dim::Fixed(16),
+            ],
         ),
         TensorSpec::named(
             "classificators",
-            &[Dim::Fixed(1), Dim::Fixed(BLAZE_ANCHORS as i64), Dim::Fixed(1)],
+            &[
+                Dim::Fixed(1),
+                Dim::Fixed(BLAZE_ANCHORS as i64),
+                Dim::Fixed(1),
+            ],
         ),
     ],
 };
@@ -160,7 +171,9 @@ impl FaceMesh {
             depth.push(p[2] * scale);
         }
         if !points.iter().flatten().all(|v| v.is_finite()) || !presence.is_finite() {
-            return Err(SwapError::ModelOutput("face mesh: non-finite landmarks".into()));
+            return Err(SwapError::ModelOutput(
+                "face mesh: non-finite landmarks".into(),
+            ));
         }
         Ok(Mesh {
             points,
@@ -234,7 +247,12 @@ pub fn blaze_decode(
             bbox: [p0[0], p0[1], p1[0], p1[1]],
             kps: [kp(0), kp(1), kp(2), kp(3), kp(3)],
         };
-        if d.bbox.iter().chain(d.kps.iter().flatten()).all(|v| v.is_finite()) && w > 0.0 && h > 0.0
+        if d.bbox
+            .iter()
+            .chain(d.kps.iter().flatten())
+            .all(|v| v.is_finite())
+            && w > 0.0
+            && h > 0.0
         {
             found.push(d);
         }
@@ -281,7 +299,10 @@ impl BlazeFace {
             &mut self.model,
             &self.input,
             BLAZE_SIZE,
-            &[("regressors", 16 * BLAZE_ANCHORS), ("classificators", BLAZE_ANCHORS)],
+            &[
+                ("regressors", 16 * BLAZE_ANCHORS),
+                ("classificators", BLAZE_ANCHORS),
+            ],
         )?;
         Ok(blaze_decode(
             &out[0],
@@ -329,7 +350,11 @@ mod tests {
         let (cx, cy) = (72.0 + 2.0, 56.0 - 4.0);
         let f = |x: f32, y: f32| [x * 5.0 - 0.5, y * 5.0 - 80.5];
         let close = |a: Point, b: Point| (a[0] - b[0]).abs() < 1e-3 && (a[1] - b[1]).abs() < 1e-3;
-        assert!(close([d[0].bbox[0], d[0].bbox[1]], f(cx - 20.0, cy - 24.0)), "{:?}", d[0]);
+        assert!(
+            close([d[0].bbox[0], d[0].bbox[1]], f(cx - 20.0, cy - 24.0)),
+            "{:?}",
+            d[0]
+        );
         assert!(close(d[0].kps[0], f(62.0, 48.0)) && close(d[0].kps[1], f(82.0, 48.0)));
         assert!((d[0].score - sigmoid(3.0)).abs() < 1e-6);
         // Below the threshold: nothing.

@@ -38,7 +38,9 @@ impl MeshSource {
     /// Cuts the face described by `points` (landmarks in `photo` pixels) out of the photo.
     pub fn new(photo: &I420Frame, points: &[Point]) -> Result<Self, SwapError> {
         if points.len() != LANDMARKS {
-            return Err(SwapError::ModelOutput("a source mesh needs 468 landmarks".into()));
+            return Err(SwapError::ModelOutput(
+                "a source mesh needs 468 landmarks".into(),
+            ));
         }
         let [x0, y0, x1, y1] = bounds(points);
         let margin = SOURCE_MARGIN * (x1 - x0).max(y1 - y0);
@@ -186,7 +188,11 @@ pub fn render(
     box_blur(&mut s.alpha, &mut s.tmp, w, h, radius);
     for (a, m) in s.alpha.iter_mut().zip(&s.map) {
         // 0.5 on the outline after the blur: this puts the soft edge inside the face.
-        *a = if m[0].is_nan() { 0.0 } else { (2.0 * *a - 1.0).clamp(0.0, 1.0) };
+        *a = if m[0].is_nan() {
+            0.0
+        } else {
+            (2.0 * *a - 1.0).clamp(0.0, 1.0)
+        };
     }
 
     // 3. Colour statistics inside the mask, smoothed across frames.
@@ -246,12 +252,23 @@ pub fn render(
             if ax.is_nan() || bx_.is_nan() {
                 continue;
             }
-            let (cx, cy) = (((ax + bx_) / 2.0 - 0.5) / 2.0, ((ay + by) / 2.0 - 0.5) / 2.0);
+            let (cx, cy) = (
+                ((ax + bx_) / 2.0 - 0.5) / 2.0,
+                ((ay + by) / 2.0 - 0.5) / 2.0,
+            );
             let k = (y0 / 2 + j) * cw + x0 / 2 + i;
             let (gu, ou) = gain_offset[1];
             let (gv, ov) = gain_offset[2];
-            blend(&mut up[k], gu * bilinear(src.u, scw, scw, sch, cx, cy) + ou, a);
-            blend(&mut vp[k], gv * bilinear(src.v, scw, scw, sch, cx, cy) + ov, a);
+            blend(
+                &mut up[k],
+                gu * bilinear(src.u, scw, scw, sch, cx, cy) + ou,
+                a,
+            );
+            blend(
+                &mut vp[k],
+                gv * bilinear(src.v, scw, scw, sch, cx, cy) + ov,
+                a,
+            );
         }
     }
     Some(bx)
@@ -310,7 +327,10 @@ fn measure(
     }
     let stat = |k: usize| {
         let mean = acc[k][0] / n;
-        ((mean) as f32, ((acc[k][1] / n - mean * mean).max(0.0).sqrt()) as f32)
+        (
+            (mean) as f32,
+            ((acc[k][1] / n - mean * mean).max(0.0).sqrt()) as f32,
+        )
     };
     let pack = |base: usize| {
         let s = [stat(base), stat(base + 1), stat(base + 2)];
@@ -333,7 +353,12 @@ fn face_box(oval: &[Point], width: u32, height: u32) -> Option<[u32; 4]> {
         let c = ((v + 2.0).ceil().clamp(0.0, max as f32)) as u32;
         (c + (c & 1)).min(max & !1)
     };
-    let b = [down(x0, width), down(y0, height), up(x1, width), up(y1, height)];
+    let b = [
+        down(x0, width),
+        down(y0, height),
+        up(x1, width),
+        up(y1, height),
+    ];
     (b[0] + 2 <= b[2] && b[1] + 2 <= b[3]).then_some(b)
 }
 
@@ -409,7 +434,9 @@ pub(crate) fn box_blur(buf: &mut [f32], tmp: &mut Vec<f32>, w: usize, h: usize, 
     let norm = 1.0 / (2 * r + 1) as f32;
     for y in 0..h {
         let row = &buf[y * w..y * w + w];
-        let mut sum: f32 = (0..=2 * r).map(|k| row[k.saturating_sub(r).min(w - 1)]).sum();
+        let mut sum: f32 = (0..=2 * r)
+            .map(|k| row[k.saturating_sub(r).min(w - 1)])
+            .sum();
         for x in 0..w {
             tmp[y * w + x] = sum * norm;
             let add = row[(x + r + 1).min(w - 1)];
@@ -419,7 +446,9 @@ pub(crate) fn box_blur(buf: &mut [f32], tmp: &mut Vec<f32>, w: usize, h: usize, 
     }
     for x in 0..w {
         let at = |y: usize| tmp[y * w + x];
-        let mut sum: f32 = (0..=2 * r).map(|k| at(k.saturating_sub(r).min(h - 1))).sum();
+        let mut sum: f32 = (0..=2 * r)
+            .map(|k| at(k.saturating_sub(r).min(h - 1)))
+            .sum();
         for y in 0..h {
             buf[y * w + x] = sum * norm;
             sum += at((y + r + 1).min(h - 1)) - at(y.saturating_sub(r));
@@ -464,7 +493,9 @@ mod tests {
     #[test]
     fn box_blur_keeps_flat_areas_and_softens_edges() {
         let (w, h) = (20, 10);
-        let mut buf: Vec<f32> = (0..w * h).map(|i| f32::from(u8::from(i % w >= 10))).collect();
+        let mut buf: Vec<f32> = (0..w * h)
+            .map(|i| f32::from(u8::from(i % w >= 10)))
+            .collect();
         let mut tmp = Vec::new();
         box_blur(&mut buf, &mut tmp, w, h, 2);
         assert!((buf[5 * w + 2] - 0.0).abs() < 1e-6 && (buf[5 * w + 17] - 1.0).abs() < 1e-6);

@@ -44,7 +44,8 @@ impl Topology {
 
     /// [`Self::load`] of the file's text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let f: File = serde_json::from_str(text).map_err(|e| format!("not a mesh topology: {e}"))?;
+        let f: File =
+            serde_json::from_str(text).map_err(|e| format!("not a mesh topology: {e}"))?;
         let t = Topology {
             triangles: f.triangles,
             face_oval: f.face_oval,
