@@ -23,3 +23,4 @@ pub mod room;
 pub mod rtc;
 pub mod signal;
 pub mod swap;
+pub mod verify;

@@ -31,6 +31,9 @@ enum Command {
     Swap(facerelay::swap::cli::SwapArgs),
     /// Check or download the model files (models/README.md).
     Models(facerelay::swap::cli::ModelsArgs),
+    /// Did facerelay swap this image or video? Looks for its watermark and bitstream mark
+    /// (docs/marking.md). Exit status 0: swapped by facerelay; 1: no mark found; 2: error.
+    Verify(facerelay::verify::VerifyArgs),
     /// Benchmarks that print figures (a table and JSON).
     Bench {
         #[command(subcommand)]
@@ -48,6 +51,8 @@ enum Bench {
     Live(facerelay::swap::live::bench::LiveBenchArgs),
     /// The mesh tier's CPU cost per face and frame (tracking and swap) on one core.
     Mesh(facerelay::swap::mesh::bench::MeshBenchArgs),
+    /// Detection and false-positive rates of the watermark after one more H.264 encode.
+    Watermark(facerelay::verify::bench::WatermarkBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +74,19 @@ fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Mesh(args),
         } => facerelay::swap::mesh::bench::run(&args),
+        Command::Bench {
+            bench: Bench::Watermark(args),
+        } => facerelay::verify::bench::run(&args),
+        Command::Verify(args) => {
+            return match facerelay::verify::run(&args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("facerelay: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,11 +3,13 @@
 //! the network.
 
 mod codec;
+pub mod container;
 mod frame;
 pub mod pipeline;
 pub mod sei;
 mod stage;
 pub mod synthetic;
+pub mod watermark;
 
 pub use codec::{y_psnr, CodecError, EncodedFrame, EncoderSettings, VideoDecoder, VideoEncoder};
 pub use frame::{FrameError, I420Frame};

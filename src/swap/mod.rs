@@ -83,6 +83,8 @@ pub struct SwapConfig {
     pub smoothing: f32,
     /// Live stage: draw the "face swapped" disclosure label into swapped frames.
     pub label: bool,
+    /// Live stage: add the invisible watermark ([`crate::media::watermark`]) to swapped faces.
+    pub watermark: bool,
     /// Live stage: detector instances (worker threads, one session each).
     pub detector_workers: usize,
     /// Live stage: swapper instances (worker threads, one session each).

@@ -78,7 +78,7 @@ use crate::infer::scheduler::{
     SchedulerMetrics, SchedulerStats, SpawnError, Ticket,
 };
 use crate::infer::ModelsConfig;
-use crate::media::{FrameStage, I420Frame, StreamId, StreamProcessor};
+use crate::media::{watermark, FrameStage, I420Frame, StreamId, StreamProcessor};
 use crate::metrics::MediaMetrics;
 
 /// Why the live stage could not start, or could not compute a source face.
@@ -741,7 +741,12 @@ impl Inner {
     ) -> FrameState {
         let m = &self.metrics;
         let (state, reason) = match result {
-            Ok(boxes) => (stream.guard.swapped(frame, boxes), None),
+            Ok(boxes) => {
+                if self.config.watermark {
+                    watermark::embed(frame, boxes, watermark::AMPLITUDE);
+                }
+                (stream.guard.swapped(frame, boxes), None)
+            }
             Err(miss) => {
                 if miss == Miss::Error {
                     MediaMetrics::add(&m.swap_errors);
