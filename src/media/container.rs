@@ -283,7 +283,7 @@ struct Mp4Track {
     samples: Vec<(usize, usize)>,
 }
 
-fn mp4_track(moov: &Mp4Box<'_>) -> Result<Mp4Track, ContainerError> {
+fn mp4_track(moov: &Mp4Box<'_>, file_len: usize) -> Result<Mp4Track, ContainerError> {
     let damaged = |what| ContainerError::Damaged(what);
     for trak in boxes(moov.body, moov.start)
         .into_iter()
@@ -313,7 +313,7 @@ fn mp4_track(moov: &Mp4Box<'_>) -> Result<Mp4Track, ContainerError> {
             .find(|b| &b.kind == b"avcC")
             .ok_or(damaged("no avcC"))?;
         let avc = avc_config(avcc.body)?;
-        let samples = sample_table(&stbl).unwrap_or_default();
+        let samples = sample_table(&stbl, file_len).unwrap_or_default();
         return Ok(Mp4Track { id, avc, samples });
     }
     Err(ContainerError::NoVideo)
@@ -330,13 +330,14 @@ fn codec_name(fourcc: &[u8; 4]) -> String {
 }
 
 /// (offset, size) of each sample of a plain (not fragmented) sample table.
-fn sample_table(stbl: &Mp4Box<'_>) -> Option<Vec<(usize, usize)>> {
+/// No sample table may list more samples than the file has bytes (`file_len`).
+fn sample_table(stbl: &Mp4Box<'_>, file_len: usize) -> Option<Vec<(usize, usize)>> {
     let mut r = Reader::new(child(stbl, b"stsz")?.body);
     r.skip(4)?;
     let fixed = r.u32()? as usize;
     let count = r.u32()? as usize;
     let sizes: Vec<usize> = if fixed != 0 {
-        vec![fixed; count.min(r.rest().len().max(1 << 20))]
+        vec![fixed; count.min(file_len / fixed)]
     } else {
         (0..count)
             .map_while(|_| r.u32().map(|v| v as usize))
@@ -388,7 +389,13 @@ fn sample_table(stbl: &Mp4Box<'_>) -> Option<Vec<(usize, usize)>> {
 }
 
 /// The samples of the track's fragments (`moof` boxes), in order.
-fn fragment_samples(top: &[Mp4Box<'_>], track: u32, default_size: u32) -> Vec<(usize, usize)> {
+/// Samples that would start past the end of the file (`file_len`) end a run.
+fn fragment_samples(
+    top: &[Mp4Box<'_>],
+    track: u32,
+    default_size: u32,
+    file_len: usize,
+) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for moof in top.iter().filter(|b| &b.kind == b"moof") {
         // The moof's own start (its header is 8 bytes before the body).
@@ -445,6 +452,9 @@ fn fragment_samples(top: &[Mp4Box<'_>], track: u32, default_size: u32) -> Vec<(u
                     continue;
                 }
                 for _ in 0..count {
+                    if at >= file_len {
+                        break;
+                    }
                     if flags & 0x100 != 0 && r.skip(4).is_none() {
                         break;
                     }
@@ -456,7 +466,7 @@ fn fragment_samples(top: &[Mp4Box<'_>], track: u32, default_size: u32) -> Vec<(u
                     } else {
                         size_default
                     };
-                    if flags & 0x400 != 0 && r.skip(4).is_none() {
+                    if size == 0 || flags & 0x400 != 0 && r.skip(4).is_none() {
                         break;
                     }
                     if flags & 0x800 != 0 && r.skip(4).is_none() {
@@ -477,7 +487,7 @@ fn mp4(data: &[u8]) -> Result<Vec<Vec<u8>>, ContainerError> {
         .iter()
         .find(|b| &b.kind == b"moov")
         .ok_or(ContainerError::Damaged("no moov box"))?;
-    let track = mp4_track(moov)?;
+    let track = mp4_track(moov, data.len())?;
     // trex: the default sample size of fragments.
     let default_size = path(moov, &[b"mvex", b"trex"])
         .and_then(|t| {
@@ -487,7 +497,7 @@ fn mp4(data: &[u8]) -> Result<Vec<Vec<u8>>, ContainerError> {
         })
         .unwrap_or(0);
     let mut samples = track.samples;
-    samples.extend(fragment_samples(&top, track.id, default_size));
+    samples.extend(fragment_samples(&top, track.id, default_size, data.len()));
     let mut units = Vec::with_capacity(samples.len());
     for (i, (at, size)) in samples.into_iter().enumerate() {
         let Some(sample) = at.checked_add(size).and_then(|end| data.get(at..end)) else {

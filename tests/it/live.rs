@@ -31,6 +31,9 @@ fn config(f: impl FnOnce(&mut SwapConfig)) -> Config {
     let mut c = crate::swap::config();
     // Generous: a loaded test machine must not turn a swap into a counted timeout.
     c.swap.timeout_ms = 20_000;
+    // These tests compare the live stage with the offline engine pixel for pixel; the
+    // watermark, which only the live stage adds, has its own tests (real_faces.rs, verify).
+    c.swap.watermark = false;
     f(&mut c.swap);
     c
 }
