@@ -42,6 +42,25 @@ pub struct Config {
     pub roulette: RouletteSettings,
     pub models: crate::infer::ModelsConfig,
     pub swap: crate::swap::SwapConfig,
+    pub log: LogConfig,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// How the server writes its log (to standard error).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event; colour only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -57,6 +76,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Seconds a signalling connection may stay without joining a room or the roulette.
     pub join_timeout_secs: u64,
+    /// Seconds one signalling message may take to be written; a client that does not read its
+    /// socket for that long is disconnected (and leaves its room).
+    pub send_timeout_secs: u64,
     /// Most signalling connections at once, and from one IP address.
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
@@ -182,6 +204,9 @@ impl Config {
         }
         if self.server.join_timeout_secs == 0 {
             return bad("server.join_timeout_secs must be at least 1");
+        }
+        if self.server.send_timeout_secs == 0 {
+            return bad("server.send_timeout_secs must be at least 1");
         }
         if self.server.max_sessions == 0 || self.server.max_sessions_per_ip == 0 {
             return bad("server.max_sessions and server.max_sessions_per_ip must be at least 1");

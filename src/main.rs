@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use facerelay::config::Config;
+use facerelay::config::{Config, LogFormat};
 use facerelay::signal::{self, App, Swap};
 
 #[derive(Parser)]
@@ -57,7 +57,15 @@ enum Bench {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `serve` logs as its configuration says (an unreadable configuration is reported by
+    // `serve` itself); the other commands as text.
+    let format = match &cli.command {
+        Command::Serve { config } => {
+            Config::load(config.as_deref()).map_or_else(|_| LogFormat::Text, |c| c.log.format)
+        }
+        _ => LogFormat::Text,
+    };
+    init_tracing(format);
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Swap(args) => facerelay::swap::cli::swap(&args),
@@ -97,17 +105,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// The log filter unless `RUST_LOG` says otherwise: the WebRTC stack's warnings that need no
+/// action (no candidate pairs yet, a default DTLS server name, SRTP packets that fail to
+/// decrypt before the keys are set) are quieted; its errors stay.
+const DEFAULT_LOG_FILTER: &str =
+    "info,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error";
+
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,webrtc=warn,rtc=warn"));
-    // Colour codes only on a terminal: a log file or a collector gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => log.json().init(),
+        LogFormat::Text => {
+            // Colour codes only on a terminal: a log file or a collector gets plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none();
+            log.with_ansi(ansi).init()
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -142,10 +160,10 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 /// Resolves on the first SIGINT/SIGTERM; a second one exits at once.
 async fn shutdown_signal() {
     wait_for_signal().await;
-    eprintln!("facerelay: shutting down (send the signal again to force)");
+    tracing::info!("shutdown signal received (send it again to exit at once)");
     tokio::spawn(async {
         wait_for_signal().await;
-        eprintln!("facerelay: forced exit");
+        tracing::warn!("second shutdown signal: exiting at once");
         std::process::exit(130);
     });
 }

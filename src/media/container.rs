@@ -205,9 +205,6 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Option<u32> {
         self.uint(4).map(|v| v as u32)
     }
-    fn rest(&self) -> &'a [u8] {
-        &self.data[self.pos.min(self.data.len())..]
-    }
 }
 
 // ---- MP4 (ISO base media file format) ----

@@ -1,21 +1,24 @@
-//! The invisible watermark of swapped faces, and its detector.
+//! The invisible watermark of swapped faces, and its detector (docs/marking.md has the
+//! measured figures).
 //!
-//! **Embedding.** The picture is laid on a grid of square cells, each 1/60 of the frame's
-//! height (8 px at 480 lines); every cell has a fixed pseudo-random sign ±1 (facerelay's
-//! pattern, the same for every server). Inside each swapped face region (an ellipse in the
-//! face's box, with a soft edge) the luma gets `amplitude · sign(cell) · bump`, where the bump is
-//! a raised cosine that is 0 on the cell's edges and 1 in its middle: a smooth low-frequency
-//! texture of a few luma levels, which H.264 keeps because it codes low frequencies best.
+//! **Embedding.** The picture is laid on a grid of square cells, each 1/120 of the frame's
+//! height (4 px at 480 lines); every cell has a fixed pseudo-random sign ±1 (facerelay's
+//! pattern, the same for every server). Inside an ellipse around each swapped face (1.6 times
+//! the face's box, with a soft edge) the luma gets `a · sign(cell) · bump`, where the bump is a
+//! raised cosine, 0 on the cell's edges and 1 in its middle, and `a` is [`AMPLITUDE`] where the
+//! picture is smooth, up to [`TEXTURE_GAIN`] times that where it is textured (the detail hides
+//! the change there, and the encoder spends bits on it).
 //!
-//! **Detection.** Each cell's bump-weighted mean is compared with the mean of its 8
-//! neighbours (what the picture itself contributes there is mostly smooth, and cancels), the
-//! difference clipped (so a few sharp edges cannot dominate), and correlated with the cells'
-//! signs over windows of the grid: `z = Σ sign·d / √(Σ d²)`. In a frame without the mark the
-//! signs are independent of the picture, so in every window `z` has mean 0 and variance 1
-//! (a sum of terms with random signs); the score is the largest `z` over windows of several
-//! sizes, and a frame counts as marked above [`THRESHOLD`]. Since the grid is tied to the
-//! frame's height, a frame scaled as a whole (a recording at another resolution) is read on the
-//! same grid; a crop, a mirror or a change of aspect moves the grid and the mark is lost.
+//! **Detection.** Each cell's bump-weighted mean minus the mean of its 8 neighbours (most of
+//! the picture cancels) is weighted by how little texture surrounds the cell and correlated
+//! with the cells' signs over windows of the grid: `z = Σ sign·r / √(Σ r²)`. In a frame without
+//! the mark the signs are independent of the picture, so in every window `z` has mean 0 and
+//! variance 1 (a sum of terms with random signs); the score is the largest `z` over windows of
+//! several sizes, and a frame counts as marked above [`THRESHOLD`]. A video's frames are read
+//! with their neighbours ([`video_scores`]): their residuals add up cell by cell before the
+//! correlation, which keeps the same null distribution. Since the grid is tied to the frame's
+//! height, a frame scaled as a whole (a recording at another resolution) is read on the same
+//! grid; a crop, a mirror or a change of aspect moves the grid and the mark is lost.
 
 use super::I420Frame;
 
@@ -40,7 +43,7 @@ const NOISE_FLOOR: f32 = 6.0;
 const WIDEN: f32 = 1.6;
 
 /// A video frame is read together with this many frames before and after it.
-pub const TEMPORAL: usize = 2;
+pub const TEMPORAL: usize = 8;
 
 /// Window sides, as fractions of the frame's height, of the detector's scan (stride 2 cells);
 /// the whole grid too.

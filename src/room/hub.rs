@@ -9,12 +9,12 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::roulette::{MatchEvent, Matchmaker, RouletteError, RouletteStats};
-use super::{ParticipantId, ParticipantInfo, RoomEvent};
+use super::{Inbox, ParticipantId, ParticipantInfo, RoomEvent};
 use crate::rtc::Published;
 
 struct Member {
     info: ParticipantInfo,
-    events: mpsc::Sender<RoomEvent>,
+    events: Inbox,
     tracks: Vec<Arc<Published>>,
     partner: Option<ParticipantId>,
 }
@@ -51,7 +51,7 @@ impl RouletteHub {
             id,
             Member {
                 info,
-                events,
+                events: Inbox::new(events),
                 tracks: Vec::new(),
                 partner: None,
             },
@@ -132,9 +132,7 @@ impl RouletteHub {
 }
 
 fn send(member: &Member, event: RoomEvent) {
-    if member.events.try_send(event).is_err() {
-        tracing::warn!(participant = %member.info.id, "roulette event dropped: participant not reading");
-    }
+    member.events.deliver("roulette", &member.info.id, event);
 }
 
 fn dispatch(members: &mut HashMap<ParticipantId, Member>, outcome: Vec<MatchEvent>) {

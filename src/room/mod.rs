@@ -205,7 +205,7 @@ pub trait RoomDirectory: Send + Sync + 'static {
 
 struct Member {
     info: ParticipantInfo,
-    events: mpsc::Sender<RoomEvent>,
+    events: Inbox,
     tracks: Vec<Arc<Published>>,
 }
 
@@ -239,12 +239,40 @@ impl InMemoryDirectory {
     }
 }
 
-/// Delivers an event without waiting: a participant whose queue is full is not keeping up
-/// and loses the event (its session notices nothing else is wrong; it is logged).
-fn notify(member: &Member, event: RoomEvent) {
-    if member.events.try_send(event).is_err() {
-        tracing::warn!(participant = %member.info.id, "room event dropped: participant not reading");
+/// A participant's event queue. Delivery never waits: a participant whose queue is full is not
+/// reading (its session ends after `server.send_timeout_secs`) and loses the event; that is
+/// logged once per participant, not per event.
+pub(crate) struct Inbox {
+    events: mpsc::Sender<RoomEvent>,
+    lagging: std::sync::atomic::AtomicBool,
+}
+
+impl Inbox {
+    pub(crate) fn new(events: mpsc::Sender<RoomEvent>) -> Self {
+        Self {
+            events,
+            lagging: Default::default(),
+        }
     }
+
+    /// Delivers `event` to participant `who` of `place` ("room", "roulette").
+    pub(crate) fn deliver(&self, place: &str, who: &str, event: RoomEvent) {
+        let lost = self.events.try_send(event).is_err();
+        if lost
+            && !self
+                .lagging
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                participant = who,
+                "{place} events dropped: the participant is not reading (further drops are not logged)"
+            );
+        }
+    }
+}
+
+fn notify(member: &Member, event: RoomEvent) {
+    member.events.deliver("room", &member.info.id, event);
 }
 
 impl RoomDirectory for InMemoryDirectory {
@@ -294,7 +322,7 @@ impl RoomDirectory for InMemoryDirectory {
             id,
             Member {
                 info,
-                events,
+                events: Inbox::new(events),
                 tracks: Vec::new(),
             },
         );

@@ -71,6 +71,9 @@ struct Session {
     room_events: Option<mpsc::Receiver<RoomEvent>>,
     /// Commands from the HTTP edge (face changes), addressed by this session's token.
     commands: Option<mpsc::Receiver<SessionCommand>>,
+    /// A write did not complete within `server.send_timeout_secs` (the client does not read
+    /// its socket) or failed: the session ends.
+    stalled: bool,
 }
 
 enum Flow {
@@ -89,6 +92,7 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
         peer_events: None,
         room_events: None,
         commands: None,
+        stalled: false,
     };
     let join_timeout = Duration::from_secs(s.app.config.server.join_timeout_secs);
     let mut unjoined_since = Some(tokio::time::Instant::now());
@@ -121,12 +125,15 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
                 Flow::Close
             }
         };
-        if let Flow::Close = flow {
+        if matches!(flow, Flow::Close) || s.stalled {
             break;
         }
     }
     s.leave().await;
-    let _ = s.out.close().await;
+    if !s.stalled {
+        let limit = Duration::from_secs(s.app.config.server.send_timeout_secs);
+        let _ = tokio::time::timeout(limit, s.out.close()).await;
+    }
 }
 
 async fn draining(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
@@ -153,6 +160,9 @@ fn rtc_error_code(e: &RtcError) -> &'static str {
 
 impl Session {
     async fn send(&mut self, msg: ServerMessage) {
+        if self.stalled {
+            return;
+        }
         let text = match serde_json::to_string(&msg) {
             Ok(t) => t,
             Err(e) => {
@@ -160,8 +170,22 @@ impl Session {
                 return;
             }
         };
-        if let Err(e) = self.out.send(Message::Text(text.into())).await {
-            tracing::debug!(error = %e, "websocket write failed");
+        let limit = Duration::from_secs(self.app.config.server.send_timeout_secs);
+        match tokio::time::timeout(limit, self.out.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "websocket write failed");
+                self.stalled = true;
+            }
+            Err(_) => {
+                let participant = self.member.as_ref().map(|m| m.id.to_string());
+                tracing::info!(
+                    participant = participant.as_deref().unwrap_or("-"),
+                    "the client has not read its socket for {} s; disconnecting it",
+                    limit.as_secs()
+                );
+                self.stalled = true;
+            }
         }
     }
 

@@ -48,6 +48,8 @@ pub struct WatermarkRun {
     pub frames_per_sequence: usize,
     pub server_bitrate_bps: u32,
     pub recording_bitrate_bps: u32,
+    /// What the recording's encoder produced on average, at 30 frames per second.
+    pub recording_actual_bps: u64,
     /// Frames the stage sent with a swapped face (swapped or held), and how many of them the
     /// detector found after the recording.
     pub swapped_frames: usize,
@@ -175,6 +177,9 @@ fn percentile(sorted: &[f32], p: f64) -> f32 {
 struct Hop {
     encoder: VideoEncoder,
     decoder: VideoDecoder,
+    /// Bytes and frames encoded, for the bit rate the encoder really produced.
+    bytes: u64,
+    frames: u64,
 }
 
 impl Hop {
@@ -186,6 +191,8 @@ impl Hop {
                 keyframe_interval: 0,
             })?,
             decoder: VideoDecoder::new(1 << 24)?,
+            bytes: 0,
+            frames: 0,
         })
     }
 
@@ -195,6 +202,8 @@ impl Hop {
         first: bool,
     ) -> anyhow::Result<crate::media::I420Frame> {
         let au = self.encoder.encode(frame, first)?;
+        self.bytes += au.data.len() as u64;
+        self.frames += 1;
         self.decoder
             .decode(&au.data)?
             .context("the decoder returned no picture")
@@ -247,6 +256,7 @@ pub fn measure(
     let photo_of = |name: &str| load_image(&photos.join(name), &swap);
     let (mut swapped, mut unmarked, mut psnr) = (Vec::new(), Vec::new(), Vec::new());
     let (mut swapped_stills, mut unmarked_stills) = (Vec::new(), Vec::new());
+    let (mut recorded_bytes, mut recorded_frames) = (0u64, 0u64);
     let mut not_swapped = 0;
     let mut loaded: Option<(&str, RgbImage)> = None;
     for (seq, (name, b)) in sequences.iter().enumerate() {
@@ -287,6 +297,8 @@ pub fn measure(
                 flags.push(carries_face);
             }
             let video = watermark::video_scores(&maps);
+            recorded_bytes += recording.bytes;
+            recorded_frames += recording.frames;
             for ((score, still), carries_face) in video.into_iter().zip(stills).zip(flags) {
                 match (marked, carries_face) {
                     (true, true) => {
@@ -327,6 +339,7 @@ pub fn measure(
         frames_per_sequence: frames,
         server_bitrate_bps: config.media.video_bitrate_bps,
         recording_bitrate_bps: recording_bitrate,
+        recording_actual_bps: (recorded_bytes * 8 * 30) / recorded_frames.max(1),
         swapped_frames: swapped.len(),
         detected,
         detection_rate: rate(detected, swapped.len()),
@@ -351,9 +364,10 @@ pub fn run(args: &WatermarkBenchArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     let r = measure(&config, args.frames, args.bitrate, args.faces)?;
     println!(
-        "watermark after the server's encode ({} kbit/s) and a recording's re-encode ({} kbit/s), 640x480, {} face sequences x {} frames",
+        "watermark after the server's encode ({} kbit/s) and a recording's re-encode ({} kbit/s asked, {} produced), 640x480, {} face sequences x {} frames",
         r.server_bitrate_bps / 1000,
         r.recording_bitrate_bps / 1000,
+        r.recording_actual_bps / 1000,
         r.sequences,
         r.frames_per_sequence
     );

@@ -537,11 +537,11 @@ async fn a_browser_recording_of_a_swapped_face_is_verified() {
         print!("{}", r.describe(name));
         assert!(r.frames >= 40, "{name}: {} frames decoded", r.frames);
         assert!(r.swapped, "{name}: the verdict");
-        // Chromium's recorder is harder on the mark than the bench's encoder (docs/marking.md):
-        // about two frames in three carry it readably.
+        // Chromium's recorder produces about half the bit rate it is asked for (docs/marking.md);
+        // every frame, read with its neighbours, still carries the mark.
         let share = r.watermarked_frames as f64 / r.frames as f64;
         assert!(
-            share >= 0.4,
+            share >= 0.99,
             "{name}: watermark in {share:.3} of the frames"
         );
         assert_eq!(

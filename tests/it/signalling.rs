@@ -416,3 +416,125 @@ async fn connections_that_never_join_time_out_and_are_capped_per_address() {
     joined.send(r#"{"type":"leave"}"#).await;
     server.shutdown().await.unwrap();
 }
+
+/// A joined client that floods requests and never reads the replies: the server's writes stall,
+/// and after `server.send_timeout_secs` it is disconnected and leaves its room (the others are
+/// told), instead of keeping its seat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_seat() {
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.server.send_timeout_secs = 2;
+    let server = start(config).await;
+    let mut watcher = RawSocket::connect(&server).await;
+    assert_eq!(watcher.join("stall", "W").await["type"], "welcome");
+    let mut stalled = RawSocket::connect(&server).await;
+    let welcome = stalled.join("stall", "S").await;
+    let id = welcome["id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let flood = tokio::spawn(async move {
+        let mut sent = 0u32;
+        // Each request gets an error reply it never reads (tens of MB in all, more than the
+        // socket buffers hold).
+        while sent < 400_000 {
+            let bad =
+                tokio_tungstenite::tungstenite::Message::text(r#"{"type":"no-such-message"}"#);
+            if stalled.0.send(bad).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    let left = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let msg = watcher.recv().await.expect("the watcher stays connected");
+            if msg["type"] == "participant-left" && msg["id"] == id.as_str() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        left.is_ok(),
+        "the stalled client still holds its seat after 30 s"
+    );
+    println!("the stalled client left after {:?}", started.elapsed());
+    // Not before its writes had stalled for the timeout.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    // Its socket is closed: the flood ends (an error) well before its last request.
+    let sent = tokio::time::timeout(Duration::from_secs(10), flood)
+        .await
+        .expect("the flood ends once the server has closed the socket")
+        .unwrap();
+    assert!(sent < 400_000, "{sent} requests sent");
+    // The server still serves others.
+    let mut other = RawSocket::connect(&server).await;
+    assert_eq!(other.join("stall", "O").await["type"], "welcome");
+    server.shutdown().await.unwrap();
+}
+
+/// `log.format = "json"`: every line the server writes to standard error is one JSON object
+/// (level, message, fields), joins and leaves included, and no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_can_log_json_lines() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let _serial = serial().await;
+    let root = crate::browser::root();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
+        .arg("serve")
+        .env("FACERELAY_LOG__FORMAT", "json")
+        .env("FACERELAY_SERVER__LISTEN", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .current_dir(&root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("facerelay listening on http://") {
+                return format!("ws://{}ws", url);
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .expect("the server listens within 60 s");
+    let mut a = RawSocket::connect_url(&url).await;
+    assert_eq!(a.join("logs", "A").await["type"], "welcome");
+    a.0.close(None).await.ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the server stops")
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|v| {
+            assert!(v["level"].is_string() && v["timestamp"].is_string(), "{v}");
+            v["fields"]["message"].as_str().unwrap_or_default()
+        })
+        .collect();
+    for wanted in ["face swap on", "joined", "left"] {
+        assert!(messages.contains(&wanted), "{wanted:?} in {messages:?}");
+    }
+}
