@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Seconds a signalling connection may stay without joining a room or the roulette.
     pub join_timeout_secs: u64,
+    /// Seconds a client may take to send a request's head (the request line and headers).
+    pub header_timeout_secs: u64,
     /// Seconds one signalling message may take to be written; a client that does not read its
     /// socket for that long is disconnected (and leaves its room).
     pub send_timeout_secs: u64,
@@ -204,6 +206,9 @@ impl Config {
         }
         if self.server.join_timeout_secs == 0 {
             return bad("server.join_timeout_secs must be at least 1");
+        }
+        if self.server.header_timeout_secs == 0 {
+            return bad("server.header_timeout_secs must be at least 1");
         }
         if self.server.send_timeout_secs == 0 {
             return bad("server.send_timeout_secs must be at least 1");

@@ -454,6 +454,10 @@ impl Drop for ConnectionSlot {
 /// Serves until `shutdown` resolves, then drains: joins are refused, every session says bye
 /// and closes its peer connection, and the server waits for them (at most the configured
 /// grace period) before returning.
+///
+/// Each connection is served by hyper's HTTP/1 server with a header-read timeout
+/// (`server.header_timeout_secs`): a client that never finishes its request head is
+/// disconnected. WebSocket upgrades leave hyper once upgraded.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -461,30 +465,83 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
-    let draining_app = app.clone();
-    axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    let header_timeout = Duration::from_secs(app.config.server.header_timeout_secs);
+    let routes = router(app.clone());
+    // Every connection task holds a receiver; the server waits for them all to go.
+    let (open_tx, open_rx) = watch::channel(());
+    let (stop_tx, _) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(
+            routes
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(addr))),
+        );
+        let mut stop = stop_tx.subscribe();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = http
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "HTTP connection ended");
+                        }
+                        break;
+                    }
+                    _ = stop.changed(), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    tracing::info!("shutting down: refusing new joins, closing sessions");
+    app.directory.begin_shutdown();
+    app.roulette.begin_shutdown();
+    let _ = drain.send(true);
+    let deadline = Instant::now() + grace;
+    while app.live_sessions() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = app.live_sessions();
+    if left > 0 {
+        tracing::warn!(
+            sessions = left,
+            "grace period over; exiting with sessions open"
+        );
+    }
+    // Requests in flight finish; idle connections close.
+    let _ = stop_tx.send(true);
+    drop(open_rx);
+    let _ = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1),
+        open_tx.closed(),
     )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: refusing new joins, closing sessions");
-        draining_app.directory.begin_shutdown();
-        draining_app.roulette.begin_shutdown();
-        let _ = drain.send(true);
-        let deadline = Instant::now() + grace;
-        while draining_app.live_sessions() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = draining_app.live_sessions();
-        if left > 0 {
-            tracing::warn!(
-                sessions = left,
-                "grace period over; exiting with sessions open"
-            );
-        }
-    })
-    .await
+    .await;
+    Ok(())
 }
 
 /// A server running in the background (tests and benches).

@@ -428,7 +428,18 @@ async fn a_client_that_stops_reading_loses_its_seat() {
     let server = start(config).await;
     let mut watcher = RawSocket::connect(&server).await;
     assert_eq!(watcher.join("stall", "W").await["type"], "welcome");
-    let mut stalled = RawSocket::connect(&server).await;
+    // A small receive buffer, so that the server's writes stall after a few kilobytes rather
+    // than tens of megabytes (which the kernel may abort under memory pressure).
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(server.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        server.ws_url(),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .unwrap();
+    let mut stalled = RawSocket(ws);
     let welcome = stalled.join("stall", "S").await;
     let id = welcome["id"].as_str().unwrap().to_owned();
     let started = std::time::Instant::now();
@@ -537,4 +548,49 @@ async fn the_server_can_log_json_lines() {
     for wanted in ["face swap on", "joined", "left"] {
         assert!(messages.contains(&wanted), "{wanted:?} in {messages:?}");
     }
+}
+
+/// A client that never finishes its request head (or sends nothing at all) is disconnected
+/// after `server.header_timeout_secs`; whole requests are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_that_never_finishes_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.server.header_timeout_secs = 1;
+    let server = start(config).await;
+    let started = std::time::Instant::now();
+    let mut half = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    for (name, socket) in [("half-sent head", &mut half), ("silent", &mut silent)] {
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buf = [0u8; 512];
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{name}: still open after 5 s");
+        let answer = String::from_utf8_lossy(&got);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{name}: {answer}"
+        );
+        println!("{name}: closed after {:?} ({answer:?})", started.elapsed());
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let ok = http_get(&format!("http://{}/healthz", server.addr)).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    server.shutdown().await.unwrap();
 }
