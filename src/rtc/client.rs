@@ -301,7 +301,7 @@ impl Client {
             width: frame.width(),
             height: frame.height(),
         };
-        fanout.send_video(&mut self.payloader, &unit).await;
+        fanout.send_video(&mut self.payloader, &unit);
         Ok(())
     }
 
@@ -322,7 +322,7 @@ impl Client {
             },
             payload,
         };
-        fanout.send_audio(&packet).await;
+        fanout.send_audio(&packet);
         Ok(())
     }
 
