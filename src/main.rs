@@ -51,6 +51,8 @@ enum Bench {
     Live(facerelay::swap::live::bench::LiveBenchArgs),
     /// The mesh tier's CPU cost per face and frame (tracking and swap) on one core.
     Mesh(facerelay::swap::mesh::bench::MeshBenchArgs),
+    /// Participants joining and leaving for many cycles: memory, descriptors, threads.
+    Churn(facerelay::bench::ChurnBenchArgs),
     /// Detection and false-positive rates of the watermark after one more H.264 encode.
     Watermark(facerelay::verify::bench::WatermarkBenchArgs),
 }
@@ -82,6 +84,9 @@ fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Mesh(args),
         } => facerelay::swap::mesh::bench::run(&args),
+        Command::Bench {
+            bench: Bench::Churn(args),
+        } => runtime().and_then(|rt| rt.block_on(facerelay::bench::churn(args))),
         Command::Bench {
             bench: Bench::Watermark(args),
         } => facerelay::verify::bench::run(&args),

@@ -438,3 +438,31 @@ async fn a_video_over_the_pixel_limit_is_refused_once_and_the_publisher_is_told(
     a.close().await;
     server.shutdown().await.unwrap();
 }
+
+/// `facerelay bench churn` in brief: 20 cycles of 8 signalling-only participants and one that
+/// publishes video; at every sample no session, peer connection or participant is left over
+/// (process-wide figures, which other tests running beside this one would disturb, come from
+/// the full program: docs/PERFORMANCE.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeated_churn_leaves_nothing_behind() {
+    let _serial = serial().await;
+    let r = facerelay::bench::measure_churn(&facerelay::bench::ChurnBenchArgs {
+        cycles: 20,
+        signalling: 8,
+        media: 1,
+        warmup: 10,
+        every: 10,
+    })
+    .await
+    .expect("the churn runs");
+    println!("{}", serde_json::to_string(&r).unwrap());
+    assert_eq!(r.samples.len(), 2);
+    for s in &r.samples {
+        assert_eq!(
+            (s.sessions, s.peer_connections, s.participants),
+            (0, 0, 0),
+            "cycle {}",
+            s.cycle
+        );
+    }
+}
