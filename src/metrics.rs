@@ -81,15 +81,13 @@ pub struct MediaMetrics {
     pub plis_sent: AtomicU64,
     /// PLI/FIR received from subscribers.
     pub keyframe_requests: AtomicU64,
-    /// Video frames not queued for a subscriber whose queue was full (a slow transport).
-    pub egress_dropped_frames: AtomicU64,
     /// Published tracks alive now (gauges).
     pub video_streams: AtomicU64,
     pub audio_streams: AtomicU64,
     pub decode: Histogram,
     pub stage: Histogram,
     pub encode: Histogram,
-    /// Last RTP packet of a frame in → its re-encoded frame queued for the first subscriber.
+    /// Last RTP packet of a frame in → first RTP packet of its re-encoded frame out.
     pub server_latency: Histogram,
     /// Frames whose face the live stage swapped.
     pub swapped_frames: AtomicU64,
@@ -115,10 +113,6 @@ pub struct MediaMetrics {
 impl MediaMetrics {
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn add_n(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {
@@ -199,7 +193,7 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
         MediaMetrics::get(&media.video_streams),
         MediaMetrics::get(&media.audio_streams)
     );
-    let counters: [(&str, &str, &AtomicU64); 17] = [
+    let counters: [(&str, &str, &AtomicU64); 16] = [
         (
             "facerelay_swapped_frames_total",
             "Frames whose face the live stage swapped.",
@@ -280,11 +274,6 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
             "PLI/FIR received from subscribers.",
             &media.keyframe_requests,
         ),
-        (
-            "facerelay_egress_dropped_frames_total",
-            "Video frames not queued for a subscriber whose queue was full.",
-            &media.egress_dropped_frames,
-        ),
     ];
     for (name, help, counter) in counters {
         let _ = writeln!(
@@ -326,7 +315,7 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP facerelay_server_latency_seconds Last RTP packet of a frame in to its re-encoded frame queued for the first subscriber.\n\
+        "# HELP facerelay_server_latency_seconds Last RTP packet of a frame in to first RTP packet of its re-encoded frame out.\n\
          # TYPE facerelay_server_latency_seconds histogram"
     );
     media

@@ -301,7 +301,7 @@ impl Client {
             width: frame.width(),
             height: frame.height(),
         };
-        fanout.send_video(&mut self.payloader, &unit);
+        fanout.send_video(&mut self.payloader, &unit).await;
         Ok(())
     }
 
@@ -322,7 +322,7 @@ impl Client {
             },
             payload,
         };
-        fanout.send_audio(&packet);
+        fanout.send_audio(&packet).await;
         Ok(())
     }
 

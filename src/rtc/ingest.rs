@@ -113,7 +113,7 @@ pub(crate) async fn run_video_ingest(
 pub(crate) async fn run_audio_ingest(track: Arc<dyn TrackRemote>, fanout: Arc<Fanout>) {
     while let Some(event) = track.poll().await {
         match event {
-            TrackRemoteEvent::OnRtpPacket(packet) => fanout.send_audio(&packet),
+            TrackRemoteEvent::OnRtpPacket(packet) => fanout.send_audio(&packet).await,
             TrackRemoteEvent::OnEnded => break,
             _ => {}
         }

@@ -137,7 +137,7 @@ impl RtcEngine {
     }
 
     /// Server-added latency of every relayed video frame (arrival of its last RTP packet to
-    /// its re-encoded frame queued for the first subscriber).
+    /// the first RTP packet of its re-encoded frame leaving).
     pub fn latency(&self) -> &Arc<LatencyRecorder> {
         &self.latency
     }

@@ -463,7 +463,6 @@ impl ServerPeer {
                 tokio::spawn(egress::run_video_egress(
                     fanout.clone(),
                     rx,
-                    Arc::downgrade(&control),
                     engine.latency.clone(),
                     engine.metrics.clone(),
                 ));
