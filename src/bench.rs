@@ -55,8 +55,8 @@ pub fn parse_resolution(s: &str) -> anyhow::Result<(u32, u32)> {
 }
 
 /// Two clients on loopback: A publishes numbered synthetic frames in real time, B subscribes.
-/// Prints the server-added latency (last RTP packet of a frame in → its re-encoded frame queued
-/// for the first subscriber) for each resolution.
+/// Prints the server-added latency (last RTP packet of a frame in → first RTP packet of its
+/// re-encoded frame out) for each resolution.
 pub async fn relay(args: RelayBenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for res in &args.resolution {
