@@ -113,20 +113,34 @@ impl Grid {
         })
     }
 
-    /// Each cell's bump-weighted mean, Σ b·Y / Σ b² (the mark adds ±its amplitude to it).
-    fn means(&self, luma: &[u8], width: usize, stride: usize) -> Vec<f32> {
+    /// Every cell.
+    fn all(&self) -> [usize; 4] {
+        [0, 0, self.nx, self.ny]
+    }
+
+    /// The bump-weighted mean, Σ b·Y / Σ b², of each cell in `cells` (`[i0, j0, i1, j1)`;
+    /// 0 elsewhere). The mark adds ±its amplitude to it.
+    fn means(&self, luma: &[u8], width: usize, stride: usize, cells: [usize; 4]) -> Vec<f32> {
         let (nx, ny) = (self.nx, self.ny);
+        let [i0, j0, i1, j1] = [cells[0], cells[1], cells[2].min(nx), cells[3].min(ny)];
         let mut sum = vec![0f32; nx * ny];
         let mut wsq = vec![0f32; nx * ny];
+        // The pixel columns of those cells.
+        let x0 = self.cols.iter().position(|c| c.0 >= i0).unwrap_or(width);
+        let x1 = self
+            .cols
+            .iter()
+            .rposition(|c| c.0 < i1)
+            .map_or(x0, |x| x + 1);
         for (y, &(j, by)) in self.rows.iter().enumerate() {
-            if j >= ny {
+            if j >= j1 {
                 break;
             }
+            if j < j0 {
+                continue;
+            }
             let row = &luma[y * stride..y * stride + width];
-            for (x, &(i, bx)) in self.cols.iter().enumerate() {
-                if i >= nx {
-                    break;
-                }
+            for (x, &(i, bx)) in self.cols.iter().enumerate().take(x1.max(x0)).skip(x0) {
                 let b = bx * by;
                 sum[j * nx + i] += b * f32::from(row[x]);
                 wsq[j * nx + i] += b * b;
@@ -196,7 +210,6 @@ pub fn embed(frame: &mut I420Frame, regions: &[[u32; 4]], amplitude: f32) {
     let gain = TEXTURE_GAIN;
     let t0 = TEXTURE_UNIT;
     let stride = frame.y_stride();
-    let texture = grid.texture(&grid.residual(&grid.means(frame.y(), w, stride)));
     let g = WIDEN;
     let ellipses: Vec<[f32; 4]> = regions
         .iter()
@@ -232,6 +245,19 @@ pub fn embed(frame: &mut I420Frame, regions: &[[u32; 4]], amplitude: f32) {
     else {
         return;
     };
+    let [x0, y0, x1, y1] = bounds.map(|v| v as usize);
+    if x0 >= x1.min(w) || y0 >= y1.min(h) {
+        return;
+    }
+    // The texture of a marked cell needs the residuals of its neighbours, which need the means
+    // of theirs: the means of the marked cells and two more around them, not of the frame.
+    let near = [
+        grid.cols[x0].0.saturating_sub(2),
+        grid.rows[y0].0.saturating_sub(2),
+        grid.cols[x1.min(w) - 1].0 + 3,
+        grid.rows[y1.min(h) - 1].0 + 3,
+    ];
+    let texture = grid.texture(&grid.residual(&grid.means(frame.y(), w, stride, near)));
     // The strength at a pixel: the largest over the ellipses, so overlapping faces are marked
     // once.
     let strength = |x: f32, y: f32| {
@@ -244,7 +270,6 @@ pub fn embed(frame: &mut I420Frame, regions: &[[u32; 4]], amplitude: f32) {
             .fold(0.0f32, f32::max)
     };
     let (yp, _, _) = frame.planes_mut();
-    let [x0, y0, x1, y1] = bounds.map(|v| v as usize);
     for y in y0..y1.min(h) {
         let (j, by) = grid.rows[y];
         if j >= grid.ny {
@@ -289,7 +314,7 @@ impl CellMap {
         }
         let grid = Grid::of(width, height)?;
         let (nx, ny) = (grid.nx, grid.ny);
-        let d = grid.residual(&grid.means(luma, width, stride));
+        let d = grid.residual(&grid.means(luma, width, stride, grid.all()));
         let texture = grid.texture(&d);
         let floor = NOISE_FLOOR;
         let mut weighted = Vec::with_capacity((nx - 2) * (ny - 2));
@@ -473,6 +498,26 @@ mod tests {
             worst = worst.max(frame_score(&picture(320, 240, 40, seed)));
         }
         assert!(worst < THRESHOLD, "worst {worst}");
+    }
+
+    #[test]
+    fn the_texture_of_marked_cells_needs_only_the_means_two_cells_around_them() {
+        let f = picture(640, 480, 30, 3);
+        let grid = Grid::of(640, 480).unwrap();
+        let full = grid.texture(&grid.residual(&grid.means(f.y(), 640, 640, grid.all())));
+        let (cells, margin) = ([40usize, 30, 90, 100], 2);
+        let near = [
+            cells[0] - margin,
+            cells[1] - margin,
+            cells[2] + margin + 1,
+            cells[3] + margin + 1,
+        ];
+        let part = grid.texture(&grid.residual(&grid.means(f.y(), 640, 640, near)));
+        for j in cells[1]..=cells[3] {
+            for i in cells[0]..=cells[2] {
+                assert_eq!(part[j * grid.nx + i], full[j * grid.nx + i], "cell {i},{j}");
+            }
+        }
     }
 
     #[test]

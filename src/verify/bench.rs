@@ -272,7 +272,8 @@ pub fn measure(
         for marked in [true, false] {
             let owner = if marked { "marked" } else { "nobody" };
             let mut stage = live.open(StreamId(2 * seq as u64 + u64::from(marked)), owner);
-            let mut stage_plain = live_plain.open(StreamId(seq as u64), owner);
+            // The same swap without the mark, for its cost (marked runs only).
+            let mut stage_plain = marked.then(|| live_plain.open(StreamId(seq as u64), owner));
             let mut server = Hop::new(config.media.video_bitrate_bps)?;
             let mut recording = Hop::new(recording_bitrate)?;
             let (mut maps, mut stills, mut flags) = (Vec::new(), Vec::new(), Vec::new());
@@ -281,9 +282,9 @@ pub fn measure(
                 let mut reference = frame.clone();
                 stage.process(&mut frame);
                 let carries_face = stage.swapped();
-                if marked && carries_face {
-                    stage_plain.process(&mut reference);
-                    if stage_plain.swapped() {
+                if let Some(plain) = stage_plain.as_mut().filter(|_| carries_face) {
+                    plain.process(&mut reference);
+                    if plain.swapped() {
                         if let Some(p) = crate::media::y_psnr(&frame, &reference) {
                             psnr.push(p);
                         }

@@ -580,30 +580,17 @@ async fn upload_limits_timeouts_and_slots_hold_and_answer_in_json() {
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let (status, body) = post(
-        &server,
-        "/api/face?consent=true",
-        &tokens[0],
-        source_photo(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (429, Some("upload_busy")),
-        "same participant: {body}"
-    );
-    let (status, body) = post(
-        &server,
-        "/api/face?consent=true",
-        &tokens[2],
-        source_photo(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (429, Some("upload_busy")),
-        "third at once: {body}"
-    );
+    for (token, who) in [
+        (&tokens[0], "same participant"),
+        (&tokens[2], "third at once"),
+    ] {
+        let (status, body) = post(&server, "/api/face?consent=true", token, source_photo()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (429, Some("upload_busy")),
+            "{who}: {body}"
+        );
+    }
     for mut stalled in [stalled_a, stalled_b] {
         use tokio::io::AsyncReadExt;
         let mut raw = vec![0u8; 4096];

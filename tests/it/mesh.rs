@@ -86,8 +86,12 @@ fn pan_and_zoom(src: &RgbImage, i: usize, n: usize) -> I420Frame {
     let w = 576.0 * (1.0 - 0.2 * t);
     let x0 = 40.0 + 60.0 * t + (576.0 - w) / 2.0;
     let y0 = (432.0 - w * 0.75) / 2.0;
-    let crop = image::imageops::crop_imm(src, x0 as u32, y0 as u32, w as u32, (w * 0.75) as u32)
-        .to_image();
+    crop_640x480(src, x0 as u32, y0 as u32, w as u32, (w * 0.75) as u32)
+}
+
+/// A window of `src`, scaled to 640×480, as I420.
+fn crop_640x480(src: &RgbImage, x: u32, y: u32, w: u32, h: u32) -> I420Frame {
+    let crop = image::imageops::crop_imm(src, x, y, w, h).to_image();
     rgb_to_i420(&image::imageops::resize(
         &crop,
         640,
@@ -285,16 +289,7 @@ fn bad_input_to_the_mesh_tier() {
     // of a participant with a chosen face fails closed (held or blurred, never sent as it is).
     live.faces().set("p1", chosen.source.clone()).unwrap();
     let mut stage = live.open(StreamId(7), "p1");
-    let edge = {
-        let crop = image::imageops::crop_imm(&n, 300, 0, 426, 320).to_image();
-        rgb_to_i420(&image::imageops::resize(
-            &crop,
-            640,
-            480,
-            image::imageops::FilterType::Triangle,
-        ))
-        .unwrap()
-    };
+    let edge = crop_640x480(&n, 300, 0, 426, 320);
     for _ in 0..5 {
         let mut f = edge.clone();
         stage.process(&mut f);
