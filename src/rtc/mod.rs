@@ -192,39 +192,83 @@ fn media_engine() -> Result<MediaEngine, RtcError> {
     Ok(engine)
 }
 
-/// Whether an SDP offers H.264 with packetization-mode 1 in some video section (or has no
-/// video at all). Checked before negotiating so that the user gets a clear error instead of a
-/// silently rejected video section.
-pub fn check_offer_codecs(sdp: &str) -> Result<(), RtcError> {
-    let mut in_video = false;
-    let mut saw_video = false;
-    let mut h264_pts = Vec::new();
-    let mut ok = false;
-    for line in sdp.lines().map(str::trim) {
-        if let Some(media) = line.strip_prefix("m=") {
-            in_video = media.starts_with("video ");
-            saw_video |= in_video;
-            h264_pts.clear();
-        } else if in_video {
-            if let Some(rest) = line.strip_prefix("a=rtpmap:") {
-                if let Some((pt, codec)) = rest.split_once(' ') {
-                    if codec.to_ascii_uppercase().starts_with("H264/90000") {
-                        h264_pts.push(pt.to_owned());
-                    }
-                }
-            } else if let Some(rest) = line.strip_prefix("a=fmtp:") {
-                if let Some((pt, params)) = rest.split_once(' ') {
-                    ok |=
-                        h264_pts.iter().any(|p| p == pt) && params.contains("packetization-mode=1");
-                }
-            }
-        }
-    }
+/// What the server needs of an offer before the WebRTC stack sees it, checked so that the user
+/// gets a clear error instead of a silently rejected section or an internal one:
+///
+/// - H.264 with packetization-mode 1 in some video section (or no video at all);
+/// - when there are several media sections, every section that sends a track (`a=msid`) says
+///   which stream carries it, by `a=ssrc` or `a=rid`: with several sections the stack cannot
+///   otherwise tell whose packets arrive.
+pub fn check_offer(sdp: &str) -> Result<(), RtcError> {
     if !sdp.trim_start().starts_with("v=0") {
         return Err(RtcError::BadSdp("does not start with v=0".into()));
     }
-    if saw_video && !ok {
+    /// One `m=audio` or `m=video` section.
+    #[derive(Default)]
+    struct Section {
+        kind: String,
+        h264_pts: Vec<String>,
+        h264_mode1: bool,
+        sends: bool,
+        msid: bool,
+        ssrc: bool,
+        rid: bool,
+    }
+    let mut sections: Vec<Section> = Vec::new();
+    let mut other = true;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(media) = line.strip_prefix("m=") {
+            let kind = media.split(' ').next().unwrap_or_default();
+            other = kind != "audio" && kind != "video";
+            if !other {
+                sections.push(Section {
+                    kind: kind.to_owned(),
+                    sends: true,
+                    ..Section::default()
+                });
+            }
+            continue;
+        }
+        let Some(s) = sections.last_mut().filter(|_| !other) else {
+            continue;
+        };
+        if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            if let Some((pt, codec)) = rest.split_once(' ') {
+                if codec.to_ascii_uppercase().starts_with("H264/90000") {
+                    s.h264_pts.push(pt.to_owned());
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("a=fmtp:") {
+            if let Some((pt, params)) = rest.split_once(' ') {
+                s.h264_mode1 |=
+                    s.h264_pts.iter().any(|p| p == pt) && params.contains("packetization-mode=1");
+            }
+        } else if line == "a=recvonly" || line == "a=inactive" {
+            s.sends = false;
+        } else if let Some(msid) = line.strip_prefix("a=msid:") {
+            s.msid = msid.split(' ').count() == 2;
+        } else {
+            s.ssrc |= line.starts_with("a=ssrc:");
+            s.rid |= line.starts_with("a=rid:");
+        }
+    }
+    let video: Vec<&Section> = sections.iter().filter(|s| s.kind == "video").collect();
+    if !video.is_empty() && !video.iter().any(|s| s.h264_mode1) {
         return Err(RtcError::NoH264);
+    }
+    if sections.len() > 1 {
+        if let Some((i, s)) = sections
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.sends && s.msid && !s.ssrc && !s.rid)
+        {
+            return Err(RtcError::BadSdp(format!(
+                "media section {} ({}) sends a track (a=msid) but has no a=ssrc or a=rid line; \
+                 with several media sections each sent track needs one",
+                i + 1,
+                s.kind
+            )));
+        }
     }
     Ok(())
 }
@@ -234,23 +278,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn offer_codec_check() {
+    fn offer_check() {
         let h264 = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
                     m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\n\
                     a=rtpmap:102 H264/90000\r\n\
                     a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
-        assert!(check_offer_codecs(h264).is_ok());
+        assert!(check_offer(h264).is_ok());
         let vp8 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
-        assert!(matches!(check_offer_codecs(vp8), Err(RtcError::NoH264)));
+        assert!(matches!(check_offer(vp8), Err(RtcError::NoH264)));
         let mode0 = "v=0\r\nm=video 9 RTP 102\r\na=rtpmap:102 H264/90000\r\n\
                      a=fmtp:102 packetization-mode=0;profile-level-id=42e01f\r\n";
-        assert!(matches!(check_offer_codecs(mode0), Err(RtcError::NoH264)));
+        assert!(matches!(check_offer(mode0), Err(RtcError::NoH264)));
         let audio_only = "v=0\r\nm=audio 9 RTP 111\r\na=rtpmap:111 opus/48000/2\r\n";
-        assert!(check_offer_codecs(audio_only).is_ok());
+        assert!(check_offer(audio_only).is_ok());
         assert!(matches!(
-            check_offer_codecs("hello"),
+            check_offer("hello"),
             Err(RtcError::BadSdp(_))
         ));
-        assert!(check_offer_codecs("").is_err());
+        assert!(check_offer("").is_err());
+
+        // Several sections: a sent track needs an SSRC or a RID to be told apart.
+        let video = "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:1\r\na=rtpmap:102 H264/90000\r\n\
+                     a=fmtp:102 packetization-mode=1\r\n";
+        let audio = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                     a=rtpmap:111 opus/48000/2\r\na=msid:s a\r\n";
+        let no_ssrc = format!("{audio}{video}a=msid:s v\r\n");
+        let Err(RtcError::BadSdp(why)) = check_offer(&no_ssrc) else {
+            panic!("an msid without ssrc in two sections passed");
+        };
+        assert!(why.contains("media section 1 (audio)"), "{why}");
+        let with_ssrc = format!("{audio}a=ssrc:1 cname:x\r\n{video}a=msid:s v\r\na=ssrc:2 cname:x\r\n");
+        assert!(check_offer(&with_ssrc).is_ok());
+        let with_rid = format!("{audio}a=ssrc:1 cname:x\r\n{video}a=msid:s v\r\na=rid:h send\r\n");
+        assert!(check_offer(&with_rid).is_ok());
+        let receive_only = format!("{audio}a=ssrc:1 cname:x\r\n{video}a=recvonly\r\na=msid:s v\r\n");
+        assert!(check_offer(&receive_only).is_ok());
+        // One section alone is fine without: its packets can only be its own.
+        let alone = format!("v=0\r\n{video}a=msid:s v\r\n");
+        assert!(check_offer(&alone).is_ok());
     }
 }

@@ -355,7 +355,7 @@ impl ServerPeer {
 
     /// Applies the participant's offer and returns the answer.
     pub async fn accept_offer(&mut self, sdp: String) -> Result<String, RtcError> {
-        super::check_offer_codecs(&sdp)?;
+        super::check_offer(&sdp)?;
         let (sdp, candidates) = remote_sdp_candidates(&sdp);
         self.remote_candidates += candidates;
         let offer =

@@ -190,6 +190,16 @@ impl Session {
     }
 
     async fn send_error(&mut self, code: &str, message: impl Into<String>) {
+        let message = message.into();
+        if code == "internal" {
+            // Not the client's doing: the operator needs to know.
+            let participant = self.member.as_ref().map(|m| m.id.to_string());
+            tracing::error!(
+                participant = participant.as_deref().unwrap_or("-"),
+                error = %message,
+                "internal error answered to a client"
+            );
+        }
         self.send(ServerMessage::error(code, message)).await;
     }
 
