@@ -291,10 +291,7 @@ mod tests {
         assert!(matches!(check_offer(mode0), Err(RtcError::NoH264)));
         let audio_only = "v=0\r\nm=audio 9 RTP 111\r\na=rtpmap:111 opus/48000/2\r\n";
         assert!(check_offer(audio_only).is_ok());
-        assert!(matches!(
-            check_offer("hello"),
-            Err(RtcError::BadSdp(_))
-        ));
+        assert!(matches!(check_offer("hello"), Err(RtcError::BadSdp(_))));
         assert!(check_offer("").is_err());
 
         // Several sections: a sent track needs an SSRC or a RID to be told apart.
@@ -307,11 +304,13 @@ mod tests {
             panic!("an msid without ssrc in two sections passed");
         };
         assert!(why.contains("media section 1 (audio)"), "{why}");
-        let with_ssrc = format!("{audio}a=ssrc:1 cname:x\r\n{video}a=msid:s v\r\na=ssrc:2 cname:x\r\n");
+        let with_ssrc =
+            format!("{audio}a=ssrc:1 cname:x\r\n{video}a=msid:s v\r\na=ssrc:2 cname:x\r\n");
         assert!(check_offer(&with_ssrc).is_ok());
         let with_rid = format!("{audio}a=ssrc:1 cname:x\r\n{video}a=msid:s v\r\na=rid:h send\r\n");
         assert!(check_offer(&with_rid).is_ok());
-        let receive_only = format!("{audio}a=ssrc:1 cname:x\r\n{video}a=recvonly\r\na=msid:s v\r\n");
+        let receive_only =
+            format!("{audio}a=ssrc:1 cname:x\r\n{video}a=recvonly\r\na=msid:s v\r\n");
         assert!(check_offer(&receive_only).is_ok());
         // One section alone is fine without: its packets can only be its own.
         let alone = format!("v=0\r\n{video}a=msid:s v\r\n");

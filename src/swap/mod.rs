@@ -742,14 +742,17 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, origin: &str) -> Result<RgbIm
     };
     // The JPEG decoder fills a cut-off image with grey instead of failing; a JPEG must end
     // with its end-of-image marker (trailing padding aside) to count as whole.
-    if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
+    let jpeg_end = if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
         let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         if end < 2 || bytes[end - 2..end] != [0xFF, 0xD9] {
             return Err(err(
                 "truncated JPEG: the end-of-image marker is missing".into()
             ));
         }
-    }
+        Some(end - 2)
+    } else {
+        None
+    };
     let (w, h) = reader()?
         .into_dimensions()
         .map_err(|e| err(format!("not a readable JPEG/PNG/WebP image: {e}")))?;
@@ -761,15 +764,51 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, origin: &str) -> Result<RgbIm
             max: max_pixels,
         });
     }
-    let mut r = reader()?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(w);
-    limits.max_image_height = Some(h);
-    limits.max_alloc = Some(max_pixels.saturating_mul(8));
-    r.limits(limits);
-    let img = r.decode().map_err(|e| err(format!("cannot decode: {e}")))?;
-    Ok(img.to_rgb8())
+    let decode = |bytes: &[u8]| {
+        let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| err(e.to_string()))?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(w);
+        limits.max_image_height = Some(h);
+        limits.max_alloc = Some(max_pixels.saturating_mul(8));
+        r.limits(limits);
+        let img = r.decode().map_err(|e| err(format!("cannot decode: {e}")))?;
+        Ok::<_, SwapError>(img.to_rgb8())
+    };
+    let img = decode(bytes)?;
+    if let Some(eoi) = jpeg_end {
+        // A JPEG cut off and given its end-of-image marker back decodes too: the decoder fills
+        // what is missing from nothing. Decode it once more with other bits before the marker:
+        // a whole image does not change (the bits after its last block are never read), a cut
+        // one does wherever the filling began. The last row of blocks (16 pixels) is let be: some
+        // encoders end the scan a few bits short, which only their last blocks notice.
+        let mut filled = Vec::with_capacity(eoi + JPEG_FILLER.len() + 2);
+        filled.extend_from_slice(&bytes[..eoi]);
+        filled.extend_from_slice(&JPEG_FILLER);
+        filled.extend_from_slice(&[0xFF, 0xD9]);
+        let other = decode(&filled)?;
+        let row = 3 * img.width() as usize;
+        let first_change = img
+            .as_raw()
+            .chunks(row.max(1))
+            .zip(other.as_raw().chunks(row.max(1)))
+            .position(|(a, b)| a != b);
+        // (The row above it may change too: chroma is upsampled across the block edge.)
+        let last_mcu_row = (img.height() as usize).saturating_sub(1) / 16 * 16;
+        if let Some(y) = first_change.filter(|&y| y + 1 < last_mcu_row) {
+            return Err(err(format!(
+                "truncated JPEG: its picture stops at about row {y} of {}",
+                img.height()
+            )));
+        }
+    }
+    Ok(img)
 }
+
+/// Bits that a cut-off JPEG's decoder would read where its scan stops short (no 0xFF, which
+/// would be a marker).
+const JPEG_FILLER: [u8; 64] = [0x5A; 64];
 
 /// Reads and decodes an image file within the configured limits.
 pub fn load_image(path: &Path, config: &SwapConfig) -> Result<RgbImage, SwapError> {
@@ -965,6 +1004,59 @@ mod tests {
             decode_image(&ok, 1000, "ok.png").unwrap().dimensions(),
             (8, 8)
         );
+    }
+
+    #[test]
+    fn a_jpeg_cut_off_and_given_its_end_marker_back_is_refused() {
+        // A textured picture, baseline JPEG.
+        let picture = RgbImage::from_fn(320, 240, |x, y| {
+            let v = (x * 7 + y * 13 + (x * y) % 29) as u8;
+            image::Rgb([v, v.wrapping_mul(3), 255 - v])
+        });
+        let mut whole = Vec::new();
+        picture
+            .write_to(
+                &mut std::io::Cursor::new(&mut whole),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        assert_eq!(
+            decode_image(&whole, 1 << 20, "whole.jpg")
+                .unwrap()
+                .dimensions(),
+            (320, 240)
+        );
+        // Trailing zero padding after the marker is allowed.
+        let mut padded = whole.clone();
+        padded.extend_from_slice(&[0; 10]);
+        assert!(decode_image(&padded, 1 << 20, "padded.jpg").is_ok());
+        // The testcard photo too (its own encoder).
+        let photo = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models/fixtures/testcard_source.jpg"),
+        )
+        .unwrap();
+        assert!(decode_image(&photo, 1 << 24, "photo.jpg").is_ok());
+        // A packaged photo whose scan ends a few bits short: its last blocks read past the end.
+        let short = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models/packaged/photos/readme.jpg"),
+        )
+        .expect("the packaged set (scripts/setup.sh)");
+        assert!(decode_image(&short, 1 << 24, "readme.jpg").is_ok());
+        for (name, bytes) in [("generated", &whole), ("photo", &photo)] {
+            for fraction in [0.2, 0.5, 0.8, 0.9] {
+                let mut cut = bytes[..(bytes.len() as f64 * fraction) as usize].to_vec();
+                cut.extend_from_slice(&[0xFF, 0xD9]);
+                match decode_image(&cut, 1 << 24, "cut.jpg") {
+                    Err(e) => assert!(
+                        e.to_string().contains("truncated JPEG"),
+                        "{name} {fraction}: {e}"
+                    ),
+                    Ok(_) => panic!("{name} cut at {fraction} and resealed was accepted"),
+                }
+            }
+        }
     }
 
     #[test]

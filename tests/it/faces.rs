@@ -149,6 +149,10 @@ async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
     // Every bad upload: a clear error, and the face chosen before stays.
     let mut truncated = source_photo();
     truncated.truncate(truncated.len() / 3);
+    // Cut off, and the end-of-image marker put back: decodable, but still refused.
+    let mut resealed = source_photo();
+    resealed.truncate(resealed.len() * 2 / 3);
+    resealed.extend_from_slice(&[0xFF, 0xD9]);
     let blank = png(&RgbImage::from_pixel(320, 240, image::Rgb([90, 90, 90])));
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         (
@@ -158,6 +162,12 @@ async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
             "not_an_image",
         ),
         ("a truncated JPEG", truncated, 415, "not_an_image"),
+        (
+            "a truncated JPEG with its end marker",
+            resealed,
+            415,
+            "not_an_image",
+        ),
         (
             "a 20000x20000 PNG header",
             pixel_bomb(),
