@@ -16,6 +16,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod fuzzing;
 pub mod infer;
 pub mod media;
 pub mod metrics;

@@ -47,10 +47,15 @@ pub fn last_initializer(path: &Path) -> Result<FloatTensor, ProtoError> {
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    let mut r = Reader {
-        inner: BufReader::new(file),
-        pos: 0,
-    };
+    read_last_initializer(BufReader::new(file), len)
+}
+
+/// [`last_initializer`] of a model of `len` bytes read from `inner`.
+pub fn read_last_initializer<R: Read + Seek>(
+    inner: R,
+    len: u64,
+) -> Result<FloatTensor, ProtoError> {
+    let mut r = Reader { inner, pos: 0 };
     let (start, glen) = find_last_field(&mut r, 0, len, 7)?
         .ok_or_else(|| ProtoError::Malformed("the model has no graph".into()))?;
     let (tstart, tlen) = find_last_field(&mut r, start, start + glen, 5)?

@@ -496,7 +496,16 @@ fn mp4(data: &[u8]) -> Result<Vec<Vec<u8>>, ContainerError> {
     let mut samples = track.samples;
     samples.extend(fragment_samples(&top, track.id, default_size, data.len()));
     let mut units = Vec::with_capacity(samples.len());
+    // Samples do not overlap, so together they hold no more than the file: a table that says
+    // otherwise would have the reader copy the file over and over.
+    let mut total = 0usize;
     for (i, (at, size)) in samples.into_iter().enumerate() {
+        total = total.saturating_add(size);
+        if total > data.len() {
+            return Err(ContainerError::Damaged(
+                "the samples add up to more than the file",
+            ));
+        }
         let Some(sample) = at.checked_add(size).and_then(|end| data.get(at..end)) else {
             // Samples past the end: a recording cut short.
             break;
@@ -534,7 +543,13 @@ fn vint(data: &[u8], keep_marker: bool) -> Option<(Option<u64>, usize)> {
         return None;
     }
     let bytes = data.get(..len)?;
-    let mask = if keep_marker { 0xff } else { 0xffu8 >> len };
+    // The length marker is the first byte's bit `len`; an 8-byte integer's is its whole first
+    // byte (a shift by 8 would overflow).
+    let mask = if keep_marker {
+        0xff
+    } else {
+        0xffu8.checked_shr(len as u32).unwrap_or(0)
+    };
     let mut v = u64::from(first & mask);
     for &b in &bytes[1..] {
         v = (v << 8) | u64::from(b);
@@ -656,6 +671,27 @@ fn webm(data: &[u8]) -> Result<Vec<Vec<u8>>, ContainerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vints_of_every_length() {
+        assert_eq!(vint(&[0x81], false), Some((Some(1), 1)));
+        assert_eq!(vint(&[0x40, 0x02], false), Some((Some(2), 2)));
+        // Eight bytes: the whole first byte is the marker.
+        assert_eq!(
+            vint(&[0x01, 0, 0, 0, 0, 0, 0, 0xc4], false),
+            Some((Some(0xc4), 8))
+        );
+        assert_eq!(
+            vint(&[0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], false),
+            Some((None, 8))
+        );
+        assert_eq!(
+            vint(&[0x1a, 0x45, 0xdf, 0xa3], true),
+            Some((Some(0x1a45_dfa3), 4))
+        );
+        assert_eq!(vint(&[0x00], false), None);
+        assert_eq!(vint(&[0x40], false), None);
+    }
 
     #[test]
     fn annex_b_splits_into_access_units() {

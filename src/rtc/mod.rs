@@ -31,7 +31,8 @@ use rtc_core::rtp_transceiver::rtp_sender::{
 
 pub use egress::{LatencyRecorder, LatencySummary};
 pub use peer::{
-    live_connections, IceCandidate, MediaKind, PeerEvent, Published, ServerPeer, SubscriptionId,
+    live_connections, parse_remote, screen_candidate, IceCandidate, MediaKind, PeerEvent,
+    Published, ServerPeer, SubscriptionId, MAX_REMOTE_CANDIDATES,
 };
 
 use crate::config::{Config, IceServer};

@@ -254,6 +254,34 @@ pub(crate) fn remote_sdp_candidates(sdp: &str) -> (String, usize) {
     (out, kept)
 }
 
+/// A participant's SDP (an offer when `offer`, else an answer) as the WebRTC stack takes it:
+/// checked for what the server needs (offers), its non-UDP candidates dropped, parsed. Returns
+/// it with the number of candidates it carries.
+pub fn parse_remote(sdp: &str, offer: bool) -> Result<(RTCSessionDescription, usize), RtcError> {
+    if offer {
+        super::check_offer(sdp)?;
+    }
+    let (sdp, candidates) = remote_sdp_candidates(sdp);
+    let parsed = if offer {
+        RTCSessionDescription::offer(sdp)
+    } else {
+        RTCSessionDescription::answer(sdp)
+    };
+    Ok((
+        parsed.map_err(|e| RtcError::BadSdp(e.to_string()))?,
+        candidates,
+    ))
+}
+
+/// Whether a trickled candidate line is one to use (`Ok(false)`: not UDP, ignored), or an
+/// error when it is too long.
+pub fn screen_candidate(line: &str) -> Result<bool, RtcError> {
+    if line.len() > 1024 {
+        return Err(RtcError::BadCandidate("longer than 1024 bytes".into()));
+    }
+    Ok(is_udp_candidate(line))
+}
+
 /// Applies [`advertise_as`] to every `a=candidate` line of an SDP.
 fn advertise_sdp(sdp: String, public: Option<IpAddr>) -> String {
     let Some(public) = public else {
@@ -355,11 +383,8 @@ impl ServerPeer {
 
     /// Applies the participant's offer and returns the answer.
     pub async fn accept_offer(&mut self, sdp: String) -> Result<String, RtcError> {
-        super::check_offer(&sdp)?;
-        let (sdp, candidates) = remote_sdp_candidates(&sdp);
+        let (offer, candidates) = parse_remote(&sdp, true)?;
         self.remote_candidates += candidates;
-        let offer =
-            RTCSessionDescription::offer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
         self.apply_remote(offer).await?;
         let answer = self.pc.create_answer(None).await?;
         let sdp = answer.sdp.clone();
@@ -378,10 +403,8 @@ impl ServerPeer {
 
     /// Applies the participant's answer to our offer.
     pub async fn accept_answer(&mut self, sdp: String) -> Result<(), RtcError> {
-        let (sdp, candidates) = remote_sdp_candidates(&sdp);
+        let (answer, candidates) = parse_remote(&sdp, false)?;
         self.remote_candidates += candidates;
-        let answer =
-            RTCSessionDescription::answer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
         self.apply_remote(answer).await?;
         self.activate_subscriptions().await;
         Ok(())
@@ -398,16 +421,14 @@ impl ServerPeer {
     }
 
     pub async fn add_remote_candidate(&mut self, candidate: IceCandidate) -> Result<(), RtcError> {
-        if candidate.candidate.len() > 1024 {
-            return Err(RtcError::BadCandidate("longer than 1024 bytes".into()));
-        }
         if self.remote_candidates >= MAX_REMOTE_CANDIDATES {
             return Err(RtcError::BadCandidate(format!(
                 "more than {MAX_REMOTE_CANDIDATES} candidates on one connection"
             )));
         }
+        let usable = screen_candidate(&candidate.candidate)?;
         self.remote_candidates += 1;
-        if !is_udp_candidate(&candidate.candidate) {
+        if !usable {
             // Browsers offer TCP candidates too; they are simply not used.
             tracing::debug!("remote non-UDP candidate ignored");
             return Ok(());
