@@ -74,6 +74,8 @@ pub struct MediaMetrics {
     pub frames_out: AtomicU64,
     /// Encoded frames egress could not take.
     pub output_dropped: AtomicU64,
+    /// Frames dropped for one subscriber (its queue full, or waiting for a keyframe after).
+    pub egress_dropped: AtomicU64,
     pub decode_errors: AtomicU64,
     pub encode_errors: AtomicU64,
     pub stage_panics: AtomicU64,
@@ -193,7 +195,7 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
         MediaMetrics::get(&media.video_streams),
         MediaMetrics::get(&media.audio_streams)
     );
-    let counters: [(&str, &str, &AtomicU64); 16] = [
+    let counters: [(&str, &str, &AtomicU64); 17] = [
         (
             "facerelay_swapped_frames_total",
             "Frames whose face the live stage swapped.",
@@ -248,6 +250,11 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
             "facerelay_output_dropped_total",
             "Encoded frames dropped because egress was full.",
             &media.output_dropped,
+        ),
+        (
+            "facerelay_egress_dropped_frames_total",
+            "Video frames dropped for one subscriber whose queue was full (or that waited for a keyframe after).",
+            &media.egress_dropped,
         ),
         (
             "facerelay_decode_errors_total",

@@ -95,6 +95,12 @@ impl PipelineControl {
         self.force_idr.store(true, Ordering::Relaxed);
     }
 
+    /// Whether a keyframe was asked of the encoder (not taken yet).
+    #[cfg(test)]
+    pub(crate) fn idr_requested(&self) -> bool {
+        self.force_idr.load(Ordering::Relaxed)
+    }
+
     /// Whether the publisher should be sent a PLI (clears the request).
     pub fn take_keyframe_request(&self) -> bool {
         self.keyframe_wanted.swap(false, Ordering::Relaxed)

@@ -301,7 +301,7 @@ impl Client {
             width: frame.width(),
             height: frame.height(),
         };
-        fanout.send_video(&mut self.payloader, &unit).await;
+        fanout.send_video(&mut self.payloader, &unit, None).await;
         Ok(())
     }
 
@@ -453,7 +453,7 @@ impl Signalling {
                         o.sink.activate(pt);
                         if o.kind == MediaKind::Video {
                             let wanted = self.keyframe_wanted.clone();
-                            tokio::spawn(on_keyframe_requests(o.sink.track.clone(), move || {
+                            tokio::spawn(on_keyframe_requests(o.sink.track().clone(), move || {
                                 wanted.store(true, Ordering::Relaxed);
                                 true
                             }));

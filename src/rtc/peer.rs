@@ -481,6 +481,7 @@ impl ServerPeer {
                 )
                 .map_err(|e| RtcError::Thread(e.to_string()))?;
                 let control = pipeline.control().clone();
+                fanout.set_control(control.clone());
                 tokio::spawn(egress::run_video_egress(
                     fanout.clone(),
                     rx,
@@ -531,7 +532,7 @@ impl ServerPeer {
             .await?;
         let id = SubscriptionId(self.next_subscription);
         self.next_subscription += 1;
-        let sink = Arc::new(Sink::new(id.0, track, ssrc));
+        let sink = Arc::new(Sink::queued(id.0, track, ssrc));
         published.fanout.add(sink.clone());
         self.subscriptions.insert(
             id,
@@ -577,7 +578,7 @@ impl ServerPeer {
                 // A subscriber's PLI/FIR becomes an IDR of the stream it watches.
                 let control = Arc::downgrade(control);
                 let metrics = self.engine.metrics.clone();
-                tokio::spawn(on_keyframe_requests(sub.sink.track.clone(), move || {
+                tokio::spawn(on_keyframe_requests(sub.sink.track().clone(), move || {
                     MediaMetrics::add(&metrics.keyframe_requests);
                     control.upgrade().map(|c| c.request_idr()).is_some()
                 }));
