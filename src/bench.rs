@@ -177,6 +177,10 @@ pub struct ChurnBenchArgs {
     /// leaving (every other one vanishes without saying goodbye).
     #[arg(long, default_value_t = 1)]
     pub media: usize,
+    /// The signalling-only participants also send an offer (the server builds a peer
+    /// connection and answers) and then drop their socket without leaving, as closed tabs.
+    #[arg(long)]
+    pub offer: bool,
     /// Cycles before the baseline sample (allocator and caches warm up).
     #[arg(long, default_value_t = 100)]
     pub warmup: usize,
@@ -188,7 +192,6 @@ pub struct ChurnBenchArgs {
 /// The process's resources at one moment.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct ResourceSample {
-    pub cycle: usize,
     pub rss_kib: u64,
     pub fds: usize,
     pub threads: usize,
@@ -196,6 +199,52 @@ pub struct ResourceSample {
     pub sessions: usize,
     pub peer_connections: usize,
     pub participants: usize,
+}
+
+impl ResourceSample {
+    /// Now, in this process, with the live-object gauges of `server`.
+    pub fn take(server: &RunningServer) -> Self {
+        let (rss_kib, fds, threads) = process_resources();
+        ResourceSample {
+            rss_kib,
+            fds,
+            threads,
+            sessions: server.app.live_sessions(),
+            peer_connections: crate::rtc::live_connections(),
+            participants: server.app.directory.stats().participants,
+        }
+    }
+}
+
+/// Growth of resources over samples taken after warm-up.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Growth {
+    /// Mean RSS of the later half of the samples against the earlier half's. RSS moves up and
+    /// down as the allocator reuses memory: two halves' means say more than two samples.
+    pub rss_growth_percent: f64,
+    /// From the first sample to the last one.
+    pub fds_growth: i64,
+    pub threads_growth: i64,
+}
+
+impl Growth {
+    pub fn of(samples: &[&ResourceSample]) -> Option<Self> {
+        let (first, last) = (samples.first()?, samples.last()?);
+        let mean = |v: &[&ResourceSample]| {
+            v.iter().map(|s| s.rss_kib as f64).sum::<f64>() / v.len().max(1) as f64
+        };
+        let (earlier, later) = samples.split_at(samples.len() / 2);
+        let rss = if earlier.is_empty() {
+            0.0
+        } else {
+            mean(later) / mean(earlier) - 1.0
+        };
+        Some(Growth {
+            rss_growth_percent: (rss * 1000.0).round() / 10.0,
+            fds_growth: last.fds as i64 - first.fds as i64,
+            threads_growth: last.threads as i64 - first.threads as i64,
+        })
+    }
 }
 
 /// Resident memory, file descriptors and threads of this process (Linux `/proc`).
@@ -209,17 +258,48 @@ pub fn process_resources() -> (u64, usize, usize) {
 }
 
 #[derive(Debug, serde::Serialize)]
+pub struct ChurnSample {
+    pub cycle: usize,
+    #[serde(flatten)]
+    pub resources: ResourceSample,
+}
+
+#[derive(Debug, serde::Serialize)]
 pub struct ChurnResult {
     pub cycles: usize,
     pub signalling_per_cycle: usize,
     pub media_per_cycle: usize,
     pub seconds: f64,
-    pub samples: Vec<ResourceSample>,
-    /// Mean RSS of the second half of the samples after warm-up against the first half's.
-    pub rss_growth_percent: f64,
-    /// From the sample after warm-up to the last one.
-    pub fds_growth: i64,
-    pub threads_growth: i64,
+    pub samples: Vec<ChurnSample>,
+    /// Over the samples from the end of warm-up on.
+    #[serde(flatten)]
+    pub growth: Growth,
+}
+
+/// One row of a resource table: a label (cycle or second) and the sample.
+fn print_resources(
+    label: &str,
+    rows: impl Iterator<Item = (String, ResourceSample)>,
+    extra: &[(&str, Vec<String>)],
+) {
+    print!(
+        "{:>7} {:>10} {:>5} {:>8} {:>9} {:>6} {:>13}",
+        label, "RSS KiB", "fds", "threads", "sessions", "peers", "participants"
+    );
+    for (name, _) in extra {
+        print!(" {name:>12}");
+    }
+    println!();
+    for (i, (at, s)) in rows.enumerate() {
+        print!(
+            "{:>7} {:>10} {:>5} {:>8} {:>9} {:>6} {:>13}",
+            at, s.rss_kib, s.fds, s.threads, s.sessions, s.peer_connections, s.participants
+        );
+        for (_, column) in extra {
+            print!(" {:>12}", column.get(i).map_or("", String::as_str));
+        }
+        println!();
+    }
 }
 
 /// `facerelay bench churn`: prints [`measure_churn`]'s samples as a table and JSON.
@@ -229,20 +309,15 @@ pub async fn churn(args: ChurnBenchArgs) -> anyhow::Result<()> {
         "churn: {} cycles of {} signalling-only and {} media participants in {:.0} s",
         result.cycles, result.signalling_per_cycle, result.media_per_cycle, result.seconds
     );
-    println!(
-        "{:>6} {:>10} {:>5} {:>8} {:>9} {:>6} {:>13}",
-        "cycle", "RSS KiB", "fds", "threads", "sessions", "peers", "participants"
+    print_resources(
+        "cycle",
+        result
+            .samples
+            .iter()
+            .map(|s| (s.cycle.to_string(), s.resources)),
+        &[],
     );
-    for s in &result.samples {
-        println!(
-            "{:>6} {:>10} {:>5} {:>8} {:>9} {:>6} {:>13}",
-            s.cycle, s.rss_kib, s.fds, s.threads, s.sessions, s.peer_connections, s.participants
-        );
-    }
-    println!(
-        "after warm-up (cycle {}): RSS {:+.1} % (mean of the later half of the samples against the earlier half), fds {:+}, threads {:+}",
-        args.warmup, result.rss_growth_percent, result.fds_growth, result.threads_growth
-    );
+    print_growth(&format!("cycle {}", args.warmup), &result.growth);
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
 }
@@ -276,18 +351,6 @@ pub async fn measure_churn(args: &ChurnBenchArgs) -> anyhow::Result<ChurnResult>
     };
     let server = RunningServer::start(config, Arc::new(IdentityStage)).await?;
     let url = server.ws_url();
-    let sample = |cycle: usize| {
-        let (rss_kib, fds, threads) = process_resources();
-        ResourceSample {
-            cycle,
-            rss_kib,
-            fds,
-            threads,
-            sessions: server.app.live_sessions(),
-            peer_connections: crate::rtc::live_connections(),
-            participants: server.app.directory.stats().participants,
-        }
-    };
     let started = Instant::now();
     let mut samples = Vec::new();
     for cycle in 1..=args.cycles {
@@ -295,7 +358,8 @@ pub async fn measure_churn(args: &ChurnBenchArgs) -> anyhow::Result<ChurnResult>
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..args.signalling {
             let (url, room) = (url.clone(), room.clone());
-            tasks.spawn(async move { signal_only(&url, &room, &format!("s{i}")).await });
+            let offer = args.offer;
+            tasks.spawn(async move { signal_only(&url, &room, &format!("s{i}"), offer).await });
         }
         for i in 0..args.media {
             let (url, room) = (url.clone(), room.clone());
@@ -334,68 +398,324 @@ pub async fn measure_churn(args: &ChurnBenchArgs) -> anyhow::Result<ChurnResult>
         if cycle == args.warmup || cycle % args.every == 0 || cycle == args.cycles {
             // Let closed connections finish their teardown before sampling.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let s = sample(cycle);
+            let s = ResourceSample::take(&server);
             eprintln!(
                 "bench churn: cycle {cycle}: RSS {} KiB, {} fds, {} threads",
                 s.rss_kib, s.fds, s.threads
             );
-            samples.push(s);
+            samples.push(ChurnSample {
+                cycle,
+                resources: s,
+            });
         }
     }
     let seconds = started.elapsed().as_secs_f64();
     server.shutdown().await?;
-    let after: Vec<&ResourceSample> = samples.iter().filter(|s| s.cycle >= args.warmup).collect();
-    let (base, last) = match (after.first(), after.last()) {
-        (Some(b), Some(l)) => (**b, **l),
-        _ => bail!("no sample after warm-up"),
-    };
-    // RSS moves up and down as the allocator reuses memory: compare the mean of the second
-    // half of the samples with the first half's rather than two single samples.
-    let mean = |v: &[&ResourceSample]| {
-        v.iter().map(|s| s.rss_kib as f64).sum::<f64>() / v.len().max(1) as f64
-    };
-    let (first_half, second_half) = after.split_at(after.len() / 2);
-    let rss_growth = if first_half.is_empty() {
-        0.0
-    } else {
-        mean(second_half) / mean(first_half) - 1.0
-    };
+    let after: Vec<&ResourceSample> = samples
+        .iter()
+        .filter(|s| s.cycle >= args.warmup)
+        .map(|s| &s.resources)
+        .collect();
+    let growth = Growth::of(&after).context("no sample after warm-up")?;
     Ok(ChurnResult {
         cycles: args.cycles,
         signalling_per_cycle: args.signalling,
         media_per_cycle: args.media,
         seconds: (seconds * 10.0).round() / 10.0,
-        rss_growth_percent: (rss_growth * 1000.0).round() / 10.0,
-        fds_growth: last.fds as i64 - base.fds as i64,
-        threads_growth: last.threads as i64 - base.threads as i64,
+        growth,
         samples,
     })
 }
 
+fn print_growth(from: &str, g: &Growth) {
+    println!(
+        "after warm-up ({from}): RSS {:+.1} % (mean of the later half of the samples against the earlier half), fds {:+}, threads {:+}",
+        g.rss_growth_percent, g.fds_growth, g.threads_growth
+    );
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SoakBenchArgs {
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 1200)]
+    pub seconds: u64,
+    /// Publishers, in rooms of four: each joins, sends 320x240 video at 15 fps and receives the
+    /// others', leaves after `--stay` seconds (every other time without saying goodbye) and
+    /// joins again.
+    #[arg(long, default_value_t = 8)]
+    pub publishers: usize,
+    /// Participants that only signal, joining and leaving over and over.
+    #[arg(long, default_value_t = 4)]
+    pub signalling: usize,
+    /// Seconds a publisher stays before it leaves and joins again.
+    #[arg(long, default_value_t = 60)]
+    pub stay: u64,
+    /// Seconds before the baseline sample.
+    #[arg(long, default_value_t = 120)]
+    pub warmup: u64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 30)]
+    pub every: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct SoakSample {
+    pub second: u64,
+    /// Video frames the publishers sent and received (decoded) so far.
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    #[serde(flatten)]
+    pub resources: ResourceSample,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct SoakResult {
+    pub seconds: u64,
+    pub publishers: usize,
+    pub signalling: usize,
+    /// Joins of publishers and signalling-only participants, and those that failed.
+    pub joins: u64,
+    pub failed_joins: u64,
+    pub samples: Vec<SoakSample>,
+    #[serde(flatten)]
+    pub growth: Growth,
+}
+
+/// Counters the soak's participants share.
+#[derive(Default)]
+struct SoakCounters {
+    sent: std::sync::atomic::AtomicU64,
+    received: std::sync::atomic::AtomicU64,
+    joins: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+/// `facerelay bench soak`: publishers and signalling-only participants come and go for a set
+/// time while the process is sampled; prints the table, the growth after warm-up and JSON.
+pub async fn soak(args: SoakBenchArgs) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if args.seconds <= args.warmup || args.every == 0 || args.publishers == 0 {
+        bail!("--seconds must exceed --warmup, and --every and --publishers be at least 1");
+    }
+    let mut config = Config::loopback();
+    config.media.self_view = false;
+    let total = args.publishers + args.signalling + 1;
+    config.rooms.max_total_participants = config.rooms.max_total_participants.max(total);
+    config.server.max_sessions_per_ip = config.server.max_sessions_per_ip.max(total);
+    let settings = RtcSettings::from_config(&config);
+    let server = RunningServer::start(config, Arc::new(IdentityStage)).await?;
+    let url = server.ws_url();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let counters = Arc::new(SoakCounters::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..args.publishers {
+        let (url, settings, counters) = (url.clone(), settings.clone(), counters.clone());
+        // Staggered, so that someone is always joining or leaving.
+        let offset = Duration::from_secs(args.stay) * i as u32 / args.publishers as u32;
+        let stay = Duration::from_secs(args.stay);
+        tasks.spawn(async move {
+            tokio::time::sleep(offset).await;
+            let mut round = 0usize;
+            while Instant::now() < deadline {
+                round += 1;
+                counters.joins.fetch_add(1, Relaxed);
+                let room = format!("soak-{}", i / 4);
+                if soak_publisher(
+                    &url,
+                    &room,
+                    i,
+                    &settings,
+                    stay.min(deadline - Instant::now()),
+                    round % 2 == 0,
+                    &counters,
+                )
+                .await
+                .is_err()
+                {
+                    counters.failed.fetch_add(1, Relaxed);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+    }
+    for i in 0..args.signalling {
+        let (url, counters) = (url.clone(), counters.clone());
+        tasks.spawn(async move {
+            while Instant::now() < deadline {
+                counters.joins.fetch_add(1, Relaxed);
+                if signal_only(&url, "soak-signalling", &format!("s{i}"), false)
+                    .await
+                    .is_err()
+                {
+                    counters.failed.fetch_add(1, Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+    let mut samples = Vec::new();
+    let mut next = started + Duration::from_secs(args.every.min(args.warmup).max(1));
+    loop {
+        tokio::time::sleep_until(next.into()).await;
+        let second = started.elapsed().as_secs();
+        let s = SoakSample {
+            second,
+            frames_sent: counters.sent.load(Relaxed),
+            frames_received: counters.received.load(Relaxed),
+            resources: ResourceSample::take(&server),
+        };
+        eprintln!(
+            "bench soak: {second} s: RSS {} KiB, {} fds, {} threads, {} peers",
+            s.resources.rss_kib, s.resources.fds, s.resources.threads, s.resources.peer_connections
+        );
+        samples.push(s);
+        if next >= deadline {
+            break;
+        }
+        next = (next + Duration::from_secs(args.every)).min(deadline);
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("a soak participant panicked")?;
+    }
+    server.shutdown().await?;
+    let after: Vec<&ResourceSample> = samples
+        .iter()
+        .filter(|s| s.second >= args.warmup)
+        .map(|s| &s.resources)
+        .collect();
+    let growth = Growth::of(&after).context("no sample after warm-up")?;
+    let result = SoakResult {
+        seconds: args.seconds,
+        publishers: args.publishers,
+        signalling: args.signalling,
+        joins: counters.joins.load(Relaxed),
+        failed_joins: counters.failed.load(Relaxed),
+        growth,
+        samples,
+    };
+    println!(
+        "soak: {} s, {} publishers (rooms of 4, rejoining every {} s), {} signalling-only; {} joins, {} failed",
+        result.seconds, result.publishers, args.stay, result.signalling, result.joins, result.failed_joins
+    );
+    let sent: Vec<String> = result
+        .samples
+        .iter()
+        .map(|s| s.frames_sent.to_string())
+        .collect();
+    let received: Vec<String> = result
+        .samples
+        .iter()
+        .map(|s| s.frames_received.to_string())
+        .collect();
+    print_resources(
+        "second",
+        result
+            .samples
+            .iter()
+            .map(|s| (s.second.to_string(), s.resources)),
+        &[("frames sent", sent), ("received", received)],
+    );
+    print_growth(&format!("{} s", args.warmup), &result.growth);
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+/// One stay of a soak publisher: join, publish and receive for `stay`, leave (or vanish).
+async fn soak_publisher(
+    url: &str,
+    room: &str,
+    i: usize,
+    settings: &RtcSettings,
+    stay: Duration,
+    vanish: bool,
+    counters: &SoakCounters,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let encoder = EncoderSettings {
+        bitrate_bps: 300_000,
+        max_frame_rate: 15.0,
+        keyframe_interval: 0,
+    };
+    let mut c = Client::join(url, room, &format!("p{i}"), VIDEO_ONLY, settings, encoder).await?;
+    c.wait_ready(Duration::from_secs(10)).await?;
+    let until = Instant::now() + stay;
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / 15));
+    let mut n = 0u16;
+    while Instant::now() < until {
+        tick.tick().await;
+        c.send_video(&numbered_frame(320, 240, n), u32::from(n) * 6000)
+            .await?;
+        counters.sent.fetch_add(1, Relaxed);
+        n = n.wrapping_add(1);
+        while let Some(r) = c.recv(Duration::ZERO).await {
+            if matches!(r, Received::Video { .. }) {
+                counters.received.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    if vanish {
+        c.vanish();
+    } else {
+        c.close().await;
+    }
+    Ok(())
+}
+
 /// A participant that only signals: joins `room` and leaves.
-async fn signal_only(url: &str, room: &str, name: &str) -> anyhow::Result<()> {
+async fn signal_only(url: &str, room: &str, name: &str, offer: bool) -> anyhow::Result<()> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     let join = serde_json::json!({"type": "join", "room": room, "name": name});
     ws.send(Message::text(join.to_string())).await?;
-    // The welcome (or an error) first.
+    // The message of type `want` (or an error) first.
+    let mut want = "welcome";
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => {
                 let v: serde_json::Value = serde_json::from_str(t.as_str())?;
-                if v["type"] == "welcome" {
-                    break;
-                }
                 if v["type"] == "error" {
-                    bail!("join refused: {v}");
+                    bail!("refused: {v}");
                 }
+                if v["type"] != want {
+                    continue;
+                }
+                if want == "welcome" && offer {
+                    let msg = serde_json::json!({"type": "offer", "sdp": CHURN_OFFER});
+                    ws.send(Message::text(msg.to_string())).await?;
+                    want = "answer";
+                    continue;
+                }
+                break;
             }
             Ok(Some(Ok(_))) => {}
-            _ => bail!("no welcome within 10 s"),
+            _ => bail!("no {want} within 10 s"),
         }
+    }
+    if offer {
+        // Gone without a word, as a closed tab.
+        drop(ws);
+        return Ok(());
     }
     ws.send(Message::text(r#"{"type":"leave"}"#)).await?;
     ws.close(None).await?;
     Ok(())
 }
+
+/// A browser-like offer (audio and H.264 video, ICE and DTLS parameters) for `--offer`: the
+/// server builds a peer connection and answers; no media follows.
+const CHURN_OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0 1\r\na=msid-semantic: WMS s\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=msid:s a\r\na=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\na=ssrc:1111 cname:x\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=msid:s v\r\na=rtcp-mux\r\n\
+a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack pli\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=ssrc:2222 cname:x\r\n";

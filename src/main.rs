@@ -53,9 +53,18 @@ enum Bench {
     Mesh(facerelay::swap::mesh::bench::MeshBenchArgs),
     /// Participants joining and leaving for many cycles: memory, descriptors, threads.
     Churn(facerelay::bench::ChurnBenchArgs),
+    /// Publishers and signalling-only participants come and go for a set time (20 minutes by
+    /// default); memory, descriptors, threads and live objects are sampled.
+    Soak(facerelay::bench::SoakBenchArgs),
     /// Detection and false-positive rates of the watermark after one more H.264 encode.
     Watermark(facerelay::verify::bench::WatermarkBenchArgs),
 }
+
+/// jemalloc with background threads: memory freed after a peak of connections goes back to the
+/// system (docs/PERFORMANCE.md, "Peaks").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -87,6 +96,9 @@ fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Churn(args),
         } => runtime().and_then(|rt| rt.block_on(facerelay::bench::churn(args))),
+        Command::Bench {
+            bench: Bench::Soak(args),
+        } => runtime().and_then(|rt| rt.block_on(facerelay::bench::soak(args))),
         Command::Bench {
             bench: Bench::Watermark(args),
         } => facerelay::verify::bench::run(&args),

@@ -439,8 +439,8 @@ async fn a_video_over_the_pixel_limit_is_refused_once_and_the_publisher_is_told(
     server.shutdown().await.unwrap();
 }
 
-/// `facerelay bench churn` in brief: 20 cycles of 8 signalling-only participants and one that
-/// publishes video; at every sample no session, peer connection or participant is left over
+/// `facerelay bench churn` in brief: 20 cycles of 8 participants that offer and drop their
+/// sockets and one that publishes video; at every sample no session, peer connection or participant is left over
 /// (process-wide figures, which other tests running beside this one would disturb, come from
 /// the full program: docs/PERFORMANCE.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -450,6 +450,8 @@ async fn repeated_churn_leaves_nothing_behind() {
         cycles: 20,
         signalling: 8,
         media: 1,
+        // They offer and drop their sockets: the server's peer connections must go too.
+        offer: true,
         warmup: 10,
         every: 10,
     })
@@ -459,7 +461,11 @@ async fn repeated_churn_leaves_nothing_behind() {
     assert_eq!(r.samples.len(), 2);
     for s in &r.samples {
         assert_eq!(
-            (s.sessions, s.peer_connections, s.participants),
+            (
+                s.resources.sessions,
+                s.resources.peer_connections,
+                s.resources.participants
+            ),
             (0, 0, 0),
             "cycle {}",
             s.cycle
