@@ -128,6 +128,8 @@ pub struct Gauges {
     pub participants: usize,
     pub rooms: usize,
     pub sessions: usize,
+    /// WebRTC peer connections alive in the process.
+    pub peer_connections: usize,
     pub roulette: crate::room::roulette::RouletteStats,
 }
 
@@ -156,6 +158,12 @@ pub fn render(media: &MediaMetrics, gauges: Gauges) -> String {
         "facerelay_signalling_sessions",
         "Open signalling WebSockets.",
         gauges.sessions,
+        "",
+    );
+    gauge(
+        "facerelay_peer_connections",
+        "WebRTC peer connections alive.",
+        gauges.peer_connections,
         "",
     );
     let r = gauges.roulette;

@@ -343,6 +343,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             participants: stats.participants,
             rooms: stats.rooms,
             sessions: app.live_sessions(),
+            peer_connections: crate::rtc::live_connections(),
             roulette: app.roulette.stats(),
         },
     );

@@ -132,6 +132,10 @@ async fn video_reaches_subscribers_intact_and_late_joiners_see_it() {
     assert_eq!(value("facerelay_published_streams{kind=\"video\"} "), 1.0);
     assert!(value("facerelay_frames_out_total ") >= 150.0);
     assert!(value("facerelay_server_latency_seconds_count ") >= 150.0);
+    // The server's two peer connections (and the clients', in this process) are alive; no
+    // subscriber's queue overflowed.
+    assert!(value("facerelay_peer_connections ") >= 2.0);
+    assert_eq!(value("facerelay_egress_dropped_frames_total "), 0.0);
 
     // A third participant arrives while A is live and sees A as well.
     let mut c = join(&server, "video", "C", NOTHING).await;
