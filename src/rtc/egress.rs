@@ -7,8 +7,9 @@
 //!
 //! On the server each subscriber has its own bounded queue and writer task, so a subscriber
 //! whose connection cannot take packets (its transport's queue full) delays nobody else: what
-//! its queue cannot take is dropped for it alone, and its video resumes at the next keyframe,
-//! which the encoder is asked for (at most every [`KEYFRAME_REQUEST_EVERY`]).
+//! its queue cannot take is dropped for it alone, and its video resumes at a keyframe, which
+//! the encoder is asked for once the queue has drained to half (at most every
+//! [`KEYFRAME_REQUEST_EVERY`] for the stream).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
@@ -92,6 +93,8 @@ pub(crate) struct Sink {
     queue: Option<mpsc::Sender<Job>>,
     /// Frames were dropped for this subscriber: it gets nothing until a keyframe.
     resyncing: AtomicBool,
+    /// A keyframe was asked for since (once its queue had room for it).
+    keyframe_asked: AtomicBool,
 }
 
 impl Sink {
@@ -108,6 +111,7 @@ impl Sink {
             track,
             queue: None,
             resyncing: AtomicBool::new(false),
+            keyframe_asked: AtomicBool::new(false),
         }
     }
 
@@ -279,6 +283,13 @@ impl Fanout {
             };
             if sink.resyncing.load(Ordering::Relaxed) && !unit.keyframe {
                 dropped += 1;
+                // Ask for the keyframe once the queue has drained enough to take it: a
+                // subscriber that stays stalled costs the others no keyframes.
+                if queue.capacity() > SUBSCRIBER_QUEUE / 2
+                    && !sink.keyframe_asked.swap(true, Ordering::Relaxed)
+                {
+                    self.request_keyframe();
+                }
                 continue;
             }
             if queue.try_send(Job::Video(frame.clone())).is_ok() {
@@ -287,13 +298,13 @@ impl Fanout {
                 // Full (or the writer is gone): this subscriber misses the frame, and the ones
                 // after it until a keyframe, which it would need to decode them.
                 dropped += 1;
+                sink.keyframe_asked.store(false, Ordering::Relaxed);
                 if !sink.resyncing.swap(true, Ordering::Relaxed) {
                     tracing::debug!(
                         subscriber = sink.id,
                         "subscriber queue full: frames dropped until a keyframe"
                     );
                 }
-                self.request_keyframe();
             }
         }
         dropped
@@ -539,15 +550,16 @@ mod tests {
         healthy.wait_for_frames(frames).await;
         assert_eq!(healthy.frames(), frames);
         // The stalled one took what its queue holds (and the frame its writer is on); every
-        // later frame was dropped for it alone, and a keyframe asked for.
+        // later frame was dropped for it alone. No keyframe is asked for while its queue is
+        // full (it could not take one, and the others would pay for it).
         assert!(
             dropped >= frames - SUBSCRIBER_QUEUE - 1,
             "{dropped} dropped"
         );
-        assert!(control.idr_requested());
         assert_eq!(stalled.frames(), 0);
+        assert!(!control.idr_requested());
         // Its transport takes packets again: what it queued goes out; delta frames stay
-        // dropped for it until a keyframe.
+        // dropped for it, and now a keyframe is asked for.
         stalled.open.send_replace(true);
         let taken = frames - dropped;
         stalled.wait_for_frames(taken).await;
@@ -559,6 +571,7 @@ mod tests {
                 .await,
             1
         );
+        assert!(control.idr_requested());
         assert_eq!(
             fanout
                 .send_video(&mut payloader, &unit(next + 1, true), None)
