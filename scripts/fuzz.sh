@@ -12,12 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
-all=(signalling sdp candidate rtp_h264 face_image onnx_initializer container)
-targets=("${@:-${all[@]}}")
-
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz"
     cargo install cargo-fuzz --locked --version 0.13.2
+fi
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo fuzz list)
 fi
 # Stable rustc: no sanitizer (it needs nightly flags). facerelay has no `unsafe`; bounds
 # checks, overflow checks and debug assertions turn its faults into panics.

@@ -228,8 +228,13 @@ pub struct Growth {
 }
 
 impl Growth {
-    pub fn of(samples: &[&ResourceSample]) -> Option<Self> {
-        let (first, last) = (samples.first()?, samples.last()?);
+    /// Over `samples` (those taken from the end of warm-up on).
+    pub fn after<'a>(samples: impl Iterator<Item = &'a ResourceSample>) -> anyhow::Result<Self> {
+        let samples: Vec<&ResourceSample> = samples.collect();
+        let (first, last) = match (samples.first(), samples.last()) {
+            (Some(first), Some(last)) => (first, last),
+            _ => bail!("no sample after warm-up"),
+        };
         let mean = |v: &[&ResourceSample]| {
             v.iter().map(|s| s.rss_kib as f64).sum::<f64>() / v.len().max(1) as f64
         };
@@ -239,12 +244,24 @@ impl Growth {
         } else {
             mean(later) / mean(earlier) - 1.0
         };
-        Some(Growth {
+        Ok(Growth {
             rss_growth_percent: (rss * 1000.0).round() / 10.0,
             fds_growth: last.fds as i64 - first.fds as i64,
             threads_growth: last.threads as i64 - first.threads as i64,
         })
     }
+}
+
+/// A loopback server for `participants` at once from this one address, in one room if need
+/// be, without self-view.
+fn bench_config(participants: usize) -> Config {
+    let mut config = Config::loopback();
+    config.media.self_view = false;
+    let rooms = &mut config.rooms;
+    rooms.max_total_participants = rooms.max_total_participants.max(participants);
+    rooms.max_participants = rooms.max_participants.max(participants);
+    config.server.max_sessions_per_ip = config.server.max_sessions_per_ip.max(participants);
+    config
 }
 
 /// Resident memory, file descriptors and threads of this process (Linux `/proc`).
@@ -329,20 +346,7 @@ pub async fn measure_churn(args: &ChurnBenchArgs) -> anyhow::Result<ChurnResult>
     if args.cycles == 0 || args.every == 0 || args.warmup >= args.cycles {
         bail!("--cycles must exceed --warmup, and --every be at least 1");
     }
-    let mut config = Config::loopback();
-    config.media.self_view = false;
-    config.rooms.max_total_participants = config
-        .rooms
-        .max_total_participants
-        .max(args.signalling + args.media + 1);
-    config.rooms.max_participants = config
-        .rooms
-        .max_participants
-        .max(args.signalling + args.media + 1);
-    config.server.max_sessions_per_ip = config
-        .server
-        .max_sessions_per_ip
-        .max(args.signalling + args.media + 1);
+    let config = bench_config(args.signalling + args.media + 1);
     let settings = RtcSettings::from_config(&config);
     let encoder = EncoderSettings {
         bitrate_bps: 500_000,
@@ -411,12 +415,12 @@ pub async fn measure_churn(args: &ChurnBenchArgs) -> anyhow::Result<ChurnResult>
     }
     let seconds = started.elapsed().as_secs_f64();
     server.shutdown().await?;
-    let after: Vec<&ResourceSample> = samples
-        .iter()
-        .filter(|s| s.cycle >= args.warmup)
-        .map(|s| &s.resources)
-        .collect();
-    let growth = Growth::of(&after).context("no sample after warm-up")?;
+    let growth = Growth::after(
+        samples
+            .iter()
+            .filter(|s| s.cycle >= args.warmup)
+            .map(|s| &s.resources),
+    )?;
     Ok(ChurnResult {
         cycles: args.cycles,
         signalling_per_cycle: args.signalling,
@@ -497,11 +501,7 @@ pub async fn soak(args: SoakBenchArgs) -> anyhow::Result<()> {
     if args.seconds <= args.warmup || args.every == 0 || args.publishers == 0 {
         bail!("--seconds must exceed --warmup, and --every and --publishers be at least 1");
     }
-    let mut config = Config::loopback();
-    config.media.self_view = false;
-    let total = args.publishers + args.signalling + 1;
-    config.rooms.max_total_participants = config.rooms.max_total_participants.max(total);
-    config.server.max_sessions_per_ip = config.server.max_sessions_per_ip.max(total);
+    let config = bench_config(args.publishers + args.signalling + 1);
     let settings = RtcSettings::from_config(&config);
     let server = RunningServer::start(config, Arc::new(IdentityStage)).await?;
     let url = server.ws_url();
@@ -579,12 +579,12 @@ pub async fn soak(args: SoakBenchArgs) -> anyhow::Result<()> {
         done.context("a soak participant panicked")?;
     }
     server.shutdown().await?;
-    let after: Vec<&ResourceSample> = samples
-        .iter()
-        .filter(|s| s.second >= args.warmup)
-        .map(|s| &s.resources)
-        .collect();
-    let growth = Growth::of(&after).context("no sample after warm-up")?;
+    let growth = Growth::after(
+        samples
+            .iter()
+            .filter(|s| s.second >= args.warmup)
+            .map(|s| &s.resources),
+    )?;
     let result = SoakResult {
         seconds: args.seconds,
         publishers: args.publishers,
@@ -682,7 +682,7 @@ async fn signal_only(url: &str, room: &str, name: &str, offer: bool) -> anyhow::
                     continue;
                 }
                 if want == "welcome" && offer {
-                    let msg = serde_json::json!({"type": "offer", "sdp": CHURN_OFFER});
+                    let msg = serde_json::json!({"type": "offer", "sdp": BROWSER_OFFER});
                     ws.send(Message::text(msg.to_string())).await?;
                     want = "answer";
                     continue;
@@ -703,9 +703,9 @@ async fn signal_only(url: &str, room: &str, name: &str, offer: bool) -> anyhow::
     Ok(())
 }
 
-/// A browser-like offer (audio and H.264 video, ICE and DTLS parameters) for `--offer`: the
-/// server builds a peer connection and answers; no media follows.
-const CHURN_OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+/// A browser-like offer (audio and H.264 video with their SSRCs, ICE and DTLS parameters): the
+/// server builds a peer connection and answers it (`--offer`; tests derive bad offers from it).
+pub const BROWSER_OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
 a=group:BUNDLE 0 1\r\na=msid-semantic: WMS s\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
 a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\

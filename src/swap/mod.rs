@@ -735,11 +735,9 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, origin: &str) -> Result<RgbIm
         path: origin.to_owned(),
         message,
     };
-    let reader = || {
-        image::ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| err(e.to_string()))
-    };
+    fn reader(bytes: &[u8]) -> std::io::Result<image::ImageReader<std::io::Cursor<&[u8]>>> {
+        image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()
+    }
     // The JPEG decoder fills a cut-off image with grey instead of failing; a JPEG must end
     // with its end-of-image marker (trailing padding aside) to count as whole.
     let jpeg_end = if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
@@ -753,7 +751,8 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, origin: &str) -> Result<RgbIm
     } else {
         None
     };
-    let (w, h) = reader()?
+    let (w, h) = reader(bytes)
+        .map_err(|e| err(e.to_string()))?
         .into_dimensions()
         .map_err(|e| err(format!("not a readable JPEG/PNG/WebP image: {e}")))?;
     if u64::from(w) * u64::from(h) > max_pixels {
@@ -765,9 +764,7 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, origin: &str) -> Result<RgbIm
         });
     }
     let decode = |bytes: &[u8]| {
-        let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| err(e.to_string()))?;
+        let mut r = reader(bytes).map_err(|e| err(e.to_string()))?;
         let mut limits = image::Limits::default();
         limits.max_image_width = Some(w);
         limits.max_image_height = Some(h);

@@ -359,7 +359,8 @@ async fn a_participant_whose_media_dies_is_removed_within_the_ice_timeout() {
 async fn a_subscribers_pli_makes_the_encoder_send_an_idr() {
     let _serial = serial().await;
     let mut config = Config::loopback();
-    config.media.keyframe_interval = 0; // no periodic IDRs: any IDR below was asked for
+    // No periodic IDRs: any IDR below was asked for.
+    config.media.keyframe_interval = 0;
     // No self-view: A's own subscription would ask for an IDR too, whenever its renegotiation
     // completes (possibly inside the steady window). B's activation is then the only request
     // before the window, and warm-up ends with the IDR it produced.

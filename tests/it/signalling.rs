@@ -12,21 +12,6 @@ const VP8_ONLY_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\
 a=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
 a=mid:0\r\na=sendrecv\r\na=rtpmap:96 VP8/90000\r\n";
 
-/// A complete offer (ICE, DTLS) whose two sections send tracks without `a=ssrc` lines.
-const MSID_WITHOUT_SSRC_OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-a=group:BUNDLE 0 1\r\na=msid-semantic: WMS stream\r\n\
-m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
-a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
-a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=msid:stream audio\r\na=rtcp-mux\r\n\
-a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
-a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
-a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=msid:stream video\r\na=rtcp-mux\r\n\
-a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack pli\r\n\
-a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_get_clear_errors_and_the_connection_keeps_working() {
     let _serial = serial().await;
@@ -74,8 +59,14 @@ async fn bad_messages_get_clear_errors_and_the_connection_keeps_working() {
     s.send(r#"{"type":"offer","sdp":"v=0\r\nthis is not sdp"}"#)
         .await;
     s.expect_error("bad_sdp").await;
-    // Two sections that send tracks without saying their SSRCs: a clear bad_sdp, not internal.
-    s.send(serde_json::json!({"type": "offer", "sdp": MSID_WITHOUT_SSRC_OFFER}).to_string())
+    // A complete offer (ICE, DTLS) whose two sections send tracks without saying their SSRCs:
+    // a clear bad_sdp, not internal.
+    let msid_without_ssrc: String = facerelay::bench::BROWSER_OFFER
+        .split_inclusive("\r\n")
+        .filter(|line| !line.starts_with("a=ssrc:"))
+        .collect();
+    assert_eq!(msid_without_ssrc.matches("a=msid:").count(), 2);
+    s.send(serde_json::json!({"type": "offer", "sdp": msid_without_ssrc}).to_string())
         .await;
     let e = s.expect_error("bad_sdp").await;
     assert!(e["message"].as_str().unwrap().contains("a=ssrc"), "{e}");
