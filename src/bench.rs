@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::app::RunningServer;
 use crate::config::Config;
 use crate::media::synthetic::{numbered_frame, read_frame_number};
 use crate::media::{EncoderSettings, IdentityStage};
 use crate::rtc::client::{Client, Publish, Received};
 use crate::rtc::{LatencySummary, RtcSettings};
-use crate::signal::RunningServer;
 
 const VIDEO_ONLY: Publish = Publish {
     video: true,

@@ -14,6 +14,7 @@
 //! matchmaker), `rtc` (the only user of the `webrtc` crate), `media` (frames and codecs),
 //! `swap` (face pipeline), `infer` (ONNX Runtime), `config` (validated configuration).
 
+pub mod app;
 pub mod bench;
 pub mod config;
 pub mod fuzzing;

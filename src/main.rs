@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use facerelay::app::{self, Swap};
 use facerelay::config::{Config, LogFormat};
-use facerelay::signal::{self, App, Swap};
+use facerelay::signal;
 
 #[derive(Parser)]
 #[command(
@@ -166,7 +167,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
         let swap = Swap::from_config(&config)?;
-        let (app, drain) = App::with_swap(config, swap);
+        let (app, drain) = app::build(config, swap);
         println!("facerelay listening on http://{addr}/");
         signal::serve(listener, app, drain, shutdown_signal()).await?;
         println!("facerelay stopped");

@@ -37,7 +37,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::media::StreamId;
-use crate::metrics::Histogram;
+use crate::metrics::{Histogram, Registry};
 
 /// What one worker thread owns: a model session (or a stand-in in tests) that runs batches.
 pub trait BatchRunner: Send + 'static {
@@ -119,8 +119,8 @@ impl SchedulerSettings {
     }
 }
 
-/// Counters and histograms of one scheduler, relaxed atomics like `crate::metrics`; the
-/// `/metrics` renderer reads them.
+/// Counters and histograms of one scheduler (relaxed atomics), read at each scrape of
+/// `/metrics` ([`SchedulerMetrics::register_all`]).
 #[derive(Debug)]
 pub struct SchedulerMetrics {
     /// Model runs started.
@@ -183,6 +183,95 @@ impl SchedulerMetrics {
             busy: get(&self.busy),
             queue_wait_count: self.queue_wait.count(),
         }
+    }
+}
+
+impl SchedulerMetrics {
+    /// Registers the metrics of several schedulers, one `model` label per role: model runs by
+    /// batch size, requests by outcome, queue wait and run time.
+    pub fn register_all(
+        schedulers: &[(&'static str, &Arc<SchedulerMetrics>)],
+        registry: &mut Registry,
+    ) {
+        if schedulers.is_empty() {
+            return;
+        }
+        registry.register_collector(Box::new(SchedulerCollector(
+            schedulers
+                .iter()
+                .map(|(m, s)| (*m, Arc::clone(s)))
+                .collect(),
+        )));
+    }
+}
+
+/// Reads the schedulers' atomics at scrape time.
+#[derive(Debug)]
+struct SchedulerCollector(Vec<(&'static str, Arc<SchedulerMetrics>)>);
+
+impl prometheus_client::collector::Collector for SchedulerCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::MetricType;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut family = encoder.encode_descriptor(
+            "facerelay_infer_batches",
+            "Model runs by batch size.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (model, m) in &self.0 {
+            for (i, n) in m.batch_sizes.iter().enumerate() {
+                let size = (i + 1).to_string();
+                let labels = [("model", *model), ("size", size.as_str())];
+                ConstCounter::new(get(n)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        type Pick = fn(&SchedulerMetrics) -> &AtomicU64;
+        let outcomes: [(&str, Pick); 6] = [
+            ("completed", |m| &m.completed),
+            ("superseded", |m| &m.superseded),
+            ("failed", |m| &m.failed_requests),
+            ("timeout", |m| &m.timeouts),
+            ("busy", |m| &m.busy),
+            ("panicked_runs", |m| &m.panics),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "facerelay_infer_requests",
+            "Inference requests by outcome (panicked_runs counts model runs).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (model, m) in &self.0 {
+            for (outcome, pick) in outcomes {
+                let labels = [("model", *model), ("outcome", outcome)];
+                ConstCounter::new(get(pick(m))).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        type PickHistogram = fn(&SchedulerMetrics) -> &Histogram;
+        let histograms: [(&str, &str, PickHistogram); 2] = [
+            (
+                "facerelay_infer_queue_wait_seconds",
+                "Inference request submitted to taken by a worker.",
+                |m| &m.queue_wait,
+            ),
+            (
+                "facerelay_infer_run_seconds",
+                "One model run (a batch).",
+                |m| &m.run,
+            ),
+        ];
+        for (name, help, pick) in histograms {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (model, m) in &self.0 {
+                pick(m).encode(family.encode_family(&[("model", *model)])?)?;
+            }
+        }
+        Ok(())
     }
 }
 

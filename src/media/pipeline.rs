@@ -16,7 +16,109 @@ use bytes::Bytes;
 
 use super::codec::CodecError;
 use super::{EncoderSettings, I420Frame, StreamId, StreamProcessor, VideoDecoder, VideoEncoder};
-use crate::metrics::MediaMetrics;
+use crate::metrics::{series, Counter, Histogram, HistogramFamily, Registry};
+
+/// What the video pipelines count, summed over all streams.
+#[derive(Debug, Clone)]
+pub struct PipelineMetrics {
+    /// Access units handed to a pipeline.
+    pub units_in: Counter,
+    /// Access units refused because a pipeline's input was full (decoder far behind).
+    pub units_rejected: Counter,
+    pub frames_decoded: Counter,
+    /// Decoded pictures replaced by a newer one before the stage took them.
+    pub frames_dropped: Counter,
+    pub frames_out: Counter,
+    /// Encoded frames egress could not take.
+    pub output_dropped: Counter,
+    pub decode_errors: Counter,
+    pub encode_errors: Counter,
+    pub stage_panics: Counter,
+    stages: HistogramFamily,
+    pub decode: Histogram,
+    pub stage: Histogram,
+    pub encode: Histogram,
+}
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        let stages = HistogramFamily::default();
+        Self {
+            units_in: Counter::default(),
+            units_rejected: Counter::default(),
+            frames_decoded: Counter::default(),
+            frames_dropped: Counter::default(),
+            frames_out: Counter::default(),
+            output_dropped: Counter::default(),
+            decode_errors: Counter::default(),
+            encode_errors: Counter::default(),
+            stage_panics: Counter::default(),
+            decode: series(&stages, "stage", "decode"),
+            stage: series(&stages, "stage", "process"),
+            encode: series(&stages, "stage", "encode"),
+            stages,
+        }
+    }
+}
+
+impl PipelineMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        for (name, help, counter) in [
+            (
+                "facerelay_units_in",
+                "H.264 access units received from publishers",
+                &self.units_in,
+            ),
+            (
+                "facerelay_units_rejected",
+                "Access units refused because the decoder was a whole queue behind",
+                &self.units_rejected,
+            ),
+            (
+                "facerelay_frames_decoded",
+                "Pictures decoded",
+                &self.frames_decoded,
+            ),
+            (
+                "facerelay_frames_dropped",
+                "Decoded pictures dropped because a newer one arrived before the stage was free",
+                &self.frames_dropped,
+            ),
+            (
+                "facerelay_frames_out",
+                "Frames re-encoded and sent to subscribers",
+                &self.frames_out,
+            ),
+            (
+                "facerelay_output_dropped",
+                "Encoded frames dropped because egress was full",
+                &self.output_dropped,
+            ),
+            (
+                "facerelay_decode_errors",
+                "Access units the decoder rejected",
+                &self.decode_errors,
+            ),
+            (
+                "facerelay_encode_errors",
+                "Frames the encoder failed on",
+                &self.encode_errors,
+            ),
+            (
+                "facerelay_stage_panics",
+                "Frames on which the frame stage panicked (dropped)",
+                &self.stage_panics,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "facerelay_stage_seconds",
+            "Time per frame in each pipeline stage",
+            self.stages.clone(),
+        );
+    }
+}
 
 /// Access units waiting for the decoder before ingest starts dropping them.
 const INPUT_DEPTH: usize = 64;
@@ -136,7 +238,7 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     input: SyncSender<InputUnit>,
     control: Arc<PipelineControl>,
-    metrics: Arc<MediaMetrics>,
+    metrics: Arc<PipelineMetrics>,
 }
 
 impl Pipeline {
@@ -144,7 +246,7 @@ impl Pipeline {
         stream: StreamId,
         settings: PipelineSettings,
         pool: Arc<CodecPool>,
-        metrics: Arc<MediaMetrics>,
+        metrics: Arc<PipelineMetrics>,
         processor: Box<dyn StreamProcessor>,
         output: impl OutputSink,
     ) -> std::io::Result<Self> {
@@ -176,11 +278,11 @@ impl Pipeline {
     /// Queues an access unit for decoding. Returns false if the pipeline is saturated or gone;
     /// the unit is then lost and the caller must resynchronise on a keyframe.
     pub fn push(&self, unit: InputUnit) -> bool {
-        MediaMetrics::add(&self.metrics.units_in);
+        self.metrics.units_in.inc();
         match self.input.try_send(unit) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                MediaMetrics::add(&self.metrics.units_rejected);
+                self.metrics.units_rejected.inc();
                 false
             }
         }
@@ -192,7 +294,7 @@ struct Worker {
     pool: Arc<CodecPool>,
     processor: Box<dyn StreamProcessor>,
     control: Arc<PipelineControl>,
-    metrics: Arc<MediaMetrics>,
+    metrics: Arc<PipelineMetrics>,
     waiting_for_keyframe: bool,
     /// The oversize picture size last reported (reported once per size).
     reported_oversize: Option<u64>,
@@ -229,16 +331,16 @@ impl Worker {
                 match decoded {
                     Ok(Some(frame)) => {
                         self.waiting_for_keyframe = false;
-                        MediaMetrics::add(&m.frames_decoded);
+                        m.frames_decoded.inc();
                         if newest.replace((frame, unit)).is_some() {
-                            MediaMetrics::add(&m.frames_dropped);
+                            m.frames_dropped.inc();
                         }
                     }
                     Ok(None) => {}
                     Err(CodecError::TooLarge { width, height, .. }) => {
                         // Keyframes would be as large: no PLI; the publisher is told once
                         // per size and its next keyframe at a smaller size goes through.
-                        MediaMetrics::add(&m.decode_errors);
+                        m.decode_errors.inc();
                         self.waiting_for_keyframe = true;
                         let size = u64::from(width) << 32 | u64::from(height);
                         if self.reported_oversize != Some(size) {
@@ -248,7 +350,7 @@ impl Worker {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "decode failed; waiting for a keyframe");
-                        MediaMetrics::add(&m.decode_errors);
+                        m.decode_errors.inc();
                         self.waiting_for_keyframe = true;
                         self.control.keyframe_wanted.store(true, Ordering::Relaxed);
                     }
@@ -265,7 +367,7 @@ impl Worker {
             if processed.is_err() {
                 // A bug in the stage must not kill the stream, nor send a frame the stage may
                 // not have made safe (a face it was to hide): this frame is dropped.
-                MediaMetrics::add(&m.stage_panics);
+                m.stage_panics.inc();
                 continue;
             }
             let force = self.control.force_idr.swap(false, Ordering::Relaxed);
@@ -289,16 +391,16 @@ impl Worker {
                         height: frame.height(),
                     });
                     if sent {
-                        MediaMetrics::add(&m.frames_out);
+                        m.frames_out.inc();
                     } else {
                         // Subscribers miss a reference frame: restart them on an IDR.
-                        MediaMetrics::add(&m.output_dropped);
+                        m.output_dropped.inc();
                         self.control.request_idr();
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "encode failed");
-                    MediaMetrics::add(&m.encode_errors);
+                    m.encode_errors.inc();
                     self.control.request_idr();
                 }
             }
@@ -310,11 +412,10 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::media::y_psnr;
-    use std::sync::atomic::AtomicU64;
     use std::time::Duration;
 
-    fn count(c: &AtomicU64) -> u64 {
-        MediaMetrics::get(c)
+    fn count(c: &Counter) -> u64 {
+        c.get()
     }
 
     struct Collect(std::sync::mpsc::Sender<OutputUnit>);
@@ -375,7 +476,7 @@ mod tests {
 
     #[test]
     fn newest_frame_replaces_waiting_ones_and_drops_are_counted() {
-        let metrics = Arc::new(MediaMetrics::default());
+        let metrics = Arc::new(PipelineMetrics::default());
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let (tx, rx) = std::sync::mpsc::channel();
         let p = Pipeline::spawn(
@@ -413,7 +514,7 @@ mod tests {
 
     #[test]
     fn a_panicking_stage_drops_its_frames() {
-        let metrics = Arc::new(MediaMetrics::default());
+        let metrics = Arc::new(PipelineMetrics::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let p = Pipeline::spawn(
             StreamId(2),
@@ -440,7 +541,7 @@ mod tests {
 
     #[test]
     fn garbage_asks_for_a_keyframe_and_p_frames_wait_for_one() {
-        let metrics = Arc::new(MediaMetrics::default());
+        let metrics = Arc::new(PipelineMetrics::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let p = Pipeline::spawn(
             StreamId(3),

@@ -2,11 +2,12 @@
 //!
 //! A [`RoomDirectory`] knows who is in which room and what each participant publishes, and
 //! tells the others when that changes (through each participant's bounded event channel). It
-//! never touches sockets or media. [`InMemoryDirectory`] serves one node; a shared store can
-//! implement the same trait for several.
+//! never touches sockets; it holds the published tracks of this node's rooms, so a room lives
+//! on one node ([`InMemoryDirectory`]).
 //!
-//! [`roulette`] pairs strangers into private two-person rooms behind a [`roulette::Matchmaker`]
-//! trait in the same spirit; the pair then meets in an ordinary room of the directory.
+//! [`roulette`] pairs strangers behind a [`roulette::Matchmaker`] trait (sans-I/O, in memory);
+//! [`hub::RouletteHub`] delivers its events to the sessions, and a pair talks through the hub,
+//! not through a directory room.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -15,10 +16,69 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use crate::metrics::{Registry, Scraped};
 use crate::rtc::Published;
 
 pub mod hub;
 pub mod roulette;
+
+/// Registers the figures of the rooms and the roulette, read at each scrape of `/metrics`.
+pub fn register_metrics(
+    directory: Arc<dyn RoomDirectory>,
+    roulette: Arc<hub::RouletteHub>,
+    registry: &mut Registry,
+) {
+    let mut scraped = Scraped::default();
+    let d = directory.clone();
+    scraped
+        .gauge(
+            "facerelay_participants",
+            "Participants in rooms.",
+            move || d.stats().participants as u64,
+        )
+        .gauge(
+            "facerelay_rooms",
+            "Rooms with at least one participant.",
+            move || directory.stats().rooms as u64,
+        );
+    type Pick = fn(&roulette::RouletteStats) -> u64;
+    let figures: [(&str, &str, bool, Pick); 4] = [
+        (
+            "facerelay_roulette_online",
+            "Participants in the roulette, waiting or paired.",
+            false,
+            |s| s.online as u64,
+        ),
+        (
+            "facerelay_roulette_waiting",
+            "Roulette participants waiting for a partner.",
+            false,
+            |s| s.waiting as u64,
+        ),
+        (
+            "facerelay_roulette_pairs",
+            "Roulette pairs made.",
+            true,
+            |s| s.pairs_made,
+        ),
+        (
+            "facerelay_roulette_reports",
+            "Roulette partners reported.",
+            true,
+            |s| s.reports,
+        ),
+    ];
+    for (name, help, counter, pick) in figures {
+        let hub = roulette.clone();
+        let read = move || pick(&hub.stats());
+        if counter {
+            scraped.counter(name, help, read);
+        } else {
+            scraped.gauge(name, help, read);
+        }
+    }
+    scraped.register(registry);
+}
 
 /// Depth of a participant's room-event channel.
 pub const EVENT_DEPTH: usize = 1024;

@@ -170,7 +170,7 @@ impl Client {
         };
 
         let (peer_tx, peer_rx) = mpsc::channel(256);
-        let pc = build_connection(settings, None, vec![], peer_tx).await?;
+        let pc = build_connection(settings, None, vec![], peer_tx, None).await?;
         let mut outgoing = Vec::new();
         for (kind, wanted) in [
             (MediaKind::Video, publish.video),

@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 
+use super::RelayMetrics;
 use crate::media::pipeline::{OutputUnit, PipelineControl};
-use crate::metrics::MediaMetrics;
 
 const MTU: usize = 1200;
 const NO_PAYLOAD_TYPE: u32 = u32::MAX;
@@ -81,7 +81,7 @@ struct VideoFrame {
 /// Where server latency goes.
 pub(crate) struct LatencyReport {
     pub(crate) recorder: Arc<LatencyRecorder>,
-    pub(crate) metrics: Arc<MediaMetrics>,
+    pub(crate) metrics: Arc<RelayMetrics>,
 }
 
 /// One subscriber's sending end.
@@ -357,7 +357,7 @@ pub(crate) async fn run_video_egress(
     fanout: Arc<Fanout>,
     mut frames: mpsc::Receiver<OutputUnit>,
     latency: Arc<LatencyRecorder>,
-    metrics: Arc<MediaMetrics>,
+    metrics: Arc<RelayMetrics>,
 ) {
     let mut payloader = H264Payloader::default();
     let report = Arc::new(LatencyReport {
@@ -368,7 +368,7 @@ pub(crate) async fn run_video_egress(
         let dropped = fanout
             .send_video(&mut payloader, &unit, Some(report.clone()))
             .await;
-        metrics.egress_dropped.fetch_add(dropped, Ordering::Relaxed);
+        metrics.egress_dropped.inc_by(dropped);
     }
 }
 

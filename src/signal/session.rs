@@ -281,15 +281,31 @@ impl Session {
         Flow::Continue
     }
 
-    /// Joins the room `room`, or the roulette when `room` is `None`.
+    /// Joins the room `room`, or the roulette when `room` is `None`; a refusal is counted by
+    /// its code and sent.
     async fn join(&mut self, room: Option<&str>, name: &str) {
+        match self.try_join(room, name).await {
+            Ok(()) => self
+                .app
+                .edge
+                .joined(if room.is_some() { "room" } else { "roulette" }),
+            Err((code, message)) => {
+                self.app.edge.refused(code);
+                self.send_error(code, message).await;
+            }
+        }
+    }
+
+    async fn try_join(
+        &mut self,
+        room: Option<&str>,
+        name: &str,
+    ) -> Result<(), (&'static str, String)> {
         if self.member.is_some() {
-            self.send_error(
+            return Err((
                 "already_joined",
-                "this connection is already in a room or the roulette; leave first",
-            )
-            .await;
-            return;
+                "this connection is already in a room or the roulette; leave first".into(),
+            ));
         }
         let max = self.app.config.rooms.max_name_chars;
         let (tx, rx) = mpsc::channel(EVENT_DEPTH);
@@ -297,17 +313,17 @@ impl Session {
             Some(room) => {
                 let room = match RoomId::parse(room, max) {
                     Ok(r) => r,
-                    Err(e) => return self.send_error(e.code(), e.to_string()).await,
+                    Err(e) => return Err((e.code(), e.to_string())),
                 };
                 match self.app.directory.join(&room, name, tx) {
                     Ok(j) => (Place::Room(room), j.id, j.present),
-                    Err(e) => return self.send_error(e.code(), e.to_string()).await,
+                    Err(e) => return Err((e.code(), e.to_string())),
                 }
             }
             None => {
                 let Some(name) = clean_name(name, max) else {
                     let e = RoomError::InvalidDisplayName { max_chars: max };
-                    return self.send_error(e.code(), e.to_string()).await;
+                    return Err((e.code(), e.to_string()));
                 };
                 let id = ParticipantId::fresh();
                 let info = ParticipantInfo {
@@ -317,7 +333,7 @@ impl Session {
                     face: crate::room::FaceState::None,
                 };
                 if let Err(e) = self.app.roulette.enter(info, id, tx) {
-                    return self.send_error(e.code(), e.to_string()).await;
+                    return Err((e.code(), e.to_string()));
                 }
                 (Place::Roulette, id, Vec::new())
             }
@@ -327,7 +343,7 @@ impl Session {
             Err(e) => {
                 self.vacate(&place, id);
                 tracing::warn!(error = %e, "cannot create a peer connection");
-                return self.send_error(rtc_error_code(&e), e.to_string()).await;
+                return Err((rtc_error_code(&e), e.to_string()));
             }
         };
         tracing::info!(place = %place, participant = %id, "joined");
@@ -365,6 +381,7 @@ impl Session {
         self.peer_events = Some(peer_events);
         self.room_events = Some(rx);
         self.commands = Some(command_rx);
+        Ok(())
     }
 
     async fn on_command(&mut self, command: SessionCommand) -> Flow {

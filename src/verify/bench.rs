@@ -21,7 +21,6 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::media::{watermark, EncoderSettings, FrameStage, StreamId, VideoDecoder, VideoEncoder};
-use crate::metrics::MediaMetrics;
 use crate::swap::live::LiveSwap;
 use crate::swap::{color, load_image, SwapperChoice};
 
@@ -222,11 +221,10 @@ pub fn measure(
     swap.capacity = swap.capacity.max(2);
     let mut plain = swap.clone();
     plain.watermark = false;
-    let metrics = Arc::new(MediaMetrics::default());
-    let live = LiveSwap::load(&config.models, &swap, metrics.clone())
+    let live = LiveSwap::load(&config.models, &swap)
         .context("cannot start the mesh stage (is the packaged set installed?)")?;
     // The same stage without the mark, for the mark's cost to the picture.
-    let live_plain = LiveSwap::load(&config.models, &plain, metrics)?;
+    let live_plain = LiveSwap::load(&config.models, &plain)?;
     let photos = config.models.packaged_dir.join("photos");
     let source_photo = load_image(&photos.join("gauss.png"), &swap)?;
     let source = Arc::new(live.source_face(&source_photo)?);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use facerelay::config::Config;
 
-use facerelay::signal::{RunningServer, Swap};
+use facerelay::app::{RunningServer, Swap};
 use facerelay::swap::{fixtures_dir, Engine};
 
 use crate::support::serial;

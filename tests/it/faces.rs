@@ -4,9 +4,9 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
+use facerelay::app::{RunningServer, Swap};
 use facerelay::config::Config;
 use facerelay::infer::scheduler::Admission;
-use facerelay::signal::{RunningServer, Swap};
 use facerelay::swap::live::LiveFaces;
 use facerelay::swap::picker::FacePicker;
 use facerelay::swap::{fixtures_dir, Engine};
@@ -272,6 +272,22 @@ async fn gallery_faces_are_listed_served_and_picked() {
         .to_owned();
     let (status, body) = post(&server, "/api/face/gallery/ada", &token, Vec::new()).await;
     assert_eq!(status, 200, "{body}");
+    // The face holds one of the server's swap places, and /metrics says so.
+    let metrics = crate::support::http_get(&format!("http://{}/metrics", server.addr)).await;
+    assert!(
+        metrics.contains("\nfacerelay_swap_slots_in_use 1\n"),
+        "{metrics}"
+    );
+    let capacity = format!(
+        "\nfacerelay_swap_slots_capacity {}\n",
+        server.app.config.swap.capacity
+    );
+    assert!(metrics.contains(&capacity), "{metrics}");
+    assert!(
+        metrics
+            .contains("facerelay_infer_requests_total{model=\"detector\",outcome=\"completed\"}"),
+        "{metrics}"
+    );
     let (status, body) = post(&server, "/api/face/gallery/notes", &token, Vec::new()).await;
     assert_eq!(
         (status, body["code"].as_str()),

@@ -15,8 +15,9 @@ use facerelay::media::pipeline::{
 use facerelay::media::{
     EncoderSettings, FrameStage, I420Frame, StreamId, VideoDecoder, VideoEncoder,
 };
-use facerelay::metrics::MediaMetrics;
+use facerelay::metrics::Counter;
 use facerelay::swap::color::rgb_to_i420;
+use facerelay::swap::live::SwapMetrics;
 use facerelay::swap::live::{label_box, DetectRunner, LiveModels, LiveSwap, OnFailure, SwapRunner};
 use facerelay::swap::{
     fixtures_dir, load_image, Detection, Engine, Selection, SourceFace, SwapConfig, SwapError,
@@ -43,9 +44,9 @@ fn lock() -> MutexGuard<'static, ()> {
     crate::swap::one_at_a_time()
 }
 
-fn stage(c: &Config) -> (LiveSwap, Arc<MediaMetrics>) {
-    let metrics = Arc::new(MediaMetrics::default());
-    let live = LiveSwap::load(&c.models, &c.swap, metrics.clone()).expect("fixture models load");
+fn stage(c: &Config) -> (LiveSwap, Arc<SwapMetrics>) {
+    let live = LiveSwap::load(&c.models, &c.swap).expect("fixture models load");
+    let metrics = live.metrics().clone();
     (live, metrics)
 }
 
@@ -59,8 +60,8 @@ fn source(live: &LiveSwap, c: &Config) -> Arc<SourceFace> {
     Arc::new(live.source_face(&photo).expect("source face"))
 }
 
-fn count(c: &AtomicU64) -> u64 {
-    MediaMetrics::get(c)
+fn count(c: &Counter) -> u64 {
+    c.get()
 }
 
 fn in_box(x: usize, y: usize, b: [usize; 4]) -> bool {
@@ -166,12 +167,13 @@ fn detection_runs_every_n_frames_and_every_frame_is_swapped() {
     assert_eq!(live.deep().unwrap().swapper.stats().completed, 9);
     assert_eq!(count(&metrics.swapped_frames), 9);
     assert_eq!(count(&metrics.swap_errors), 0);
-    let text = facerelay::metrics::render(&metrics, Default::default());
+    let mut registry = facerelay::metrics::Registry::default();
+    live.register_metrics(&mut registry);
+    let text = facerelay::metrics::render(&registry);
     assert!(
         text.contains("facerelay_swap_stage_seconds_count{stage=\"swap\"} 9\n"),
         "{text}"
     );
-    let text = live.render_metrics();
     assert!(
         text.contains("facerelay_infer_batches_total{model=\"swapper\",size=\"1\"} 9\n"),
         "{text}"
@@ -246,15 +248,15 @@ fn stand_in_stage(
     c: &Config,
     detector: Scheduler<DetectRunner>,
     swapper: Scheduler<SwapRunner>,
-) -> (LiveSwap, Arc<MediaMetrics>) {
-    let metrics = Arc::new(MediaMetrics::default());
+) -> (LiveSwap, Arc<SwapMetrics>) {
     let models = LiveModels {
         detector: Arc::new(detector),
         swapper: Arc::new(swapper),
         recognizer: None,
         mesh: None,
     };
-    let live = LiveSwap::with_models(models, &c.swap, metrics.clone());
+    let live = LiveSwap::with_models(models, &c.swap);
+    let metrics = live.metrics().clone();
     (live, metrics)
 }
 
@@ -413,7 +415,7 @@ fn decode_swap_encode_through_a_pipeline() {
             max_frame_pixels: 640 * 480,
         },
         CodecPool::new(1),
-        metrics.clone(),
+        Arc::default(),
         live.open(StreamId(8), "p1"),
         Collect(tx),
     )
@@ -471,7 +473,7 @@ fn start_up_fails_loudly_on_a_missing_or_wrong_model_or_an_absent_gpu() {
     let load = |f: &dyn Fn(&mut Config)| {
         let mut c = config(|_| {});
         f(&mut c);
-        LiveSwap::load(&c.models, &c.swap, Arc::new(MediaMetrics::default()))
+        LiveSwap::load(&c.models, &c.swap)
             .err()
             .map(|e| e.to_string())
             .expect("must not start")

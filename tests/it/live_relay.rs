@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use facerelay::app::{RunningServer, Swap};
 use facerelay::config::Config;
 use facerelay::media::{y_psnr, I420Frame};
 use facerelay::rtc::client::Received;
 use facerelay::signal::protocol::ServerMessage;
-use facerelay::signal::{RunningServer, Swap};
 use facerelay::swap::{color, fixtures_dir, Engine, Selection};
 
 use crate::support::{join, serial, NOTHING, TIMEOUT, VIDEO};
@@ -264,19 +264,19 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
                 }))
             })
             .unwrap();
-            let metrics = Arc::new(facerelay::metrics::MediaMetrics::default());
             let models = LiveModels {
                 detector: Arc::new(detector),
                 swapper: Arc::new(swapper),
                 recognizer: None,
                 mesh: None,
             };
-            let live = Arc::new(LiveSwap::with_models(models, &c.swap, metrics.clone()));
+            let live = Arc::new(LiveSwap::with_models(models, &c.swap));
+            let metrics = live.metrics().clone();
             let swap = Swap {
                 stage: live.clone(),
                 faces: live.clone(),
                 swapper: "inswapper",
-                metrics: metrics.clone(),
+                live: Some(live.clone()),
                 ..Swap::none()
             };
             let server = RunningServer::start_with_swap(c, swap).await.unwrap();
@@ -305,7 +305,7 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
             // Only frames with a swapped face (swapped, or a swapped frame held) are marked:
             // never a blurred one.
             let marked = marks.iter().filter(|m| **m).count() as u64;
-            let m0 = |c: &AtomicU64| facerelay::metrics::MediaMetrics::get(c);
+            let m0 = |c: &facerelay::metrics::Counter| c.get();
             assert!(
                 marked <= m0(&metrics.swapped_frames) + m0(&metrics.held_frames),
                 "{failure:?}, {policy:?}"
@@ -320,7 +320,7 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
                 .iter()
                 .map(|f| psnr_region(f, &original, face_box, true))
                 .fold(f64::MIN, f64::max);
-            let m = |c: &AtomicU64| facerelay::metrics::MediaMetrics::get(c);
+            let m = |c: &facerelay::metrics::Counter| c.get();
             println!(
                 "{failure:?}, {policy:?}: {} frames received; the face box closest to the original face: {closest:.1} dB; swapped {}, held {}, blurred {}",
                 got.len(),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use facerelay::config::Config;
 use facerelay::media::{FrameStage, I420Frame, StreamId};
-use facerelay::metrics::MediaMetrics;
 use facerelay::swap::color::rgb_to_i420;
 use facerelay::swap::live::LiveSwap;
+use facerelay::swap::live::SwapMetrics;
 use facerelay::swap::mesh::{five_points, FilterSettings, MeshEngine, MeshFilter, Roi};
 use facerelay::swap::picker::{FacePicker, PickError};
 use image::RgbImage;
@@ -101,9 +101,9 @@ fn crop_640x480(src: &RgbImage, x: u32, y: u32, w: u32, h: u32) -> I420Frame {
     .unwrap()
 }
 
-fn mesh_stage(config: &Config) -> (LiveSwap, Arc<MediaMetrics>) {
-    let metrics = Arc::new(MediaMetrics::default());
-    let live = LiveSwap::load(&config.models, &config.swap, metrics.clone()).expect("mesh stage");
+fn mesh_stage(config: &Config) -> (LiveSwap, Arc<SwapMetrics>) {
+    let live = LiveSwap::load(&config.models, &config.swap).expect("mesh stage");
+    let metrics = live.metrics().clone();
     assert_eq!(live.swapper_name(), "mesh");
     (live, metrics)
 }
@@ -124,10 +124,10 @@ fn a_moving_face_keeps_one_track() {
         assert_ne!(frame.y(), before.y(), "frame {i} swapped");
     }
     let detections = live.mesh().unwrap().detector.stats().completed - detections_before;
-    assert_eq!(MediaMetrics::get(&metrics.swapped_frames), n as u64);
+    assert_eq!(metrics.swapped_frames.get(), n as u64);
     // One detection started the track; the mesh carried it through the whole move.
     assert_eq!(detections, 1, "the detector ran again: the track was lost");
-    assert_eq!(MediaMetrics::get(&metrics.swap_errors), 0);
+    assert_eq!(metrics.swap_errors.get(), 0);
 }
 
 #[test]
@@ -301,8 +301,7 @@ fn bad_input_to_the_mesh_tier() {
         image::imageops::FilterType::Nearest,
     ))
     .unwrap();
-    let closed =
-        |m: &MediaMetrics| MediaMetrics::get(&m.held_frames) + MediaMetrics::get(&m.blurred_frames);
+    let closed = |m: &SwapMetrics| m.held_frames.get() + m.blurred_frames.get();
     let before = closed(&metrics);
     let mut f = empty.clone();
     stage.process(&mut f);
@@ -339,13 +338,9 @@ fn a_damaged_packaged_model_is_a_start_up_error() {
     std::fs::write(tmp.join("face_landmark.onnx"), &mesh[..mesh.len() / 2]).unwrap();
     let mut config = Config::defaults();
     config.models.packaged_dir = PathBuf::from(&tmp);
-    let err = LiveSwap::load(
-        &config.models,
-        &config.swap,
-        Arc::new(MediaMetrics::default()),
-    )
-    .err()
-    .expect("a truncated mesh model must not load");
+    let err = LiveSwap::load(&config.models, &config.swap)
+        .err()
+        .expect("a truncated mesh model must not load");
     println!("{err}");
     assert!(err.to_string().contains("face_landmark.onnx"), "{err}");
     // `facerelay models check` agrees: the set is damaged and serve would refuse it.
@@ -379,13 +374,9 @@ fn a_damaged_packaged_model_is_a_start_up_error() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("runs the mesh swapper"));
     std::fs::write(tmp.join("face_landmark.onnx"), &mesh).unwrap();
     std::fs::write(tmp.join("face_mesh_topology.json"), "{\"triangles\": []}").unwrap();
-    let err = LiveSwap::load(
-        &config.models,
-        &config.swap,
-        Arc::new(MediaMetrics::default()),
-    )
-    .err()
-    .expect("a broken topology must not load");
+    let err = LiveSwap::load(&config.models, &config.swap)
+        .err()
+        .expect("a broken topology must not load");
     assert!(err.to_string().contains("topology"), "{err}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -9,9 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+use facerelay::app::Swap;
 use facerelay::config::Config;
 use facerelay::media::I420Frame;
-use facerelay::signal::Swap;
 use facerelay::swap::color::{i420_to_rgb, rgb_to_i420};
 use facerelay::swap::live::label_box;
 use facerelay::swap::mesh::MeshEngine;
@@ -352,7 +352,7 @@ async fn face_survives(restart: bool) {
         .collect();
     drop(engine);
 
-    let server = facerelay::signal::RunningServer::start_with_swap(
+    let server = facerelay::app::RunningServer::start_with_swap(
         config.clone(),
         Swap::from_config(&config).unwrap(),
     )
@@ -385,7 +385,7 @@ async fn face_survives(restart: bool) {
         server.shutdown().await.unwrap();
         let mut again = config.clone();
         again.server.listen = addr;
-        let server = facerelay::signal::RunningServer::start_with_swap(
+        let server = facerelay::app::RunningServer::start_with_swap(
             again.clone(),
             Swap::from_config(&again).unwrap(),
         )

@@ -136,6 +136,14 @@ async fn video_reaches_subscribers_intact_and_late_joiners_see_it() {
     // subscriber's queue overflowed.
     assert!(value("facerelay_peer_connections ") >= 2.0);
     assert_eq!(value("facerelay_egress_dropped_frames_total "), 0.0);
+    assert_eq!(value("facerelay_joins_total{place=\"room\"} "), 2.0);
+    assert_eq!(value("facerelay_peer_failures_total{stage=\"ice\"} "), 0.0);
+    assert!(value("facerelay_uptime_seconds ") >= 1.0);
+    let build = format!(
+        "facerelay_build_info{{version=\"{}\"}} ",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&build), 1.0);
 
     // A third participant arrives while A is live and sees A as well.
     let mut c = join(&server, "video", "C", NOTHING).await;
@@ -410,7 +418,7 @@ async fn a_video_over_the_pixel_limit_is_refused_once_and_the_publisher_is_told(
         .expect("A connected");
     let frame = facerelay::media::I420Frame::filled(640, 480, 120, 128, 128).unwrap();
     let metrics = server.app.engine.metrics().clone();
-    let plis = || facerelay::metrics::MediaMetrics::get(&metrics.plis_sent);
+    let plis = || metrics.plis_sent.get();
     let mut told = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(6);
     let mut k = 0u32;

@@ -82,6 +82,16 @@ async fn bad_messages_get_clear_errors_and_the_connection_keeps_working() {
     assert!(full["message"].as_str().unwrap().contains('2'));
     // But another room is fine.
     assert_eq!(third.join("other", "Mallory").await["type"], "welcome");
+    // Joins and refusals are counted by place and by the code the client got.
+    let metrics = crate::support::http_get(&format!("http://{}/metrics", server.addr)).await;
+    for line in [
+        "facerelay_joins_total{place=\"room\"} 3\n",
+        "facerelay_joins_refused_total{reason=\"room_full\"} 1\n",
+        "facerelay_joins_refused_total{reason=\"invalid_name\"} 1\n",
+        "facerelay_joins_refused_total{reason=\"invalid_room\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     // Leaving is announced; the socket can join again.
     s.send(r#"{"type":"leave"}"#).await;
@@ -219,7 +229,7 @@ async fn ice_advertises_the_public_address_and_uses_the_port_range() {
 async fn roulette_pairs_in_arrival_order_and_next_moves_on() {
     let _serial = serial().await;
     let server = start(Config::loopback()).await;
-    async fn enter(server: &facerelay::signal::RunningServer, name: &str) -> RawSocket {
+    async fn enter(server: &facerelay::app::RunningServer, name: &str) -> RawSocket {
         let mut s = RawSocket::connect(server).await;
         s.send(serde_json::json!({"type": "roulette", "name": name}).to_string())
             .await;
@@ -417,6 +427,13 @@ async fn connections_that_never_join_time_out_and_are_capped_per_address() {
             let body =
                 String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
             assert!(body.contains("too_many_connections"), "{body}");
+            let metrics =
+                crate::support::http_get(&format!("http://{}/metrics", server.addr)).await;
+            assert!(
+                metrics
+                    .contains("facerelay_joins_refused_total{reason=\"too_many_connections\"} 1\n"),
+                "{metrics}"
+            );
         }
         other => panic!(
             "a fourth connection from one address: {:?}",

