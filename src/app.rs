@@ -61,7 +61,7 @@ impl Swap {
     /// stage's schedulers: one copy of each model.
     pub fn from_config(config: &Config) -> Result<Self, SwapStartError> {
         let models = &config.models;
-        if config.swap.swapper == SwapperChoice::Auto && models.auto_swapper().is_none() {
+        if config.swap.swapper == SwapperChoice::Auto && SwapperChoice::auto(models).is_none() {
             tracing::warn!(
                 dir = %models.dir.display(),
                 packaged_dir = %models.packaged_dir.display(),

@@ -137,7 +137,7 @@ pub fn container(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtc::assembler::is_keyframe;
+    use crate::media::h264::is_keyframe;
 
     /// Every committed seed goes through its target without a panic.
     #[test]

@@ -9,13 +9,29 @@
 //! Opus RTP ─────────────────────────────────────▶ forwarded unchanged
 //! ```
 //!
-//! Modules, dependencies pointing one way (`signal → room → rtc, media, swap → infer`):
-//! `signal` (HTTP + WebSocket edge), `room` (rooms, participants and the roulette
-//! matchmaker), `rtc` (the only user of the `webrtc` crate), `media` (frames and codecs),
-//! `swap` (face pipeline), `infer` (ONNX Runtime), `config` (validated configuration).
+//! Modules, by layer from the top; a module uses only modules of the layers after its own
+//! (`tests/it/layering.rs` reads this list and checks every `crate::` path under `src/`, unit
+//! tests aside):
+//!
+//! layers: `cli` → `testkit`, `fuzzing` → `app` → `signal` → `room` → `rtc` → `verify` → `config` → `swap` → `infer` → `media` → `metrics`
+//!
+//! - `cli`: the programs beside `serve` (`swap`, `models`, the benchmarks).
+//! - `testkit`: a participant in Rust (signalling client) for the tests and benches;
+//!   `fuzzing`: the fuzz targets' entry points.
+//! - `app`: builds a node from its configuration.
+//! - `signal`: the HTTP and WebSocket edge (signalling sessions, the face API, `/metrics`).
+//! - `room`: rooms, participants and the roulette matchmaker.
+//! - `rtc`: WebRTC transport, the only user of the `webrtc` crate.
+//! - `verify`: whether a file was swapped by facerelay (watermark and bitstream mark).
+//! - `config`: the validated configuration (it assembles the sections `swap` and `infer`
+//!   define).
+//! - `swap`: the face pipeline, live and offline.
+//! - `infer`: ONNX Runtime sessions and the batching schedulers.
+//! - `media`: frames, H.264 (Annex-B helpers, openh264) and the per-stream pipeline.
+//! - `metrics`: the metrics registry.
 
 pub mod app;
-pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod fuzzing;
 pub mod infer;
@@ -25,4 +41,5 @@ pub mod room;
 pub mod rtc;
 pub mod signal;
 pub mod swap;
+pub mod testkit;
 pub mod verify;

@@ -29,9 +29,9 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Swap the face of one photo onto the faces of one image (offline).
-    Swap(facerelay::swap::cli::SwapArgs),
+    Swap(facerelay::cli::swap::SwapArgs),
     /// Check or download the model files (models/README.md).
-    Models(facerelay::swap::cli::ModelsArgs),
+    Models(facerelay::cli::swap::ModelsArgs),
     /// Did facerelay swap this image or video? Looks for its watermark and bitstream mark
     /// (docs/marking.md). Exit status 0: swapped by facerelay; 1: no mark found; 2: error.
     Verify(facerelay::verify::VerifyArgs),
@@ -45,20 +45,20 @@ enum Command {
 #[derive(Subcommand)]
 enum Bench {
     /// Server-added latency of the relay (decode, stage, encode) on loopback.
-    Relay(facerelay::bench::RelayBenchArgs),
+    Relay(facerelay::cli::bench::RelayBenchArgs),
     /// Median time per face-swap stage at 640x480 and 1280x720 with one face.
-    Swap(facerelay::swap::cli::SwapBenchArgs),
+    Swap(facerelay::cli::swap::SwapBenchArgs),
     /// N synthetic publishers through decode, live face swap and encode, in-process.
-    Live(facerelay::swap::live::bench::LiveBenchArgs),
+    Live(facerelay::cli::bench::live::LiveBenchArgs),
     /// The mesh tier's CPU cost per face and frame (tracking and swap) on one core.
-    Mesh(facerelay::swap::mesh::bench::MeshBenchArgs),
+    Mesh(facerelay::cli::bench::mesh::MeshBenchArgs),
     /// Participants joining and leaving for many cycles: memory, descriptors, threads.
-    Churn(facerelay::bench::ChurnBenchArgs),
+    Churn(facerelay::cli::bench::ChurnBenchArgs),
     /// Publishers and signalling-only participants come and go for a set time (20 minutes by
     /// default); memory, descriptors, threads and live objects are sampled.
-    Soak(facerelay::bench::SoakBenchArgs),
+    Soak(facerelay::cli::bench::SoakBenchArgs),
     /// Detection and false-positive rates of the watermark after one more H.264 encode.
-    Watermark(facerelay::verify::bench::WatermarkBenchArgs),
+    Watermark(facerelay::cli::bench::watermark::WatermarkBenchArgs),
 }
 
 /// jemalloc with background threads: memory freed after a peak of connections goes back to the
@@ -80,29 +80,29 @@ fn main() -> ExitCode {
     init_tracing(format);
     let result = match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Swap(args) => facerelay::swap::cli::swap(&args),
-        Command::Models(args) => facerelay::swap::cli::models(&args),
+        Command::Swap(args) => facerelay::cli::swap::swap(&args),
+        Command::Models(args) => facerelay::cli::swap::models(&args),
         Command::Bench {
             bench: Bench::Relay(args),
-        } => runtime().and_then(|rt| rt.block_on(facerelay::bench::relay(args))),
+        } => runtime().and_then(|rt| rt.block_on(facerelay::cli::bench::relay(args))),
         Command::Bench {
             bench: Bench::Swap(args),
-        } => facerelay::swap::cli::bench_swap(&args),
+        } => facerelay::cli::swap::bench_swap(&args),
         Command::Bench {
             bench: Bench::Live(args),
-        } => facerelay::swap::live::bench::run(&args),
+        } => facerelay::cli::bench::live::run(&args),
         Command::Bench {
             bench: Bench::Mesh(args),
-        } => facerelay::swap::mesh::bench::run(&args),
+        } => facerelay::cli::bench::mesh::run(&args),
         Command::Bench {
             bench: Bench::Churn(args),
-        } => runtime().and_then(|rt| rt.block_on(facerelay::bench::churn(args))),
+        } => runtime().and_then(|rt| rt.block_on(facerelay::cli::bench::churn(args))),
         Command::Bench {
             bench: Bench::Soak(args),
-        } => runtime().and_then(|rt| rt.block_on(facerelay::bench::soak(args))),
+        } => runtime().and_then(|rt| rt.block_on(facerelay::cli::bench::soak(args))),
         Command::Bench {
             bench: Bench::Watermark(args),
-        } => facerelay::verify::bench::run(&args),
+        } => facerelay::cli::bench::watermark::run(&args),
         Command::Verify(args) => {
             return match facerelay::verify::run(&args) {
                 Ok(true) => ExitCode::SUCCESS,

@@ -130,19 +130,6 @@ impl ModelsConfig {
         ]
     }
 
-    /// What `swap.swapper = "auto"` runs: the deep swapper when any of its files is in
-    /// `dir` (then all must be, and right), else the mesh swapper when any packaged file is
-    /// there, else nothing.
-    pub fn auto_swapper(&self) -> Option<crate::swap::SwapperChoice> {
-        if self.deep_files().iter().any(|f| f.exists()) {
-            Some(crate::swap::SwapperChoice::Inswapper)
-        } else if self.mesh_files().iter().any(|f| f.exists()) {
-            Some(crate::swap::SwapperChoice::Mesh)
-        } else {
-            None
-        }
-    }
-
     /// Checks the section; called by `Config` validation.
     pub fn validate(&self) -> Result<(), String> {
         if self.onnxruntime_library.as_os_str().is_empty() {

@@ -210,7 +210,7 @@ mod tests {
             let frame = pattern(320, 240, t);
             let encoded = enc.encode(&frame, false).unwrap();
             assert_eq!(encoded.keyframe, t == 0, "frame {t}");
-            assert_eq!(crate::rtc::assembler::is_keyframe(&encoded.data), t == 0);
+            assert_eq!(crate::media::h264::is_keyframe(&encoded.data), t == 0);
             let decoded = dec
                 .decode(&encoded.data)
                 .unwrap()

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::h264::nal_units;
+
 /// What a file holds, for the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,38 +64,6 @@ pub fn read(data: &[u8], format: Format) -> Result<Video, ContainerError> {
         Format::Webm => webm(data)?,
     };
     Ok(Video { format, units })
-}
-
-/// The NAL units of an Annex-B stream (without start codes).
-pub fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let ends: Vec<usize> = starts
-        .iter()
-        .skip(1)
-        .map(|&s| {
-            // The next start code, without its leading zero byte of a 4-byte code.
-            let mut e = s - 3;
-            while e > 0 && data[e - 1] == 0 {
-                e -= 1;
-            }
-            e
-        })
-        .chain(std::iter::once(data.len()))
-        .collect();
-    starts
-        .into_iter()
-        .zip(ends)
-        .filter(|(s, e)| s < e)
-        .map(move |(s, e)| &data[s..e])
 }
 
 /// Splits an Annex-B stream into access units: a new one starts at an access unit delimiter,

@@ -5,6 +5,7 @@
 mod codec;
 pub mod container;
 mod frame;
+pub mod h264;
 pub mod pipeline;
 pub mod sei;
 mod stage;

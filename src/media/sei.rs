@@ -7,13 +7,12 @@
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::h264::{nal_spans, nal_type, NalSpan, NAL_IDR, NAL_SEI, NAL_SLICE};
+
 /// facerelay's UUID for its user-data SEI messages.
 pub const UUID: [u8; 16] = [
     0x66, 0x61, 0x63, 0x65, 0x72, 0x65, 0x6c, 0x61, 0x79, 0x2d, 0x73, 0x77, 0x61, 0x70, 0x01, 0x01,
 ];
-
-/// NAL unit type of SEI, and of the slices (1 = non-IDR, 5 = IDR).
-const NAL_SEI: u8 = 6;
 
 /// This server's id in the marks: random, fixed for the process.
 pub fn server_id() -> &'static str {
@@ -59,34 +58,12 @@ pub fn nal(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The NAL units of an Annex-B access unit: (start of the start code, start of the NAL
-/// header, end).
-fn units(au: &[u8]) -> Vec<(usize, usize, usize)> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= au.len() {
-        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
-            let code = if i > 0 && au[i - 1] == 0 { i - 1 } else { i };
-            starts.push((code, i + 3));
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut out = Vec::with_capacity(starts.len());
-    for (k, &(code, header)) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).map_or(au.len(), |&(next, _)| next);
-        out.push((code, header, end));
-    }
-    out
-}
-
 /// `au` with `sei` (from [`nal`]) inserted before its first slice.
 pub fn insert(au: &[u8], sei: &[u8]) -> Vec<u8> {
-    let at = units(au)
+    let at = nal_spans(au)
         .into_iter()
-        .find(|&(_, h, _)| au.get(h).is_some_and(|b| matches!(b & 0x1f, 1 | 5)))
-        .map_or(au.len(), |(code, _, _)| code);
+        .find(|s| matches!(nal_type(&au[s.header..]), NAL_SLICE | NAL_IDR))
+        .map_or(au.len(), |s| s.code);
     let mut out = Vec::with_capacity(au.len() + sei.len());
     out.extend_from_slice(&au[..at]);
     out.extend_from_slice(sei);
@@ -96,8 +73,8 @@ pub fn insert(au: &[u8], sei: &[u8]) -> Vec<u8> {
 
 /// The payload of facerelay's mark in an access unit, if it carries one.
 pub fn find(au: &[u8]) -> Option<Vec<u8>> {
-    for (_, header, end) in units(au) {
-        if au.get(header).map(|b| b & 0x1f) != Some(NAL_SEI) {
+    for NalSpan { header, end, .. } in nal_spans(au) {
+        if nal_type(&au[header..]) != NAL_SEI {
             continue;
         }
         // Undo emulation prevention.

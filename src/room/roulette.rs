@@ -1,11 +1,12 @@
-//! Roulette: pairs waiting participants into private two-person rooms.
+//! Roulette: pairs waiting participants, two by two.
 //!
 //! A [`Matchmaker`] only decides who talks to whom. It never touches sockets or media, and
-//! every operation returns what happened as [`MatchEvent`]s, so that the signalling layer can
-//! forward them to the participants concerned (and move them into the [`RoomId`] of their
-//! pair through the ordinary [`RoomDirectory`](super::RoomDirectory)). Time is passed in, so
-//! the cooldown is tested without sleeping. [`InMemoryMatchmaker`] serves one node; a shared
-//! store can implement the same trait for several.
+//! every operation returns what happened as [`MatchEvent`]s, so that the roulette hub
+//! ([`super::hub::RouletteHub`]) can forward them to the participants concerned, whose
+//! sessions then subscribe to each other's tracks (a pair is not a room of the
+//! [`RoomDirectory`](super::RoomDirectory); its [`RoomId`] only names it). Time is passed in,
+//! so the cooldown is tested without sleeping. [`InMemoryMatchmaker`] keeps the queue and the
+//! pairs of one node.
 //!
 //! # Rules
 //!

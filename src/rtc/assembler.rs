@@ -15,14 +15,13 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::media::h264::{contains_nal, NAL_IDR, START_CODE};
+
 /// Packets a missing sequence number may be overtaken by before it counts as lost.
 pub const REORDER_WINDOW: u64 = 48;
 /// Largest access unit accepted, bytes; a larger one is malformed or hostile.
 pub const MAX_ACCESS_UNIT_BYTES: usize = 4 << 20;
 
-const ANNEX_B_START: [u8; 4] = [0, 0, 0, 1];
-const NAL_IDR: u8 = 5;
-const NAL_SPS: u8 = 7;
 const STAP_A: u8 = 24;
 const FU_A: u8 = 28;
 
@@ -307,7 +306,7 @@ fn depacketize_payload(
             if fu.is_some() {
                 return Err(());
             }
-            out.put_slice(&ANNEX_B_START);
+            out.put_slice(&START_CODE);
             out.put_slice(payload);
         }
         STAP_A => {
@@ -327,7 +326,7 @@ fn depacketize_payload(
                 if nal.is_empty() {
                     return Err(());
                 }
-                out.put_slice(&ANNEX_B_START);
+                out.put_slice(&START_CODE);
                 out.put_slice(nal);
                 rest = &rest[2 + size..];
             }
@@ -352,49 +351,13 @@ fn depacketize_payload(
             }
             if end {
                 let nal = fu.take().ok_or(())?;
-                out.put_slice(&ANNEX_B_START);
+                out.put_slice(&START_CODE);
                 out.put_slice(&nal);
             }
         }
         _ => return Err(()), // STAP-B, MTAP, FU-B: not used by WebRTC
     }
     Ok(())
-}
-
-/// Iterates the NAL units of an Annex-B buffer (without start codes).
-pub fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = data;
-    std::iter::from_fn(move || {
-        // Skip to the byte after the next start code.
-        let start = find_start_code(rest)?;
-        let body = &rest[start..];
-        let len = find_start_code(body).map_or(body.len(), |next| {
-            // Trim the start code (3 or 4 bytes) that ends this unit.
-            let mut end = next - 3;
-            if end > 0 && body[end - 1] == 0 {
-                end -= 1;
-            }
-            end
-        });
-        rest = &body[len..];
-        Some(&body[..len])
-    })
-    .filter(|nal| !nal.is_empty())
-}
-
-/// Index just past the first `00 00 01` in `data`.
-fn find_start_code(data: &[u8]) -> Option<usize> {
-    data.windows(3).position(|w| w == [0, 0, 1]).map(|i| i + 3)
-}
-
-/// Whether the Annex-B buffer holds a NAL unit of this type.
-pub fn contains_nal(data: &[u8], nal_type: u8) -> bool {
-    nal_units(data).any(|nal| nal[0] & 0x1F == nal_type)
-}
-
-/// Whether an Annex-B access unit can start decoding (has SPS or IDR).
-pub fn is_keyframe(data: &[u8]) -> bool {
-    nal_units(data).any(|nal| matches!(nal[0] & 0x1F, NAL_IDR | NAL_SPS))
 }
 
 #[cfg(test)]
@@ -552,15 +515,5 @@ mod tests {
                 &payload,
             ));
         }
-    }
-
-    #[test]
-    fn nal_unit_iteration_handles_both_start_codes() {
-        let data = [0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 3];
-        let units: Vec<&[u8]> = nal_units(&data).collect();
-        assert_eq!(units, vec![&[0x67, 1][..], &[0x68, 2][..], &[0x65, 3][..]]);
-        assert!(is_keyframe(&data));
-        assert!(!is_keyframe(&[0, 0, 1, 0x41, 1]));
-        assert_eq!(nal_units(&[1, 2, 3]).count(), 0);
     }
 }

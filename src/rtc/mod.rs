@@ -7,10 +7,11 @@
 //!   publisher on loss, throttled.
 //! - Egress ([`egress`]): one re-encoded access unit is payloaded once and written to every
 //!   subscriber's track; Opus RTP is forwarded unchanged (only SSRC and payload type rewritten).
-//! - [`client`]: a signalling + WebRTC client used by the integration tests and benches.
+//! - [`ClientPeer`]: the WebRTC half of a participant in Rust, for the test kit (integration
+//!   tests and benches); the server never uses it.
 
 pub mod assembler;
-pub mod client;
+mod client_peer;
 mod egress;
 mod ingest;
 mod interceptor;
@@ -29,6 +30,7 @@ use rtc_core::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
 
+pub use client_peer::{ClientPeer, ClientSender, Publish, Received};
 pub use egress::{LatencyRecorder, LatencySummary};
 pub use peer::{
     live_connections, parse_remote, screen_candidate, IceCandidate, MediaKind, PeerEvent,

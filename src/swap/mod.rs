@@ -19,8 +19,6 @@
 //! samplers), [`detect`] (SCRFD), [`identity`] (ArcFace, emap, latent), [`swapper`]
 //! (inswapper), [`paste`] (crop warp, mask, paste-back), [`bench`] (stage timings).
 
-pub mod bench;
-pub mod cli;
 pub mod color;
 pub mod detect;
 pub mod geometry;
@@ -168,6 +166,21 @@ pub enum SwapperChoice {
     Mesh,
     /// The deep swapper `inswapper_128.onnx`.
     Inswapper,
+}
+
+impl SwapperChoice {
+    /// What `swap.swapper = "auto"` runs with these models: the deep swapper when any of its
+    /// files is in `models.dir` (then all must be, and right), else the mesh swapper when any
+    /// packaged file is there, else nothing.
+    pub fn auto(models: &ModelsConfig) -> Option<Self> {
+        if models.deep_files().iter().any(|f| f.exists()) {
+            Some(Self::Inswapper)
+        } else if models.mesh_files().iter().any(|f| f.exists()) {
+            Some(Self::Mesh)
+        } else {
+            None
+        }
+    }
 }
 
 /// `swap.mesh_detector`: the mesh tier's face detector.
@@ -838,7 +851,7 @@ impl PictureEngine {
     /// in `models.dir`, else the packaged set).
     pub fn load(models: &ModelsConfig, config: &SwapConfig) -> Result<Self, SwapError> {
         let choice = match config.swapper {
-            SwapperChoice::Auto => models.auto_swapper().unwrap_or(SwapperChoice::Mesh),
+            SwapperChoice::Auto => SwapperChoice::auto(models).unwrap_or(SwapperChoice::Mesh),
             other => other,
         };
         Ok(match choice {

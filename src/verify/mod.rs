@@ -10,8 +10,6 @@
 //! when any frame carries the SEI mark, or when the watermark is found in at least
 //! [`MIN_MARKED_FRAMES`] frames and [`MIN_MARKED_SHARE`] of its frames.
 
-pub mod bench;
-
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use facerelay::app::{RunningServer, Swap};
 use facerelay::config::Config;
 use facerelay::media::{y_psnr, I420Frame};
-use facerelay::rtc::client::Received;
 use facerelay::signal::protocol::ServerMessage;
 use facerelay::swap::{color, fixtures_dir, Engine, Selection};
+use facerelay::testkit::Received;
 
 use crate::support::{join, serial, NOTHING, TIMEOUT, VIDEO};
 use facerelay::room::FaceState;
-use facerelay::rtc::client::Client;
+use facerelay::testkit::Client;
 
 /// The face states B was told for participant `id`, in order (messages drained).
 async fn faces_seen(b: &mut Client, id: &str) -> Vec<FaceState> {
@@ -97,8 +97,8 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
 
     // Sends the test card until B has `n` frames (after the first few), returns them.
     async fn exchange(
-        a: &mut facerelay::rtc::client::Client,
-        b: &mut facerelay::rtc::client::Client,
+        a: &mut facerelay::testkit::Client,
+        b: &mut facerelay::testkit::Client,
         frame: &I420Frame,
         n: usize,
     ) -> Vec<(I420Frame, Option<Vec<u8>>)> {

@@ -2,6 +2,7 @@
 
 mod browser;
 mod faces;
+mod layering;
 mod live;
 mod live_relay;
 mod mesh;

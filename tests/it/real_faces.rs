@@ -482,7 +482,7 @@ async fn a_chosen_face_comes_back_after_a_server_restart() {
 async fn the_watermark_survives_a_recording_at_1_mbit_and_real_faces_are_not_flagged() {
     let _serial = serial().await;
     let r = tokio::task::spawn_blocking(|| {
-        facerelay::verify::bench::measure(&Config::defaults(), 30, 1_000_000, 4)
+        facerelay::cli::bench::watermark::measure(&Config::defaults(), 30, 1_000_000, 4)
     })
     .await
     .unwrap()

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use facerelay::config::Config;
 use facerelay::media::synthetic::{numbered_frame, read_frame_number};
 use facerelay::media::y_psnr;
-use facerelay::rtc::client::{Client, Publish, Received};
 use facerelay::signal::protocol::ServerMessage;
+use facerelay::testkit::{Client, Publish, Received};
 
 use crate::support::{join, serial, start, NOTHING, TIMEOUT, VIDEO};
 
@@ -463,7 +463,7 @@ async fn a_video_over_the_pixel_limit_is_refused_once_and_the_publisher_is_told(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeated_churn_leaves_nothing_behind() {
     let _serial = serial().await;
-    let r = facerelay::bench::measure_churn(&facerelay::bench::ChurnBenchArgs {
+    let r = facerelay::cli::bench::measure_churn(&facerelay::cli::bench::ChurnBenchArgs {
         cycles: 20,
         signalling: 8,
         media: 1,

@@ -61,7 +61,7 @@ async fn bad_messages_get_clear_errors_and_the_connection_keeps_working() {
     s.expect_error("bad_sdp").await;
     // A complete offer (ICE, DTLS) whose two sections send tracks without saying their SSRCs:
     // a clear bad_sdp, not internal.
-    let msid_without_ssrc: String = facerelay::bench::BROWSER_OFFER
+    let msid_without_ssrc: String = facerelay::testkit::BROWSER_OFFER
         .split_inclusive("\r\n")
         .filter(|line| !line.starts_with("a=ssrc:"))
         .collect();

@@ -6,8 +6,8 @@ use std::time::Duration;
 use facerelay::app::RunningServer;
 use facerelay::config::Config;
 use facerelay::media::{EncoderSettings, IdentityStage};
-use facerelay::rtc::client::{Client, Publish};
 use facerelay::rtc::RtcSettings;
+use facerelay::testkit::{Client, Publish};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 

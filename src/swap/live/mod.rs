@@ -46,7 +46,6 @@
 //! - `/metrics`: `live.register_metrics(&mut registry)` (frame counters, stage timings, the
 //!   schedulers' batches and outcomes, swap places in use).
 
-pub mod bench;
 mod guard;
 mod label;
 mod mesh;
@@ -580,7 +579,7 @@ impl LiveSwap {
         let tier = match swap.swapper {
             SwapperChoice::Inswapper => Tier::Deep(LiveModels::load(models, swap)?),
             SwapperChoice::Mesh => Tier::Mesh(MeshModels::load(models, swap)?),
-            SwapperChoice::Auto => match models.auto_swapper() {
+            SwapperChoice::Auto => match SwapperChoice::auto(models) {
                 Some(SwapperChoice::Mesh) => Tier::Mesh(MeshModels::load(models, swap)?),
                 _ => Tier::Deep(LiveModels::load(models, swap)?),
             },

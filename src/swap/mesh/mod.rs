@@ -14,7 +14,6 @@
 //! Modules: [`model`] (BlazeFace and face mesh contracts and decoding), [`topology`] (mesh
 //! triangles and outlines), [`render`] (the source face, warp, mask, colour, blend).
 
-pub mod bench;
 pub mod engine;
 pub mod model;
 pub mod render;

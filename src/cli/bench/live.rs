@@ -17,7 +17,6 @@ use bytes::Bytes;
 use image::RgbImage;
 use serde::Serialize;
 
-use super::LiveSwap;
 use crate::config::Config;
 use crate::infer::scheduler::SchedulerStats;
 use crate::infer::Provider;
@@ -26,6 +25,7 @@ use crate::media::pipeline::{
     CodecPool, InputUnit, OutputSink, OutputUnit, Pipeline, PipelineSettings,
 };
 use crate::media::{EncoderSettings, FrameStage, StreamId, VideoEncoder};
+use crate::swap::live::LiveSwap;
 use crate::swap::{color, fixtures_dir, load_image, Embedding, SourceFace};
 
 const WARMUP: Duration = Duration::from_secs(1);
@@ -419,7 +419,7 @@ fn fallback_source() -> anyhow::Result<SourceFace> {
 }
 
 pub fn run(args: &LiveBenchArgs) -> anyhow::Result<()> {
-    let (w, h) = crate::bench::parse_resolution(&args.resolution)?;
+    let (w, h) = super::parse_resolution(&args.resolution)?;
     if args.sessions.is_empty() || args.sessions.iter().any(|&n| n == 0 || n > 256) {
         bail!("--sessions: each entry within 1..=256");
     }

@@ -8,7 +8,7 @@ use image::imageops::FilterType;
 use image::RgbImage;
 use serde::Serialize;
 
-use super::{color, Engine, Selection, StageTimings, SwapError};
+use crate::swap::{color, Engine, Selection, StageTimings, SwapError};
 
 /// Medians of one frame size, in milliseconds (to the microsecond).
 #[derive(Debug, Clone, Serialize)]

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use super::{
-    bench, fixtures_dir, load_image, swap_image_files, Engine, PictureEngine, Selection,
-    SwapperChoice,
-};
+use super::bench::swap as bench;
 use crate::config::Config;
 use crate::infer::manifest::{self, FileState, Manifest};
+use crate::swap::{
+    fixtures_dir, load_image, swap_image_files, Engine, PictureEngine, Selection, SwapperChoice,
+};
 
 /// Where the configuration and models come from.
 #[derive(Debug, clap::Args)]

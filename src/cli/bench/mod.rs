@@ -1,5 +1,11 @@
 //! Benchmark programs (`facerelay bench …`): they print figures, a table and JSON, and never
-//! fail because the machine is slow.
+//! fail because the machine is slow. This file: `relay`, `churn` and `soak`; the others are
+//! beside it.
+
+pub mod live;
+pub mod mesh;
+pub mod swap;
+pub mod watermark;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,8 +16,8 @@ use crate::app::RunningServer;
 use crate::config::Config;
 use crate::media::synthetic::{numbered_frame, read_frame_number};
 use crate::media::{EncoderSettings, IdentityStage};
-use crate::rtc::client::{Client, Publish, Received};
 use crate::rtc::{LatencySummary, RtcSettings};
+use crate::testkit::{Client, Publish, Received};
 
 const VIDEO_ONLY: Publish = Publish {
     video: true,
@@ -682,7 +688,8 @@ async fn signal_only(url: &str, room: &str, name: &str, offer: bool) -> anyhow::
                     continue;
                 }
                 if want == "welcome" && offer {
-                    let msg = serde_json::json!({"type": "offer", "sdp": BROWSER_OFFER});
+                    let msg =
+                        serde_json::json!({"type": "offer", "sdp": crate::testkit::BROWSER_OFFER});
                     ws.send(Message::text(msg.to_string())).await?;
                     want = "answer";
                     continue;
@@ -702,20 +709,3 @@ async fn signal_only(url: &str, room: &str, name: &str, offer: bool) -> anyhow::
     ws.close(None).await?;
     Ok(())
 }
-
-/// A browser-like offer (audio and H.264 video with their SSRCs, ICE and DTLS parameters): the
-/// server builds a peer connection and answers it (`--offer`; tests derive bad offers from it).
-pub const BROWSER_OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-a=group:BUNDLE 0 1\r\na=msid-semantic: WMS s\r\n\
-m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
-a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
-a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=msid:s a\r\na=rtcp-mux\r\n\
-a=rtpmap:111 opus/48000/2\r\na=ssrc:1111 cname:x\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
-a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
-a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=msid:s v\r\na=rtcp-mux\r\n\
-a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack pli\r\n\
-a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
-a=ssrc:2222 cname:x\r\n";

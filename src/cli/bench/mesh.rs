@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::render::{render, ColourState, RenderScratch, RenderSettings};
-use super::{FilterSettings, MeshFilter, Roi};
 use crate::config::Config;
 use crate::media::I420Frame;
 use crate::swap::color::rgb_to_i420;
+use crate::swap::mesh::render::{render, ColourState, RenderScratch, RenderSettings};
+use crate::swap::mesh::{self as mesh, FilterSettings, MeshFilter, Roi};
 use crate::swap::{load_image, Detection};
 
 #[derive(Debug, clap::Args)]
@@ -74,10 +74,10 @@ pub fn run(args: &MeshBenchArgs) -> anyhow::Result<()> {
     config.models.intra_threads = args.threads.max(1);
     let models = &config.models;
     let rt = crate::infer::runtime(models)?;
-    let mut engine = super::MeshEngine::load(models, &config.swap)
+    let mut engine = mesh::MeshEngine::load(models, &config.swap)
         .context("the packaged set (scripts/setup.sh installs it)")?;
-    let mut blaze = super::BlazeFace::load(rt, models, &models.blazeface_path())?;
-    let topology = super::Topology::load(&models.topology_path())?;
+    let mut blaze = mesh::BlazeFace::load(rt, models, &models.blazeface_path())?;
+    let topology = mesh::Topology::load(&models.topology_path())?;
     let photos = models.packaged_dir.join("photos");
     let newton = load_image(&photos.join("newton.png"), &config.swap)?;
     let gauss = load_image(&photos.join("gauss.png"), &config.swap)?;
@@ -128,7 +128,7 @@ pub fn run(args: &MeshBenchArgs) -> anyhow::Result<()> {
         );
         raw = mesh.points;
         let scale = {
-            let b = super::bounds(&raw);
+            let b = mesh::bounds(&raw);
             (b[2] - b[0]).max(1.0)
         };
         let points = filter.update(&raw, 1.0 / 30.0, scale).to_vec();
