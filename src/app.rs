@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
+use crate::cluster::{self, ClusterError, Load, NodeState, RedisRouter, SharedRouter, Standalone};
 use crate::config::Config;
 use crate::infer::scheduler::Admission;
 use crate::media::FrameStage;
 use crate::metrics::{Family, Gauge, Labels, Registry, Scraped};
 use crate::room::hub::RouletteHub;
 use crate::room::roulette::{InMemoryMatchmaker, RouletteConfig};
-use crate::room::{InMemoryDirectory, RoomDirectory};
+use crate::room::{InMemoryDirectory, ParticipantId, RoomDirectory};
 use crate::rtc::{RtcEngine, RtcSettings};
+use crate::signal::tls::{self, Tls, TlsError};
 use crate::signal::{self, App, AppParts};
 use crate::swap::live::{LiveFaces, LiveSwap};
 use crate::swap::picker::{FacePicker, FaceRegistry};
@@ -95,38 +97,129 @@ impl Swap {
 #[error("face swap cannot start: {0}")]
 pub struct SwapStartError(String);
 
-/// Wires a node: directory, roulette, relay and swap, every subsystem's metrics in one
-/// registry. Returns the edge's state and the sender that starts draining.
+/// Wires a node on its own (no cluster): directory, roulette, relay and swap, every
+/// subsystem's metrics in one registry. Returns the edge's state and the sender that starts
+/// draining.
 pub fn build(config: Config, swap: Swap) -> (Arc<App>, watch::Sender<bool>) {
-    let mut registry = Registry::default();
-    register_process(&mut registry);
-    let engine = RtcEngine::new(RtcSettings::from_config(&config), swap.stage);
-    engine.register_metrics(&mut registry);
-    if let Some(live) = &swap.live {
-        live.register_metrics(&mut registry);
+    Pieces::new(config, swap).finish(Arc::new(Standalone))
+}
+
+/// Wires a node, in the cluster of `cluster.redis_url` when it names one: the node registers
+/// there with its page at `cluster.node_url`, or `page_url` (where it listens) when that is
+/// empty.
+pub async fn build_node(
+    config: Config,
+    swap: Swap,
+    page_url: String,
+) -> Result<(Arc<App>, watch::Sender<bool>), ClusterError> {
+    let pieces = Pieces::new(config, swap);
+    let cluster = &pieces.config.cluster;
+    if cluster.redis_url.is_empty() {
+        return Ok(pieces.finish(Arc::new(Standalone)));
     }
-    let directory: Arc<dyn RoomDirectory> = Arc::new(InMemoryDirectory::new(
-        config.rooms.max_participants,
-        config.rooms.max_total_participants,
-        config.rooms.max_name_chars,
-    ));
-    let roulette = Arc::new(RouletteHub::new(Arc::new(InMemoryMatchmaker::new(
-        RouletteConfig {
-            cooldown: Duration::from_secs(config.roulette.cooldown_secs),
-            max_participants: config.roulette.max_participants,
-        },
-    ))));
-    crate::room::register_metrics(directory.clone(), roulette.clone(), &mut registry);
-    App::new(AppParts {
-        config: Arc::new(config),
-        engine,
-        directory,
-        roulette,
-        picker: swap.picker,
-        swapper: swap.swapper,
-        faces: swap.faces,
-        registry,
-    })
+    let url = if cluster.node_url.is_empty() {
+        page_url
+    } else {
+        cluster.node_url.clone()
+    };
+    let state = Arc::new(NodeView {
+        directory: pieces.directory.clone(),
+        roulette: pieces.roulette.clone(),
+        admission: pieces.admission.clone(),
+        capacity: pieces.config.rooms.max_total_participants,
+    });
+    let router = RedisRouter::connect(cluster, url, state).await?;
+    ParticipantId::set_node(router.number());
+    Ok(pieces.finish(router))
+}
+
+/// A node's parts before it knows where its rooms live.
+struct Pieces {
+    config: Arc<Config>,
+    engine: Arc<RtcEngine>,
+    directory: Arc<dyn RoomDirectory>,
+    roulette: Arc<RouletteHub>,
+    swap: Swap,
+    admission: Option<Admission>,
+    registry: Registry,
+}
+
+impl Pieces {
+    fn new(config: Config, swap: Swap) -> Self {
+        let mut registry = Registry::default();
+        register_process(&mut registry);
+        let engine = RtcEngine::new(RtcSettings::from_config(&config), swap.stage.clone());
+        engine.register_metrics(&mut registry);
+        if let Some(live) = &swap.live {
+            live.register_metrics(&mut registry);
+        }
+        let directory: Arc<dyn RoomDirectory> = Arc::new(InMemoryDirectory::new(
+            config.rooms.max_participants,
+            config.rooms.max_total_participants,
+            config.rooms.max_name_chars,
+        ));
+        let roulette = Arc::new(RouletteHub::new(Arc::new(InMemoryMatchmaker::new(
+            RouletteConfig {
+                cooldown: Duration::from_secs(config.roulette.cooldown_secs),
+                max_participants: config.roulette.max_participants,
+            },
+        ))));
+        crate::room::register_metrics(directory.clone(), roulette.clone(), &mut registry);
+        let admission = swap.live.as_ref().map(|l| l.faces().admission().clone());
+        Self {
+            config: Arc::new(config),
+            engine,
+            directory,
+            roulette,
+            swap,
+            admission,
+            registry,
+        }
+    }
+
+    fn finish(self, router: SharedRouter) -> (Arc<App>, watch::Sender<bool>) {
+        App::new(AppParts {
+            config: self.config,
+            engine: self.engine,
+            directory: self.directory,
+            roulette: self.roulette,
+            picker: self.swap.picker,
+            swapper: self.swap.swapper,
+            faces: self.swap.faces,
+            router,
+            registry: self.registry,
+        })
+    }
+}
+
+/// What this node tells the cluster at each heartbeat.
+struct NodeView {
+    directory: Arc<dyn RoomDirectory>,
+    roulette: Arc<RouletteHub>,
+    admission: Option<Admission>,
+    capacity: usize,
+}
+
+impl NodeState for NodeView {
+    fn load(&self) -> Load {
+        Load {
+            participants: self.directory.stats().participants + self.roulette.stats().online,
+            capacity: self.capacity,
+            swap_free: self
+                .admission
+                .as_ref()
+                .map_or(0, |a| a.capacity().saturating_sub(a.in_use())),
+            cpu: cluster::cpu_load(),
+        }
+    }
+
+    fn rooms(&self) -> Vec<String> {
+        let mut rooms = self.directory.rooms();
+        if self.roulette.stats().online > 0 {
+            rooms.push(cluster::ROULETTE.to_owned());
+        }
+        rooms
+    }
 }
 
 /// Build information (`facerelay_build_info{version}` = 1) and the time since start.
@@ -149,10 +242,30 @@ fn register_process(registry: &mut Registry) {
     scraped.register(registry);
 }
 
+/// How a node serves HTTP: in the clear when the configuration names no certificate, over
+/// TLS with `server.tls_cert`/`server.tls_key`, or (`dev_tls`) with a self-signed certificate
+/// for this machine.
+pub fn tls(config: &Config, dev_tls: bool) -> Result<Option<Tls>, TlsError> {
+    let server = &config.server;
+    if dev_tls {
+        return tls::self_signed(&[server.listen.ip()]).map(Some);
+    }
+    if server.tls_cert.is_empty() {
+        return Ok(None);
+    }
+    tls::load(
+        std::path::Path::new(&server.tls_cert),
+        std::path::Path::new(&server.tls_key),
+    )
+    .map(Some)
+}
+
 /// A server running in the background (tests and benches).
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub app: Arc<App>,
+    /// Its certificate, when it serves HTTPS.
+    pub tls: Option<Tls>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -164,22 +277,51 @@ impl RunningServer {
         Self::start_with_swap(config, Swap::stage(stage)).await
     }
 
+    /// Serves as `config` says (HTTPS with its certificate, if it names one).
     pub async fn start_with_swap(config: Config, swap: Swap) -> std::io::Result<Self> {
+        Self::start_full(config, swap, false).await
+    }
+
+    /// Serves HTTPS with a self-signed certificate, as `facerelay serve --dev-tls` does.
+    pub async fn start_dev_tls(config: Config, swap: Swap) -> std::io::Result<Self> {
+        Self::start_full(config, swap, true).await
+    }
+
+    async fn start_full(config: Config, swap: Swap, dev_tls: bool) -> std::io::Result<Self> {
+        let tls = tls(&config, dev_tls).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
-        let (app, drain) = build(config, swap);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let (app, drain) = build_node(config, swap, format!("{scheme}://{addr}/"))
+            .await
+            .map_err(std::io::Error::other)?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(signal::serve(listener, app.clone(), drain, async move {
-            let _ = stopped.await;
-        }));
+        let server_tls = tls.as_ref().map(|t| t.config.clone());
+        let task = tokio::spawn(signal::serve(
+            listener,
+            app.clone(),
+            server_tls,
+            drain,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Ok(Self {
             addr,
             app,
+            tls,
             stop: Some(stop),
             task,
         })
     }
 
+    /// The page's address.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/", self.addr)
+    }
+
+    /// The signalling socket's address (plain servers: the test client speaks no TLS).
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }

@@ -40,9 +40,29 @@ pub struct Config {
     pub media: MediaConfig,
     pub rooms: RoomsConfig,
     pub roulette: RouletteSettings,
+    pub cluster: ClusterConfig,
     pub models: crate::infer::ModelsConfig,
     pub swap: crate::swap::SwapConfig,
     pub log: LogConfig,
+}
+
+/// `[cluster]`: several nodes sharing rooms through Redis (`crate::cluster`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://…` of the store the nodes share; empty: one node, nothing shared.
+    pub redis_url: String,
+    /// This node's page as browsers reach it (`https://node1.example.org/`); empty: the
+    /// address `server.listen` is bound to (when that is a specific address).
+    pub node_url: String,
+    /// This node's name in the registry; empty: `node<N>` with a number from Redis.
+    pub node_id: String,
+    /// How often the node reports its load and renews its leases, milliseconds.
+    pub heartbeat_ms: u64,
+    /// How long a node, and a room on it, count as live without a heartbeat, milliseconds.
+    pub lease_ms: u64,
+    /// Longest a Redis call of a join may take before the join fails, milliseconds.
+    pub redis_timeout_ms: u64,
 }
 
 /// `[log]`.
@@ -84,6 +104,12 @@ pub struct ServerConfig {
     /// Most signalling connections at once, and from one IP address.
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
+    /// Secret of the join tokens (HS256); empty: rooms are open, no token asked.
+    pub token_secret: String,
+    /// PEM certificate chain and private key: HTTPS and WSS served directly. Both empty:
+    /// plain HTTP (behind a TLS proxy, or on localhost).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -215,6 +241,25 @@ impl Config {
         }
         if self.server.max_sessions == 0 || self.server.max_sessions_per_ip == 0 {
             return bad("server.max_sessions and server.max_sessions_per_ip must be at least 1");
+        }
+        let c = &self.cluster;
+        if !c.redis_url.is_empty() {
+            if c.heartbeat_ms == 0 || c.lease_ms < 2 * c.heartbeat_ms {
+                return bad("cluster.lease_ms must be at least twice cluster.heartbeat_ms (and that at least 1)");
+            }
+            if c.redis_timeout_ms == 0 {
+                return bad("cluster.redis_timeout_ms must be at least 1");
+            }
+            if c.node_url.is_empty() && self.server.listen.ip().is_unspecified() {
+                return bad("cluster.node_url must name this node's page when server.listen binds every address");
+            }
+        }
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            return bad("server.tls_cert and server.tls_key go together: set both, or neither");
+        }
+        let secret = self.server.token_secret.len();
+        if secret > 0 && secret < 32 {
+            return bad("server.token_secret must be empty (rooms open) or at least 32 characters");
         }
         if self.media.video_bitrate_bps < 50_000 {
             return bad("media.video_bitrate_bps must be at least 50000");

@@ -13,13 +13,14 @@
 //! (`tests/it/layering.rs` reads this list and checks every `crate::` path under `src/`, unit
 //! tests aside):
 //!
-//! layers: `cli` → `testkit`, `fuzzing` → `app` → `signal` → `room` → `rtc` → `verify` → `config` → `swap` → `infer` → `media` → `metrics`
+//! layers: `cli` → `testkit`, `fuzzing` → `app` → `signal` → `cluster` → `room` → `rtc` → `verify` → `config` → `swap` → `infer` → `media` → `metrics`
 //!
 //! - `cli`: the programs beside `serve` (`swap`, `models`, the benchmarks).
 //! - `testkit`: a participant in Rust (signalling client) for the tests and benches;
 //!   `fuzzing`: the fuzz targets' entry points.
 //! - `app`: builds a node from its configuration.
 //! - `signal`: the HTTP and WebSocket edge (signalling sessions, the face API, `/metrics`).
+//! - `cluster`: where rooms live when several nodes share them (Redis), or this node alone.
 //! - `room`: rooms, participants and the roulette matchmaker.
 //! - `rtc`: WebRTC transport, the only user of the `webrtc` crate.
 //! - `verify`: whether a file was swapped by facerelay (watermark and bitstream mark).
@@ -32,6 +33,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod fuzzing;
 pub mod infer;

@@ -27,6 +27,11 @@ enum Command {
         /// TOML file laid over the built-in defaults (config/default.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve HTTPS with a self-signed certificate made now for this machine's names and
+        /// addresses (to use the page from a phone on the same network); the browser warns
+        /// once. Takes precedence over server.tls_cert.
+        #[arg(long)]
+        dev_tls: bool,
     },
     /// Swap the face of one photo onto the faces of one image (offline).
     Swap(facerelay::cli::swap::SwapArgs),
@@ -35,6 +40,9 @@ enum Command {
     /// Did facerelay swap this image or video? Looks for its watermark and bitstream mark
     /// (docs/marking.md). Exit status 0: swapped by facerelay; 1: no mark found; 2: error.
     Verify(facerelay::verify::VerifyArgs),
+    /// Print a join token (and its link) for a room or the roulette, signed with
+    /// `server.token_secret`.
+    Token(facerelay::cli::token::TokenArgs),
     /// Benchmarks that print figures (a table and JSON).
     Bench {
         #[command(subcommand)]
@@ -72,16 +80,17 @@ fn main() -> ExitCode {
     // `serve` logs as its configuration says (an unreadable configuration is reported by
     // `serve` itself); the other commands as text.
     let format = match &cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, .. } => {
             Config::load(config.as_deref()).map_or_else(|_| LogFormat::Text, |c| c.log.format)
         }
         _ => LogFormat::Text,
     };
     init_tracing(format);
     let result = match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config, dev_tls } => serve(config, dev_tls),
         Command::Swap(args) => facerelay::cli::swap::swap(&args),
         Command::Models(args) => facerelay::cli::swap::models(&args),
+        Command::Token(args) => facerelay::cli::token::run(&args),
         Command::Bench {
             bench: Bench::Relay(args),
         } => runtime().and_then(|rt| rt.block_on(facerelay::cli::bench::relay(args))),
@@ -153,7 +162,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+fn serve(config_path: Option<PathBuf>, dev_tls: bool) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     if !config.server.web_root.is_dir() {
         tracing::warn!(
@@ -166,10 +175,36 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        let tls = app::tls(&config, dev_tls)?;
         let swap = Swap::from_config(&config)?;
-        let (app, drain) = app::build(config, swap);
-        println!("facerelay listening on http://{addr}/");
-        signal::serve(listener, app, drain, shutdown_signal()).await?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let (app, drain) = app::build_node(config, swap, format!("{scheme}://{addr}/")).await?;
+        match &tls {
+            None => println!("facerelay listening on http://{addr}/"),
+            Some(tls) => {
+                println!("facerelay listening on https://{addr}/");
+                if !tls.names.is_empty() {
+                    let port = addr.port();
+                    let urls: Vec<String> = tls
+                        .names
+                        .iter()
+                        .map(|n| match n.parse::<std::net::Ipv6Addr>() {
+                            Ok(_) => format!("https://[{n}]:{port}/"),
+                            Err(_) => format!("https://{n}:{port}/"),
+                        })
+                        .collect();
+                    println!(
+                        "self-signed certificate (the browser warns once) for: {}",
+                        urls.join(" ")
+                    );
+                    if let Some(spki) = &tls.spki_sha256 {
+                        println!("its public key's SHA-256 (base64): {spki}");
+                    }
+                }
+            }
+        }
+        let tls = tls.map(|t| t.config);
+        signal::serve(listener, app, tls, drain, shutdown_signal()).await?;
         println!("facerelay stopped");
         Ok(())
     })

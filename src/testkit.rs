@@ -29,6 +29,23 @@ pub enum ClientError {
     Rtc(#[from] RtcError),
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// In a cluster: the room lives on the node whose page is `url` (join there).
+    #[error("the room lives on {url}")]
+    Redirected { url: String },
+}
+
+/// The signalling socket of the node whose page is `page_url` (`http://host:port/`).
+pub fn ws_url_of(page_url: &str) -> String {
+    let base = page_url.trim_end_matches('/');
+    let base = base
+        .strip_prefix("https://")
+        .map(|rest| format!("wss://{rest}"))
+        .or_else(|| {
+            base.strip_prefix("http://")
+                .map(|rest| format!("ws://{rest}"))
+        })
+        .unwrap_or_else(|| base.to_owned());
+    format!("{base}/ws")
 }
 
 pub struct Client {
@@ -81,6 +98,19 @@ impl Client {
         settings: &RtcSettings,
         encoder: EncoderSettings,
     ) -> Result<Self, ClientError> {
+        Self::join_with_token(ws_url, room, name, None, publish, settings, encoder).await
+    }
+
+    /// As [`Client::join`], with a join token (servers with `server.token_secret`).
+    pub async fn join_with_token(
+        ws_url: &str,
+        room: &str,
+        name: &str,
+        token: Option<&str>,
+        publish: Publish,
+        settings: &RtcSettings,
+        encoder: EncoderSettings,
+    ) -> Result<Self, ClientError> {
         let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
             .await
             .map_err(|e| ClientError::Socket(e.to_string()))?;
@@ -89,6 +119,7 @@ impl Client {
             &ClientMessage::Join {
                 room: room.into(),
                 name: name.into(),
+                token: token.map(str::to_owned),
             },
         )
         .await?;
@@ -102,6 +133,7 @@ impl Client {
             ServerMessage::Error { code, message } => {
                 return Err(ClientError::Refused { code, message })
             }
+            ServerMessage::Redirect { url } => return Err(ClientError::Redirected { url }),
             other => {
                 return Err(ClientError::Protocol(format!(
                     "expected welcome, got {other:?}"

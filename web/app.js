@@ -21,6 +21,7 @@ const state = {
   leaving: false,
   retries: 0,
   reconnectTimer: null,
+  nodes: [], // in a cluster: the pages of the other live nodes (from the welcome)
   chosen: null, // the face to put back after a reconnection: {photo: Blob} or {gallery: name}
   statsTimer: null,
   lastBytes: new Map(),
@@ -45,6 +46,12 @@ const SERVER_ERRORS = {
   connection_lost: "The video connection was lost.",
   roulette_full: "The roulette is full right now. Please try again in a few minutes.",
   no_partner: "There is nobody to report or block right now.",
+  token_required: "This server admits people by invitation: open the link you were sent.",
+  bad_token: "This invitation link is not valid. Ask for a new one.",
+  token_expired: "This invitation link has expired. Ask for a new one.",
+  token_wrong_room: "This invitation link is for another room.",
+  not_allowed: "Your invitation lets you watch and listen: your camera and microphone are not sent.",
+  cluster_unavailable: "The service cannot place calls right now. Please try again in a moment.",
 };
 
 function tile(id, label) {
@@ -179,6 +186,36 @@ function preferH264(transceiver) {
 
 // ------------------------------------------------------------------------- signalling
 
+/** The query of a link to this call: the room (or the roulette), and the join token if any. */
+function linkParams() {
+  const q = new URLSearchParams();
+  if (state.mode === "roulette") q.set("roulette", "1"); else q.set("room", state.room);
+  if (joinToken) q.set("token", joinToken);
+  return q;
+}
+
+/** Continues this call on another node of the cluster: its page, joining at once. */
+function goTo(nodeUrl) {
+  state.leaving = true;
+  clearTimeout(state.reconnectTimer);
+  state.ws?.close();
+  const q = linkParams();
+  q.set("name", state.name);
+  q.set("join", "1");
+  location.assign(`${new URL("/", nodeUrl)}?${q}`);
+}
+
+/** The claims of a join token (its middle part), or null; the server checks its signature. */
+function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+}
+
 function send(msg) {
   if (state.ws?.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg));
 }
@@ -187,14 +224,21 @@ function connect() {
   setStatus(state.retries ? "Reconnecting…" : "Connecting…");
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   state.ws = ws;
+  // A join token from the link (servers with `server.token_secret`) goes with every join.
+  const token = joinToken ? { token: joinToken } : {};
   ws.onopen = () => send(state.mode === "roulette"
-    ? { type: "roulette", name: state.name }
-    : { type: "join", room: state.room, name: state.name });
+    ? { type: "roulette", name: state.name, ...token }
+    : { type: "join", room: state.room, name: state.name, ...token });
   ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => showError(err.message));
   ws.onclose = () => {
     if (state.ws !== ws) return;
     closePeer();
     if (state.leaving) return;
+    // This node went away and the cluster has others: continue on one of them.
+    if (state.retries >= 2 && state.nodes.length > 0) {
+      goTo(state.nodes[state.retries % state.nodes.length]);
+      return;
+    }
     // Lost the server: try again with backoff, keeping the camera running.
     const delay = Math.min(30, 2 ** state.retries);
     state.retries += 1;
@@ -226,8 +270,13 @@ async function reapplyFace() {
 
 async function onMessage(msg) {
   switch (msg.type) {
+    case "redirect":
+      // In a cluster: the room lives on another node; the page continues there.
+      goTo(msg.url);
+      break;
     case "welcome":
       state.retries = 0;
+      state.nodes = msg.nodes ?? [];
       state.id = msg.id;
       state.token = msg.token;
       showError("");
@@ -289,7 +338,8 @@ async function onMessage(msg) {
       break;
     case "error":
       showError(SERVER_ERRORS[msg.code] ?? msg.message);
-      if (["room_full", "server_full", "roulette_full", "shutting_down", "invalid_room", "invalid_name"].includes(msg.code)) {
+      if (["room_full", "server_full", "roulette_full", "shutting_down", "invalid_room", "invalid_name",
+        "token_required", "bad_token", "token_expired", "token_wrong_room", "cluster_unavailable"].includes(msg.code)) {
         leave();
       }
       break;
@@ -488,7 +538,7 @@ async function join(room, name) {
   state.name = name;
   state.leaving = false;
   localStorage.setItem("facerelay-name", name);
-  if (room !== null) history.replaceState(null, "", `?room=${encodeURIComponent(room)}`);
+  if (room !== null) history.replaceState(null, "", `?${linkParams().toString()}`);
   setStatus("Starting camera…");
   await startCamera();
   show("call");
@@ -582,10 +632,21 @@ $("copy-link").addEventListener("click", async () => {
 // A shared link (/?room=NAME) opens that room: straight in when the name is known.
 const params = new URLSearchParams(location.search);
 $("room").value = params.get("room") ?? "";
-$("name").value = localStorage.getItem("facerelay-name") ?? "";
+$("name").value = params.get("name") ?? localStorage.getItem("facerelay-name") ?? "";
+// A link with a join token (`facerelay token`) names the room and the name it admits.
+const joinToken = params.get("token");
+const claims = tokenClaims(joinToken);
+if (claims) {
+  if (claims.room) $("room").value = claims.room;
+  if (claims.name) { $("name").value = claims.name; $("name").readOnly = true; }
+}
 if ($("room").value) {
   ($("name").value ? $("join") : $("name")).focus();
 } else {
   $("name").focus();
+}
+// A page sent here by another node of the cluster (…&join=1) goes straight back into the call.
+if (params.get("join") === "1" && $("name").value) {
+  start(params.get("roulette") === "1" ? null : $("room").value);
 }
 show("landing");

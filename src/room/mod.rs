@@ -86,12 +86,24 @@ pub const EVENT_DEPTH: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParticipantId(pub u64);
 
+/// This process's node number in a cluster (0 alone): the high bits of every id it makes.
+static NODE: AtomicU64 = AtomicU64::new(0);
+
+/// Bits of an id that count participants within one node.
+const LOCAL_BITS: u32 = 40;
+
 impl ParticipantId {
-    /// A process-wide unique id (rooms and roulette draw from the same counter, so an id
-    /// never means two people).
+    /// A unique id: rooms and roulette draw from the same counter, so an id never means two
+    /// people, and in a cluster the node's number makes it unique across nodes.
     pub fn fresh() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+        let local = NEXT.fetch_add(1, Ordering::Relaxed) & ((1 << LOCAL_BITS) - 1);
+        Self(NODE.load(Ordering::Relaxed) << LOCAL_BITS | local)
+    }
+
+    /// Sets this process's node number (from the cluster store, once, at start).
+    pub fn set_node(number: u64) {
+        NODE.store(number & ((1 << (64 - LOCAL_BITS)) - 1), Ordering::Relaxed);
     }
 }
 
@@ -261,6 +273,8 @@ pub trait RoomDirectory: Send + Sync + 'static {
     /// From now on every join is refused.
     fn begin_shutdown(&self);
     fn stats(&self) -> DirectoryStats;
+    /// The rooms with someone in them.
+    fn rooms(&self) -> Vec<String>;
 }
 
 struct Member {
@@ -451,6 +465,10 @@ impl RoomDirectory for InMemoryDirectory {
 
     fn begin_shutdown(&self) {
         self.lock().shutting_down = true;
+    }
+
+    fn rooms(&self) -> Vec<String> {
+        self.lock().rooms.keys().map(|r| r.0.clone()).collect()
     }
 
     fn stats(&self) -> DirectoryStats {

@@ -33,7 +33,7 @@ use rtc_core::rtp_transceiver::rtp_sender::{
 pub use client_peer::{ClientPeer, ClientSender, Publish, Received};
 pub use egress::{LatencyRecorder, LatencySummary};
 pub use peer::{
-    live_connections, parse_remote, screen_candidate, IceCandidate, MediaKind, PeerEvent,
+    discard, live_connections, parse_remote, screen_candidate, IceCandidate, MediaKind, PeerEvent,
     Published, ServerPeer, SubscriptionId, MAX_REMOTE_CANDIDATES,
 };
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
@@ -235,6 +235,18 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         self.emit(PeerEvent::RemoteTrack(RemoteTrack(track)));
     }
+}
+
+/// Reads a remote track to its end and drops what it carries (a participant whose tracks
+/// are not relayed), so that nothing queues up behind it.
+pub fn discard(track: RemoteTrack) {
+    tokio::spawn(async move {
+        while let Some(event) = track.0.poll().await {
+            if matches!(event, TrackRemoteEvent::OnEnded) {
+                break;
+            }
+        }
+    });
 }
 
 /// Rewrites the connection address of a host candidate (`candidate:… udp PRIO IP PORT typ

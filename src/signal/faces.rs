@@ -37,10 +37,12 @@ fn pick_error(e: PickError) -> Response {
     error(status, e.code(), e.to_string())
 }
 
-/// The participant the request's token belongs to.
+/// The participant the request's token belongs to; `choosing`: the request chooses a face,
+/// which a join token may not allow (`not_allowed`).
 fn caller(
     app: &App,
     headers: &HeaderMap,
+    choosing: bool,
 ) -> Result<(String, tokio::sync::mpsc::Sender<SessionCommand>), Response> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -54,8 +56,17 @@ fn caller(
             "join a room or the roulette first, and send its token as Authorization: Bearer",
         )
     };
-    app.session_of(token.ok_or_else(unauthorised)?)
-        .ok_or_else(unauthorised)
+    let (participant, commands, rights) = app
+        .session_of(token.ok_or_else(unauthorised)?)
+        .ok_or_else(unauthorised)?;
+    if choosing && !rights.face {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "not_allowed",
+            "the link you joined with does not allow choosing a face",
+        ));
+    }
+    Ok((participant, commands))
 }
 
 /// Runs a pick off the async threads, then makes it the participant's face.
@@ -137,7 +148,7 @@ pub(super) async fn upload(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let who = match caller(&app, &parts.headers) {
+    let who = match caller(&app, &parts.headers, true) {
         Ok(c) => c,
         Err(response) => return response,
     };
@@ -240,7 +251,7 @@ pub(super) async fn pick_gallery(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let who = match caller(&app, &headers) {
+    let who = match caller(&app, &headers, true) {
         Ok(c) => c,
         Err(response) => return response,
     };
@@ -249,7 +260,7 @@ pub(super) async fn pick_gallery(
 
 /// `DELETE /api/face`: no swap.
 pub(super) async fn clear(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let (participant, commands) = match caller(&app, &headers) {
+    let (participant, commands) = match caller(&app, &headers, false) {
         Ok(c) => c,
         Err(response) => return response,
     };

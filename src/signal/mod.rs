@@ -4,8 +4,11 @@
 //! hands photos to the picker (`swap`). [`crate::app`] builds its state.
 
 mod faces;
+pub mod participant;
 pub mod protocol;
 mod session;
+pub mod tls;
+pub mod token;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower_http::services::ServeDir;
 
+use crate::cluster::SharedRouter;
 use crate::config::Config;
 use crate::metrics::{Counter, Family, Labels, Registry, Scraped};
 use crate::room::hub::RouletteHub;
@@ -50,6 +54,8 @@ pub struct App {
     edge: EdgeMetrics,
     /// Where the frame stage looks up each participant's face.
     pub faces: Arc<dyn FaceRegistry>,
+    /// Where rooms live (this node alone, or a cluster).
+    pub router: SharedRouter,
     /// Face-API tokens of the sessions in a room or the roulette.
     tokens: Mutex<HashMap<String, TokenHolder>>,
     /// Turns true when the server starts draining.
@@ -74,6 +80,7 @@ pub(crate) enum SessionCommand {
 struct TokenHolder {
     participant: String,
     commands: mpsc::Sender<SessionCommand>,
+    rights: token::Rights,
 }
 
 /// What [`App::new`] is made of; [`crate::app`] builds it from the configuration.
@@ -85,6 +92,8 @@ pub struct AppParts {
     pub picker: Option<FacePicker>,
     pub swapper: &'static str,
     pub faces: Arc<dyn FaceRegistry>,
+    /// Where rooms live (this node alone, or a cluster).
+    pub router: SharedRouter,
     /// Every subsystem's metrics, registered; the edge adds its own.
     pub registry: Registry,
 }
@@ -100,6 +109,7 @@ impl App {
             picker,
             swapper,
             faces,
+            router,
             mut registry,
         } = parts;
         let (tx, rx) = watch::channel(false);
@@ -114,6 +124,7 @@ impl App {
             picker,
             swapper,
             faces,
+            router,
             registry,
             edge,
             tokens: Mutex::new(HashMap::new()),
@@ -155,6 +166,7 @@ impl App {
         &self,
         participant: &str,
         commands: mpsc::Sender<SessionCommand>,
+        rights: token::Rights,
     ) -> String {
         let token = format!("{:032x}", rand::random::<u128>());
         self.tokens
@@ -165,6 +177,7 @@ impl App {
                 TokenHolder {
                     participant: participant.to_owned(),
                     commands,
+                    rights,
                 },
             );
         token
@@ -179,11 +192,18 @@ impl App {
         self.faces.clear(participant);
     }
 
-    /// The participant a token belongs to, and its session's command channel.
-    fn session_of(&self, token: &str) -> Option<(String, mpsc::Sender<SessionCommand>)> {
+    /// The participant a token belongs to, its session's command channel and its rights.
+    fn session_of(
+        &self,
+        token: &str,
+    ) -> Option<(String, mpsc::Sender<SessionCommand>, token::Rights)> {
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         let holder = tokens.get(token)?;
-        Some((holder.participant.clone(), holder.commands.clone()))
+        Some((
+            holder.participant.clone(),
+            holder.commands.clone(),
+            holder.rights,
+        ))
     }
 
     /// WebSocket sessions alive now (joined or not).
@@ -418,17 +438,20 @@ impl Drop for ConnectionSlot {
 /// grace period) before returning.
 ///
 /// Each connection is served by hyper's HTTP/1 server with a header-read timeout
-/// (`server.header_timeout_secs`): a client that never finishes its request head is
-/// disconnected. WebSocket upgrades leave hyper once upgraded.
+/// (`server.header_timeout_secs`, which also bounds the TLS handshake when `tls` is given): a
+/// client that never finishes its request head is disconnected. WebSocket upgrades leave hyper
+/// once upgraded.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     drain: watch::Sender<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
     let header_timeout = Duration::from_secs(app.config.server.header_timeout_secs);
     let routes = router(app.clone());
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     // Every connection task holds a receiver; the server waits for them all to go.
     let (open_tx, open_rx) = watch::channel(());
     let (stop_tx, _) = watch::channel(false);
@@ -452,28 +475,19 @@ pub async fn serve(
                 .clone()
                 .layer(axum::Extension(axum::extract::ConnectInfo(addr))),
         );
-        let mut stop = stop_tx.subscribe();
+        let stop = stop_tx.subscribe();
         let open = open_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = http
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "HTTP connection ended");
+            match tls {
+                None => serve_connection(stream, service, header_timeout, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, service, header_timeout, stop).await
                         }
-                        break;
-                    }
-                    _ = stop.changed(), if !stopping => {
-                        stopping = true;
-                        conn.as_mut().graceful_shutdown();
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
             }
@@ -481,6 +495,7 @@ pub async fn serve(
         });
     }
     tracing::info!("shutting down: refusing new joins, closing sessions");
+    app.router.leave().await;
     app.directory.begin_shutdown();
     app.roulette.begin_shutdown();
     let _ = drain.send(true);
@@ -504,4 +519,44 @@ pub async fn serve(
     )
     .await;
     Ok(())
+}
+
+/// One HTTP/1 connection (plain or TLS) until it ends, or until `stop` asks it to finish its
+/// request in flight and close.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = http
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "HTTP connection ended");
+                }
+                break;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }

@@ -12,8 +12,14 @@ use crate::rtc::IceCandidate;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ClientMessage {
-    /// Enter a room by name under a display name.
-    Join { room: String, name: String },
+    /// Enter a room by name under a display name, with a join token where the server asks
+    /// for one (`server.token_secret`).
+    Join {
+        room: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
     /// The participant's SDP offer (its camera and microphone).
     Offer { sdp: String },
     /// The participant's SDP answer to a server offer.
@@ -23,7 +29,11 @@ pub enum ClientMessage {
     /// Leave the room or the roulette (the socket stays open for another join).
     Leave,
     /// Enter the roulette: be paired with a random stranger.
-    Roulette { name: String },
+    Roulette {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
     /// Roulette: end this pair and be paired with someone else.
     Next,
     /// Roulette: leave it (same as `leave`).
@@ -63,6 +73,14 @@ pub enum ServerMessage {
         ice_servers: Vec<IceServer>,
         /// Authorises this participant's calls to the face API (`Authorization: Bearer …`).
         token: String,
+        /// In a cluster, the pages of the other live nodes: where to go if this one goes away.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        nodes: Vec<String>,
+    },
+    /// In a cluster: the room (or the roulette) lives on another node, whose page is `url`;
+    /// open it there and join again.
+    Redirect {
+        url: String,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
@@ -176,7 +194,15 @@ mod tests {
             parse_client_message(r#"{"type":"join","room":"r","name":"Ann"}"#),
             Ok(ClientMessage::Join {
                 room: "r".into(),
-                name: "Ann".into()
+                name: "Ann".into(),
+                token: None,
+            })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"roulette","name":"Ann","token":"t"}"#),
+            Ok(ClientMessage::Roulette {
+                name: "Ann".into(),
+                token: Some("t".into()),
             })
         );
         assert_eq!(
@@ -222,6 +248,7 @@ mod tests {
             participants: vec![],
             ice_servers: vec![],
             token: "t".into(),
+            nodes: vec![],
         };
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
@@ -231,6 +258,13 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"type":"error","code":"room_full","message":"room is full"}"#
+        );
+        let moved = ServerMessage::Redirect {
+            url: "http://10.0.0.2:8080/".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&moved).unwrap(),
+            r#"{"type":"redirect","url":"http://10.0.0.2:8080/"}"#
         );
         let left = ServerMessage::ParticipantLeft { id: "p2".into() };
         assert_eq!(

@@ -1,24 +1,23 @@
-//! One participant's session: owns its WebSocket and its [`ServerPeer`], and reacts to three
-//! sources in turn (the socket, the peer connection, the room). Nothing is shared with other
-//! sessions except through the room directory's events.
-//!
-//! Negotiation: the browser offers first (its camera and microphone); the server answers.
-//! From then on only the server offers, one offer at a time, whenever the set of streams the
-//! participant receives changes (someone published or left). Streams that appear before the
-//! first exchange wait for it.
+//! One participant's session: owns its WebSocket and its [`ServerPeer`], and drives the
+//! participant's state machine ([`super::participant`]) with what arrives from four sources in
+//! turn (the socket, the peer connection, the room, the HTTP edge's face commands) and the
+//! join clock, running the actions it returns. Nothing is shared with other sessions except
+//! through the room directory and the roulette hub.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::protocol::{parse_client_message, ClientMessage, ServerMessage};
+use super::participant::{Action, Input, Participant, RouletteRequest, Seat};
+use super::protocol::{parse_client_message, ServerMessage};
+use super::token::{self, Rights, TokenError};
 use super::{App, SessionCommand};
-use crate::room::roulette::{NextReason, RouletteError};
+use crate::cluster::{self, Placement};
 use crate::room::{
     clean_name, ParticipantId, ParticipantInfo, RoomError, RoomEvent, RoomId, EVENT_DEPTH,
 };
@@ -42,6 +41,15 @@ impl std::fmt::Display for Place {
     }
 }
 
+/// Where a join ended.
+enum Joined {
+    /// Seated here: the participant's id and the tracks of those already there.
+    Here(ParticipantId, Vec<(ParticipantId, Arc<Published>)>),
+    /// The room lives on another node, whose page is this.
+    Elsewhere(String),
+}
+
+/// The resources of a seated participant.
 struct Member {
     place: Place,
     id: ParticipantId,
@@ -52,20 +60,16 @@ struct Member {
     subscriptions: HashMap<ParticipantId, Vec<SubscriptionId>>,
     /// What this participant publishes (kept alive while it is in the room).
     published: Vec<Arc<Published>>,
-    /// Streams to subscribe to once the first offer/answer exchange is done.
-    waiting: Vec<(ParticipantId, Arc<Published>)>,
-    answered_first_offer: bool,
-    /// ICE and DTLS are up. Renegotiating before that loses the new tracks in the `webrtc`
-    /// crate (they are never bound), so offers wait for it.
-    connected: bool,
-    offer_in_flight: bool,
-    /// Subscriptions changed since the last offer.
-    dirty: bool,
+    /// What its join token allows.
+    rights: Rights,
+    /// It was told its tracks are not relayed (a token without the publish right).
+    refused_media: bool,
 }
 
 struct Session {
     app: Arc<App>,
     out: SplitSink<WebSocket, Message>,
+    participant: Participant<Arc<Published>>,
     member: Option<Member>,
     peer_events: Option<mpsc::Receiver<PeerEvent>>,
     room_events: Option<mpsc::Receiver<RoomEvent>>,
@@ -85,29 +89,26 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
     let _live = app.sessions.enter();
     let (out, mut incoming) = socket.split();
     let mut shutdown = app.shutdown.clone();
+    let participant = Participant::new(
+        Instant::now(),
+        Duration::from_secs(app.config.server.join_timeout_secs),
+        app.config.media.self_view,
+    );
     let mut s = Session {
         app,
         out,
+        participant,
         member: None,
         peer_events: None,
         room_events: None,
         commands: None,
         stalled: false,
     };
-    let join_timeout = Duration::from_secs(s.app.config.server.join_timeout_secs);
-    let mut unjoined_since = Some(tokio::time::Instant::now());
     loop {
-        // Not in a room or the roulette: the clock for `join_timeout` runs.
-        match (&s.member, unjoined_since) {
-            (Some(_), _) => unjoined_since = None,
-            (None, None) => unjoined_since = Some(tokio::time::Instant::now()),
-            (None, Some(_)) => {}
-        }
-        let join_deadline = unjoined_since.map(|t| t + join_timeout);
+        let deadline = s.participant.deadline().map(tokio::time::Instant::from_std);
         let flow = tokio::select! {
-            _ = async { tokio::time::sleep_until(join_deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if join_deadline.is_some() => {
-                s.send_error("join_timeout", format!("no join within {} s", join_timeout.as_secs())).await;
-                Flow::Close
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
+                s.feed(Input::Timeout).await
             }
             msg = incoming.next() => match msg {
                 Some(Ok(msg)) => s.on_socket(msg).await,
@@ -118,12 +119,11 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
                 None => Flow::Close,
             },
             Some(event) = recv(&mut s.peer_events) => s.on_peer(event).await,
-            Some(event) = recv(&mut s.room_events) => s.on_room(event).await,
-            Some(command) = recv(&mut s.commands) => s.on_command(command).await,
-            _ = draining(&mut shutdown) => {
-                s.send(ServerMessage::Bye { reason: "server is shutting down".into() }).await;
-                Flow::Close
+            Some(event) = recv(&mut s.room_events) => s.feed(room_input(event)).await,
+            Some(SessionCommand::Face { state, reason }) = recv(&mut s.commands) => {
+                s.feed(Input::Face { state, reason }).await
             }
+            _ = draining(&mut shutdown) => s.feed(Input::Shutdown).await,
         };
         if matches!(flow, Flow::Close) || s.stalled {
             break;
@@ -133,6 +133,27 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
     if !s.stalled {
         let limit = Duration::from_secs(s.app.config.server.send_timeout_secs);
         let _ = tokio::time::timeout(limit, s.out.close()).await;
+    }
+}
+
+/// A room's event as the participant's input.
+fn room_input(event: RoomEvent) -> Input<Arc<Published>> {
+    match event {
+        RoomEvent::Joined(p) => Input::OtherJoined(p),
+        RoomEvent::Updated(p) => Input::OtherUpdated(p),
+        RoomEvent::Left(id) => Input::OtherLeft(id),
+        RoomEvent::Published { owner, track } => Input::OtherPublished { owner, track },
+        RoomEvent::Paired {
+            partner,
+            partner_id,
+            tracks,
+        } => Input::Paired {
+            partner,
+            partner_id,
+            tracks,
+        },
+        RoomEvent::PartnerLeft { partner, reason } => Input::PartnerLeft { partner, reason },
+        RoomEvent::Waiting { position, online } => Input::Waiting { position, online },
     }
 }
 
@@ -159,6 +180,142 @@ fn rtc_error_code(e: &RtcError) -> &'static str {
 }
 
 impl Session {
+    /// Hands `input` to the participant and runs what it asks, feeding each result back
+    /// before the rest (so the participant sees its work done in order).
+    async fn feed(&mut self, input: Input<Arc<Published>>) -> Flow {
+        let mut actions: VecDeque<_> = self.participant.handle(input, Instant::now()).into();
+        while let Some(action) = actions.pop_front() {
+            if let Action::Close = action {
+                return Flow::Close;
+            }
+            if let Some(result) = self.run_action(action).await {
+                for next in self
+                    .participant
+                    .handle(result, Instant::now())
+                    .into_iter()
+                    .rev()
+                {
+                    actions.push_front(next);
+                }
+            }
+            if self.stalled {
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Runs one action; some answer with an input.
+    async fn run_action(
+        &mut self,
+        action: Action<Arc<Published>>,
+    ) -> Option<Input<Arc<Published>>> {
+        let failed = |(code, message): (&'static str, String)| Input::Failed { code, message };
+        let rtc = |e: RtcError| failed((rtc_error_code(&e), e.to_string()));
+        match action {
+            Action::Send(msg) => self.send(msg).await,
+            Action::Error { code, message } => self.send_error(code, message).await,
+            Action::Join { seat, name, token } => {
+                let (room, place) = match &seat {
+                    Seat::Room(room) => (Some(room.as_str()), "room"),
+                    Seat::Roulette => (None, "roulette"),
+                };
+                return Some(match self.try_join(room, &name, token.as_deref()).await {
+                    Ok(Joined::Here(id, present)) => {
+                        self.app.edge.joined(place);
+                        Input::Joined { id, present }
+                    }
+                    Ok(Joined::Elsewhere(url)) => {
+                        self.app.edge.joined("redirected");
+                        Input::Redirected { url }
+                    }
+                    Err((code, message)) => {
+                        self.app.edge.refused(code);
+                        failed((code, message))
+                    }
+                });
+            }
+            Action::Leave => self.leave().await,
+            Action::Close => {}
+            action => {
+                let m = self.member.as_mut()?;
+                match action {
+                    Action::AcceptOffer(sdp) => {
+                        return Some(match m.peer.accept_offer(sdp).await {
+                            Ok(sdp) => Input::Answered { sdp },
+                            Err(e) => rtc(e),
+                        })
+                    }
+                    Action::AcceptAnswer(sdp) => {
+                        return Some(match m.peer.accept_answer(sdp).await {
+                            Ok(()) => Input::AnswerTaken,
+                            Err(e) => rtc(e),
+                        })
+                    }
+                    Action::CreateOffer => {
+                        let sdp = match m.peer.create_offer().await {
+                            Ok(sdp) => {
+                                tracing::debug!(participant = %m.id, subscriptions = m.peer.subscription_count(), "renegotiating");
+                                Some(sdp)
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot create a renegotiation offer");
+                                None
+                            }
+                        };
+                        return Some(Input::Offered { sdp });
+                    }
+                    Action::AddCandidate(candidate) => {
+                        if let Err(e) = m.peer.add_remote_candidate(candidate).await {
+                            return Some(rtc(e));
+                        }
+                    }
+                    Action::Announce(track) => {
+                        match &m.place {
+                            Place::Room(room) => {
+                                self.app.directory.publish(room, m.id, track.clone())
+                            }
+                            Place::Roulette => self.app.roulette.publish(m.id, track.clone()),
+                        }
+                        m.published.push(track);
+                    }
+                    Action::Subscribe { owner, track } => match m.peer.subscribe(&track).await {
+                        Ok(id) => m.subscriptions.entry(owner).or_default().push(id),
+                        Err(e) => tracing::warn!(error = %e, "cannot subscribe"),
+                    },
+                    Action::Unsubscribe(owner) => {
+                        for sub in m.subscriptions.remove(&owner).unwrap_or_default() {
+                            if let Err(e) = m.peer.unsubscribe(sub).await {
+                                tracing::debug!(error = %e, "unsubscribe failed");
+                            }
+                        }
+                    }
+                    Action::SetFace(state) => match &m.place {
+                        Place::Room(room) => self.app.directory.set_face(room, m.id, state),
+                        Place::Roulette => self.app.roulette.set_face(m.id, state),
+                    },
+                    Action::Roulette(request) => {
+                        let hub = &self.app.roulette;
+                        let result = match request {
+                            RouletteRequest::Next => hub.next(m.id),
+                            RouletteRequest::Block => hub.block(m.id),
+                            RouletteRequest::Report => hub.report(m.id),
+                        };
+                        if let Err(e) = result {
+                            return Some(failed((e.code(), e.to_string())));
+                        }
+                    }
+                    Action::Send(_)
+                    | Action::Error { .. }
+                    | Action::Join { .. }
+                    | Action::Leave
+                    | Action::Close => unreachable!("handled above"),
+                }
+            }
+        }
+        None
+    }
+
     async fn send(&mut self, msg: ServerMessage) {
         if self.stalled {
             return;
@@ -234,7 +391,7 @@ impl Session {
             return Flow::Close;
         }
         match parse_client_message(text.as_str()) {
-            Ok(msg) => self.on_client(msg).await,
+            Ok(msg) => self.feed(Input::Client(msg)).await,
             Err(rejected) => {
                 self.send_error(rejected.code, rejected.message).await;
                 Flow::Continue
@@ -242,84 +399,37 @@ impl Session {
         }
     }
 
-    async fn on_client(&mut self, msg: ClientMessage) -> Flow {
-        match msg {
-            ClientMessage::Join { room, name } => self.join(Some(&room), &name).await,
-            ClientMessage::Roulette { name } => self.join(None, &name).await,
-            ClientMessage::Leave | ClientMessage::Stop => {
-                self.leave().await;
-            }
-            ClientMessage::Next | ClientMessage::Block | ClientMessage::Report => {
-                let hub = &self.app.roulette;
-                let result = match &self.member {
-                    Some(Member {
-                        place: Place::Roulette,
-                        id,
-                        ..
-                    }) => match msg {
-                        ClientMessage::Next => hub.next(*id),
-                        ClientMessage::Block => hub.block(*id),
-                        _ => hub.report(*id),
-                    },
-                    _ => Err(RouletteError::NotInRoulette),
-                };
-                if let Err(e) = result {
-                    self.send_error(e.code(), e.to_string()).await;
-                }
-            }
-            msg => {
-                if self.member.is_none() {
-                    self.send_error("not_joined", "join a room or the roulette first")
-                        .await;
-                    return Flow::Continue;
-                }
-                if let Err((code, message)) = self.on_negotiation(msg).await {
-                    self.send_error(code, message).await;
-                }
-            }
-        }
-        Flow::Continue
-    }
-
-    /// Joins the room `room`, or the roulette when `room` is `None`; a refusal is counted by
-    /// its code and sent.
-    async fn join(&mut self, room: Option<&str>, name: &str) {
-        match self.try_join(room, name).await {
-            Ok(()) => self
-                .app
-                .edge
-                .joined(if room.is_some() { "room" } else { "roulette" }),
-            Err((code, message)) => {
-                self.app.edge.refused(code);
-                self.send_error(code, message).await;
-            }
-        }
-    }
-
+    /// Takes a seat in `room` (the roulette when `None`), makes the peer connection and
+    /// welcomes the client; returns the participant's id and the tracks already there, or the
+    /// node that hosts the room in a cluster.
     async fn try_join(
         &mut self,
         room: Option<&str>,
         name: &str,
-    ) -> Result<(), (&'static str, String)> {
-        if self.member.is_some() {
-            return Err((
-                "already_joined",
-                "this connection is already in a room or the roulette; leave first".into(),
-            ));
-        }
+        token: Option<&str>,
+    ) -> Result<Joined, (&'static str, String)> {
+        let (name, rights) = self.admit(room, name, token)?;
+        let name = name.as_str();
         let max = self.app.config.rooms.max_name_chars;
+        let room = match room {
+            Some(room) => Some(RoomId::parse(room, max).map_err(|e| (e.code(), e.to_string()))?),
+            None => None,
+        };
+        let key = room.as_ref().map_or(cluster::ROULETTE, RoomId::as_str);
+        match self.app.router.place(key).await {
+            Ok(Placement::Here) => {}
+            Ok(Placement::There { url }) => return Ok(Joined::Elsewhere(url)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot place a join");
+                return Err((e.code(), e.to_string()));
+            }
+        }
         let (tx, rx) = mpsc::channel(EVENT_DEPTH);
         let (place, id, present) = match room {
-            Some(room) => {
-                let room = match RoomId::parse(room, max) {
-                    Ok(r) => r,
-                    Err(e) => return Err((e.code(), e.to_string())),
-                };
-                match self.app.directory.join(&room, name, tx) {
-                    Ok(j) => (Place::Room(room), j.id, j.present),
-                    Err(e) => return Err((e.code(), e.to_string())),
-                }
-            }
+            Some(room) => match self.app.directory.join(&room, name, tx) {
+                Ok(j) => (Place::Room(room), j.id, j.present),
+                Err(e) => return Err((e.code(), e.to_string())),
+            },
             None => {
                 let Some(name) = clean_name(name, max) else {
                     let e = RoomError::InvalidDisplayName { max_chars: max };
@@ -348,7 +458,9 @@ impl Session {
         };
         tracing::info!(place = %place, participant = %id, "joined");
         let (command_tx, command_rx) = mpsc::channel(16);
-        let token = self.app.register_session(&id.to_string(), command_tx);
+        let token = self
+            .app
+            .register_session(&id.to_string(), command_tx, rights);
         let participants = present.iter().map(|p| p.info.clone()).collect();
         let waiting = present
             .into_iter()
@@ -363,6 +475,7 @@ impl Session {
             participants,
             ice_servers: self.app.config.ice.servers.clone(),
             token: token.clone(),
+            nodes: self.app.router.other_nodes(),
         })
         .await;
         self.member = Some(Member {
@@ -372,33 +485,37 @@ impl Session {
             peer,
             subscriptions: HashMap::new(),
             published: Vec::new(),
-            waiting,
-            answered_first_offer: false,
-            connected: false,
-            offer_in_flight: false,
-            dirty: false,
+            rights,
+            refused_media: false,
         });
         self.peer_events = Some(peer_events);
         self.room_events = Some(rx);
         self.commands = Some(command_rx);
-        Ok(())
+        Ok(Joined::Here(id, waiting))
     }
 
-    async fn on_command(&mut self, command: SessionCommand) -> Flow {
-        let Some(m) = self.member.as_ref() else {
-            return Flow::Continue;
-        };
-        match command {
-            SessionCommand::Face { state, reason } => {
-                match &m.place {
-                    Place::Room(room) => self.app.directory.set_face(room, m.id, state),
-                    Place::Roulette => self.app.roulette.set_face(m.id, state),
-                }
-                // The wearer is told too: its page says what the others see.
-                self.send(ServerMessage::FaceState { state, reason }).await;
-            }
+    /// The display name and rights of a join: as asked when tokens are off, else as the join
+    /// token (`server.token_secret`) says, which must open this room (or the roulette).
+    fn admit(
+        &self,
+        room: Option<&str>,
+        name: &str,
+        token: Option<&str>,
+    ) -> Result<(String, Rights), (&'static str, String)> {
+        let secret = &self.app.config.server.token_secret;
+        if secret.is_empty() {
+            return Ok((name.to_owned(), Rights::ALL));
         }
-        Flow::Continue
+        let refused = |e: TokenError| (e.code(), e.to_string());
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| refused(TokenError::Required))?;
+        let claims = token::verify(secret, token, room).map_err(refused)?;
+        let rights = Rights {
+            publish: claims.publish,
+            face: claims.face,
+        };
+        Ok((claims.name, rights))
     }
 
     /// Takes the participant out of its room or the roulette (the others are told).
@@ -409,83 +526,6 @@ impl Session {
         }
     }
 
-    async fn on_negotiation(&mut self, msg: ClientMessage) -> Result<(), (&'static str, String)> {
-        let m = self
-            .member
-            .as_mut()
-            .ok_or(("not_joined", "join a room first".into()))?;
-        let rtc = |e: RtcError| (rtc_error_code(&e), e.to_string());
-        match msg {
-            ClientMessage::Offer { sdp } => {
-                if m.offer_in_flight {
-                    return Err((
-                        "negotiation_in_progress",
-                        "the server's offer is waiting for your answer".into(),
-                    ));
-                }
-                let answer = m.peer.accept_offer(sdp).await.map_err(rtc)?;
-                m.answered_first_offer = true;
-                self.send(ServerMessage::Answer { sdp: answer }).await;
-                self.subscribe_waiting().await;
-                self.renegotiate_if_needed().await;
-            }
-            ClientMessage::Answer { sdp } => {
-                if !m.offer_in_flight {
-                    return Err((
-                        "unexpected_answer",
-                        "no offer is waiting for an answer".into(),
-                    ));
-                }
-                m.peer.accept_answer(sdp).await.map_err(rtc)?;
-                m.offer_in_flight = false;
-                self.renegotiate_if_needed().await;
-            }
-            ClientMessage::Candidate {
-                candidate: Some(candidate),
-            } => {
-                m.peer.add_remote_candidate(candidate).await.map_err(rtc)?;
-            }
-            ClientMessage::Candidate { candidate: None } => {}
-            // Handled by `on_client`.
-            ClientMessage::Join { .. }
-            | ClientMessage::Leave
-            | ClientMessage::Roulette { .. }
-            | ClientMessage::Next
-            | ClientMessage::Stop
-            | ClientMessage::Block
-            | ClientMessage::Report => {}
-        }
-        Ok(())
-    }
-
-    async fn subscribe_waiting(&mut self) {
-        let Some(m) = self.member.as_mut() else {
-            return;
-        };
-        for (owner, track) in std::mem::take(&mut m.waiting) {
-            subscribe(m, owner, &track).await;
-        }
-    }
-
-    /// Sends a new offer if what this participant receives changed and no offer is pending.
-    async fn renegotiate_if_needed(&mut self) {
-        let Some(m) = self.member.as_mut() else {
-            return;
-        };
-        if !m.dirty || !m.answered_first_offer || !m.connected || m.offer_in_flight {
-            return;
-        }
-        match m.peer.create_offer().await {
-            Ok(sdp) => {
-                m.dirty = false;
-                m.offer_in_flight = true;
-                tracing::debug!(participant = %m.id, subscriptions = m.peer.subscription_count(), "renegotiating");
-                self.send(ServerMessage::Offer { sdp }).await;
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot create a renegotiation offer"),
-        }
-    }
-
     async fn on_peer(&mut self, event: PeerEvent) -> Flow {
         let Some(m) = self.member.as_mut() else {
             return Flow::Continue;
@@ -493,28 +533,34 @@ impl Session {
         match event {
             PeerEvent::LocalCandidate(candidate) => {
                 tracing::debug!(participant = %m.id, candidate = %candidate.candidate, "local candidate");
-                self.send(ServerMessage::Candidate { candidate }).await;
+                self.feed(Input::LocalCandidate(candidate)).await
+            }
+            PeerEvent::RemoteTrack(track) if !m.rights.publish => {
+                crate::rtc::discard(track);
+                if !std::mem::replace(&mut m.refused_media, true) {
+                    self.send_error(
+                        "not_allowed",
+                        "the link you joined with does not allow sending your camera or microphone; you receive the others",
+                    )
+                    .await;
+                }
+                Flow::Continue
             }
             PeerEvent::RemoteTrack(track) => match m.peer.publish(track, &m.id.to_string()).await {
                 Ok(published) => {
                     tracing::info!(participant = %m.id, kind = ?published.kind, stream = %published.stream, "publishing");
-                    match &m.place {
-                        Place::Room(room) => {
-                            self.app.directory.publish(room, m.id, published.clone())
-                        }
-                        Place::Roulette => self.app.roulette.publish(m.id, published.clone()),
-                    }
-                    if published.kind == MediaKind::Video && self.app.config.media.self_view {
-                        // The participant sees itself as the others do (after the stage).
-                        subscribe(m, m.id, &published).await;
-                    }
-                    m.published.push(published);
-                    self.renegotiate_if_needed().await;
+                    let video = published.kind == MediaKind::Video;
+                    self.feed(Input::Published {
+                        track: published,
+                        video,
+                    })
+                    .await
                 }
                 Err(e) => {
                     let code = rtc_error_code(&e);
                     self.send_error(code, format!("cannot relay your track: {e}"))
                         .await;
+                    Flow::Continue
                 }
             },
             PeerEvent::VideoTooLarge { width, height } => {
@@ -525,76 +571,23 @@ impl Session {
                     format!("your video is {width}x{height}; this server relays at most {max} pixels a frame: lower the camera resolution"),
                 )
                 .await;
+                Flow::Continue
             }
             // `Closed` here was not our doing: `leave` stops listening before it closes.
             PeerEvent::Failed | PeerEvent::Closed => {
                 tracing::info!(participant = %m.id, "connection lost (ICE failed); leaving the room");
-                self.send_error(
-                    "connection_lost",
-                    "no media traffic within the timeout; you have left the room",
-                )
-                .await;
-                self.leave().await;
+                self.feed(Input::ConnectionLost).await
             }
             PeerEvent::Connected => {
                 tracing::debug!(participant = %m.id, "connected");
-                m.connected = true;
-                self.renegotiate_if_needed().await;
+                self.feed(Input::Connected).await
             }
-            PeerEvent::Disconnected => tracing::debug!(participant = %m.id, "disconnected"),
-            PeerEvent::GatheringComplete => {}
+            PeerEvent::Disconnected => {
+                tracing::debug!(participant = %m.id, "disconnected");
+                Flow::Continue
+            }
+            PeerEvent::GatheringComplete => Flow::Continue,
         }
-        Flow::Continue
-    }
-
-    async fn on_room(&mut self, event: RoomEvent) -> Flow {
-        let Some(m) = self.member.as_mut() else {
-            return Flow::Continue;
-        };
-        match event {
-            RoomEvent::Joined(participant) => {
-                self.send(ServerMessage::ParticipantJoined { participant })
-                    .await;
-            }
-            RoomEvent::Updated(participant) => {
-                self.send(ServerMessage::ParticipantUpdated { participant })
-                    .await;
-            }
-            RoomEvent::Left(id) => {
-                drop_publisher(m, id).await;
-                self.send(ServerMessage::ParticipantLeft { id: id.to_string() })
-                    .await;
-                self.renegotiate_if_needed().await;
-            }
-            RoomEvent::Published { owner, track } => {
-                add_publisher(m, owner, vec![track]).await;
-                self.renegotiate_if_needed().await;
-            }
-            RoomEvent::Paired {
-                partner,
-                partner_id,
-                tracks,
-            } => {
-                add_publisher(m, partner_id, tracks).await;
-                self.send(ServerMessage::RoulettePaired { partner }).await;
-                self.renegotiate_if_needed().await;
-            }
-            RoomEvent::PartnerLeft { partner, reason } => {
-                drop_publisher(m, partner).await;
-                // Blocks and reports are not revealed to the one blocked or reported.
-                let reason = match reason {
-                    NextReason::Blocked | NextReason::Reported => NextReason::Next,
-                    other => other,
-                };
-                self.send(ServerMessage::RouletteEnded { reason }).await;
-                self.renegotiate_if_needed().await;
-            }
-            RoomEvent::Waiting { position, online } => {
-                self.send(ServerMessage::RouletteWaiting { position, online })
-                    .await;
-            }
-        }
-        Flow::Continue
     }
 
     /// Leaves the room (if in one) and frees everything of the participant.
@@ -608,37 +601,5 @@ impl Session {
             m.peer.close().await;
             tracing::info!(place = %m.place, participant = %m.id, "left");
         }
-    }
-}
-
-/// Starts receiving `owner`'s tracks (after the first exchange; until then they wait).
-async fn add_publisher(m: &mut Member, owner: ParticipantId, tracks: Vec<Arc<Published>>) {
-    for track in tracks {
-        if m.answered_first_offer {
-            subscribe(m, owner, &track).await;
-        } else {
-            m.waiting.push((owner, track));
-        }
-    }
-}
-
-/// Stops receiving everything of `owner`.
-async fn drop_publisher(m: &mut Member, owner: ParticipantId) {
-    m.waiting.retain(|(o, _)| *o != owner);
-    for sub in m.subscriptions.remove(&owner).unwrap_or_default() {
-        if let Err(e) = m.peer.unsubscribe(sub).await {
-            tracing::debug!(error = %e, "unsubscribe failed");
-        }
-        m.dirty = true;
-    }
-}
-
-async fn subscribe(m: &mut Member, owner: ParticipantId, track: &Arc<Published>) {
-    match m.peer.subscribe(track).await {
-        Ok(id) => {
-            m.subscriptions.entry(owner).or_default().push(id);
-            m.dirty = true;
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot subscribe"),
     }
 }

@@ -10,6 +10,8 @@ export async function launch() {
       "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--autoplay-policy=no-user-gesture-required",
+      // A server with a self-signed certificate: accept that certificate's key, and only it.
+      ...(process.env.CHROMIUM_ACCEPT_SPKI ? [`--ignore-certificate-errors-spki-list=${process.env.CHROMIUM_ACCEPT_SPKI}`] : []),
       // A y4m file as the camera instead of Chromium's test pattern (FAKE_VIDEO=path).
       ...(process.env.FAKE_VIDEO ? [`--use-file-for-fake-video-capture=${process.env.FAKE_VIDEO}`] : []),
     ],
@@ -21,7 +23,8 @@ export async function openPage(browser, url, name, viewport = { width: 960, heig
   const page = await context.newPage();
   page.on("console", (m) => { if (m.type() === "error") console.log(`[${name}] ${m.text()}`); });
   await page.goto(url);
-  await page.fill("#name", name);
+  // A link with a join token fills the name itself (read-only).
+  if (!(await page.locator("#name").evaluate((e) => e.readOnly))) await page.fill("#name", name);
   return page;
 }
 
@@ -49,13 +52,14 @@ export async function look(page) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Polls `check(page state)` on each page until all pass or `ms` elapse; returns the states.
+// Polls `check(page state)` on each page until all pass or `ms` elapse; returns the states. A
+// page that is navigating (a cluster node sent it to another) counts as not there yet.
 export async function until(pages, check, ms = 30_000) {
   const deadline = Date.now() + ms;
   let states;
   while (Date.now() < deadline) {
-    states = await Promise.all(pages.map(look));
-    if (states.every(check)) return { ok: true, states };
+    states = await Promise.all(pages.map((p) => look(p).catch(() => null)));
+    if (states.every((s) => s !== null && check(s))) return { ok: true, states };
     await sleep(300);
   }
   return { ok: false, states };

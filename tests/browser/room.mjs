@@ -1,20 +1,29 @@
 // Two Debian Chromium pages (fake camera) open a room's shared link (/?room=NAME) and must each
 // see the other's video playing: videoWidth > 0 and framesDecoded rising in getStats().
-// Usage: node tests/browser/room.mjs http://127.0.0.1:PORT/ [ARTIFACT_DIR]
+// Usage: node tests/browser/room.mjs http(s)://127.0.0.1:PORT/ [ARTIFACT_DIR]
+// (SHOT: the screenshot's file name; ROOM and TOKENS: a room and join tokens by name)
 
 import { launch, look, openPage, until, sleep } from "./lib.mjs";
 
 const base = process.argv[2];
 const dir = process.argv[3] ?? "test-artifacts";
 const browser = await launch();
-const room = `browser-${Date.now()}`;
+const room = process.env.ROOM ?? `browser-${Date.now()}`;
 const link = `${base}?room=${encodeURIComponent(room)}`;
+// Join tokens by name (TOKENS='{"Alice":"…","Bob":"…"}'), for a server with token_secret.
+const tokens = JSON.parse(process.env.TOKENS ?? "{}");
+// Bob may open another node of a cluster (BOB_BASE): the room's node takes both.
+const bobLink = `${process.env.BOB_BASE ?? base}?room=${encodeURIComponent(room)}`;
+const linkFor = (name) => {
+  const l = name === "Bob" ? bobLink : link;
+  return tokens[name] ? `${l}&token=${tokens[name]}` : l;
+};
 
 let ok = false;
 try {
-  const alice = await openPage(browser, link, "Alice");
+  const alice = await openPage(browser, linkFor("Alice"), "Alice");
   await alice.click("#join");
-  const bob = await openPage(browser, link, "Bob");
+  const bob = await openPage(browser, linkFor("Bob"), "Bob");
   await bob.click("#join");
   const sees = (name) => (s) => s.remote.length === 1 && s.remote[0].name === name && s.remote[0].width > 0 && s.framesDecoded > 0;
   const first = await until([alice, bob], (s) => s.remote.length === 1 && s.remote[0].width > 0 && s.framesDecoded > 0);
@@ -36,12 +45,19 @@ try {
     const again = await until([alice, bob], (s) => s.remote.length === 1 && s.remote[0].width > 0 && s.framesDecoded > 0, 20_000);
     const names = again.states.map((s) => s.remote[0]?.name);
     ok = again.ok && names[0] === "Bob" && names[1] === "Alice" && /Connection lost/.test(lost);
+    if (process.env.BOB_BASE) {
+      // Bob opened another node; the room's node took him.
+      const [a, b] = [new URL(alice.url()).origin, new URL(bob.url()).origin];
+      console.log(`Bob opened ${process.env.BOB_BASE}, ended on ${b}; Alice is on ${a}`);
+      ok = ok && a === b && b !== new URL(process.env.BOB_BASE).origin;
+    }
     console.log(`after a dropped connection: "${lost}"; then Alice sees ${names[0]}, Bob sees ${names[1]}`);
   }
   await alice.click("#stats");
   await sleep(1500);
-  await alice.screenshot({ path: `${dir}/room.png` });
-  console.log(`screenshot: ${dir}/room.png`);
+  const shot = process.env.SHOT ?? "room.png";
+  await alice.screenshot({ path: `${dir}/${shot}` });
+  console.log(`screenshot: ${dir}/${shot}`);
 } finally {
   await browser.close();
 }

@@ -31,6 +31,52 @@ pub(crate) async fn run_browser_script_env(
     extra: &[&Path],
     env: &[(&str, &Path)],
 ) -> PathBuf {
+    run_browser(script, swap, extra, env, None).await
+}
+
+/// Runs `tests/browser/<script>` against a fresh server; with `tokens` (a token secret), over
+/// HTTPS with a self-signed certificate (Chromium is told to accept that certificate's key
+/// alone), and joins need tokens.
+async fn run_browser(
+    script: &str,
+    swap: Swap,
+    extra: &[&Path],
+    env: &[(&str, &Path)],
+    tokens: Option<&str>,
+) -> PathBuf {
+    let root = root();
+    let mut config = Config::defaults();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.web_root = root.join("web");
+    if let Some(secret) = tokens {
+        config.server.token_secret = secret.to_owned();
+    }
+    let server = if tokens.is_some() {
+        RunningServer::start_dev_tls(config, swap).await
+    } else {
+        RunningServer::start_with_swap(config, swap).await
+    }
+    .expect("server starts");
+    let spki = server
+        .tls
+        .as_ref()
+        .and_then(|t| t.spki_sha256.clone())
+        .unwrap_or_default();
+    let mut env: Vec<(&str, &std::ffi::OsStr)> =
+        env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    env.push(("CHROMIUM_ACCEPT_SPKI", std::ffi::OsStr::new(&spki)));
+    let artifacts = run_script_at(script, &server.url(), extra, &env).await;
+    server.shutdown().await.expect("clean shutdown");
+    artifacts
+}
+
+/// Runs `tests/browser/<script>` against the page at `url`; returns the screenshot folder.
+pub(crate) async fn run_script_at(
+    script: &str,
+    url: &str,
+    extra: &[&Path],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> PathBuf {
     let root = root();
     for (need, path) in [
         ("Chromium", Path::new("/usr/bin/chromium").to_path_buf()),
@@ -42,20 +88,14 @@ pub(crate) async fn run_browser_script_env(
             path.display()
         );
     }
-    let mut config = Config::defaults();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.server.web_root = root.join("web");
-    let server = RunningServer::start_with_swap(config, swap)
-        .await
-        .expect("server starts");
     let artifacts = root.join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let run = tokio::process::Command::new("node")
         .arg(root.join("tests/browser").join(script))
-        .arg(format!("http://{}/", server.addr))
+        .arg(url)
         .arg(&artifacts)
         .args(extra)
-        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .envs(env.iter().copied())
         .current_dir(root)
         .kill_on_drop(true)
         .output();
@@ -69,7 +109,6 @@ pub(crate) async fn run_browser_script_env(
         out.status.success(),
         "{script} failed (its output is above)"
     );
-    server.shutdown().await.expect("clean shutdown");
     artifacts
 }
 
@@ -78,6 +117,38 @@ async fn two_chromium_pages_see_each_other_in_a_room() {
     let _serial = serial().await;
     let dir = run_browser_script("room.mjs").await;
     assert!(dir.join("room.png").exists(), "a screenshot of the room");
+}
+
+/// `facerelay serve --dev-tls` with join tokens: the page, its signalling (WSS) and media work
+/// over HTTPS with the self-signed certificate, which Chromium accepts by its public key alone,
+/// and each page joins with the token of its link (which names it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_chromium_pages_meet_over_https_with_the_dev_certificate_and_tokens() {
+    use facerelay::signal::token::{issue, Rights};
+    let _serial = serial().await;
+    let secret = "a secret for the browser test, long enough";
+    let ttl = Duration::from_secs(600);
+    let tokens = serde_json::json!({
+        "Alice": issue(secret, Some("tokens"), "Alice", Rights::ALL, ttl).unwrap(),
+        "Bob": issue(secret, Some("tokens"), "Bob", Rights::ALL, ttl).unwrap(),
+    })
+    .to_string();
+    let dir = run_browser(
+        "room.mjs",
+        Swap::none(),
+        &[],
+        &[
+            ("SHOT", Path::new("room-https.png")),
+            ("ROOM", Path::new("tokens")),
+            ("TOKENS", Path::new(&tokens)),
+        ],
+        Some(secret),
+    )
+    .await;
+    assert!(
+        dir.join("room-https.png").exists(),
+        "a screenshot of the room over HTTPS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

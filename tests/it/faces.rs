@@ -38,7 +38,7 @@ async fn start_with_picker() -> Server {
 }
 
 /// POSTs `body` to `path` with the token; returns (status, JSON body).
-async fn post(
+pub(crate) async fn post(
     server: &RunningServer,
     path: &str,
     token: &str,

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, the server in-process on 127.0.0.1 with ephemeral ports.
 
 mod browser;
+mod cluster;
 mod faces;
 mod layering;
 mod live;
@@ -12,3 +13,4 @@ mod relay;
 mod signalling;
 mod support;
 mod swap;
+mod tokens;

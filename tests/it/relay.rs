@@ -19,7 +19,7 @@ const FRAME: Duration = Duration::from_millis(33);
 const WARM_UP: u16 = 60_000;
 
 /// Per receiver: the Y-PSNR of each numbered frame it decoded (first copy only).
-type Seen = BTreeMap<String, BTreeMap<u16, f64>>;
+pub(crate) type Seen = BTreeMap<String, BTreeMap<u16, f64>>;
 
 fn note(seen: &mut Seen, name: &str, got: Received) {
     if let Received::Video { frame, .. } = got {
@@ -34,7 +34,7 @@ fn note(seen: &mut Seen, name: &str, got: Received) {
 }
 
 /// Sends frames `range` at 30 fps from `a`, collecting what each receiver decodes meanwhile.
-async fn stream(
+pub(crate) async fn stream(
     a: &mut Client,
     receivers: &mut [(&str, &mut Client)],
     range: std::ops::Range<u16>,
@@ -61,7 +61,7 @@ async fn stream(
 }
 
 /// Sends warm-up frames until `receiver` decodes one: negotiation and the first IDR are done.
-async fn warm_up(a: &mut Client, receiver: &mut Client) {
+pub(crate) async fn warm_up(a: &mut Client, receiver: &mut Client) {
     let deadline = Instant::now() + TIMEOUT;
     let mut n = WARM_UP;
     loop {
@@ -79,7 +79,7 @@ async fn warm_up(a: &mut Client, receiver: &mut Client) {
     }
 }
 
-fn check_delivery(seen: &Seen, who: &str, expected: &[u16], min_share: f64) {
+pub(crate) fn check_delivery(seen: &Seen, who: &str, expected: &[u16], min_share: f64) {
     let got = seen.get(who).cloned().unwrap_or_default();
     let delivered = expected.iter().filter(|n| got.contains_key(n)).count();
     let share = delivered as f64 / expected.len() as f64;

@@ -622,3 +622,49 @@ async fn a_request_head_that_never_finishes_is_cut_off() {
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     server.shutdown().await.unwrap();
 }
+
+/// Over TLS, a client that never finishes its handshake is cut off like one that never finishes
+/// its request head, and a plain-HTTP request to the TLS port gets no page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_finishes_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.server.header_timeout_secs = 1;
+    let server = facerelay::app::RunningServer::start_dev_tls(config, facerelay::app::Swap::none())
+        .await
+        .unwrap();
+    assert!(server.url().starts_with("https://"), "{}", server.url());
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = silent.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a silent TLS client is still connected after 5 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut plain = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut got)).await;
+    assert!(
+        !String::from_utf8_lossy(&got).contains("\"status\""),
+        "plain HTTP on the TLS port got the page"
+    );
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,158 @@
+//! Several facerelay nodes behind one service, on Redis (`cluster.redis_url`).
+//!
+//! A room's media must stay on one node, so the nodes share no rooms: they share a routing
+//! table. Redis holds the node registry (each node's page URL and load, refreshed every
+//! `cluster.heartbeat_ms` under a lease of `cluster.lease_ms`), a room → node map with leases
+//! (a room lives on one node; its first join places it on the least loaded live node with
+//! room, and the hosting node keeps the lease while the room has someone in it), and the node
+//! numbers that make participant ids unique across nodes. The roulette is placed like a room
+//! (one node hosts all of it, so every pair is on one node).
+//!
+//! A browser may open any node. A node that does not host the room (or the roulette) answers
+//! the join with `redirect` and the URL of the node that does, and the page reopens there. When
+//! a node dies, its leases run out within `cluster.lease_ms`; its pages reconnect to another
+//! node (the `welcome` lists the live ones) and the room is placed again.
+//!
+//! Every Redis call of a join is bounded by `cluster.redis_timeout_ms`: while Redis is away,
+//! joins fail with `cluster_unavailable` (rooms already running go on), and they work again
+//! once the connection manager has reconnected. Without `cluster.redis_url` there is one node
+//! and no Redis: [`Standalone`].
+
+mod redis_router;
+
+use std::sync::Arc;
+
+pub use redis_router::RedisRouter;
+
+/// Where a room lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// On this node.
+    Here,
+    /// On another node, whose page is at `url`.
+    There { url: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    #[error("the cluster cannot place rooms right now (its store does not answer: {0}); try again in a moment")]
+    Unavailable(String),
+    #[error("every node of the cluster is full; try again later")]
+    Full,
+}
+
+impl ClusterError {
+    /// Stable code for the signalling edge's `error` message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClusterError::Unavailable(_) => "cluster_unavailable",
+            ClusterError::Full => "server_full",
+        }
+    }
+}
+
+/// The key under which the roulette is placed (no room name holds a control character).
+pub const ROULETTE: &str = "\u{1f}roulette";
+
+/// What a node reports about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Load {
+    pub participants: usize,
+    /// Participants the node takes at most (`rooms.max_total_participants`).
+    pub capacity: usize,
+    pub swap_free: usize,
+    /// One-minute load average per CPU.
+    pub cpu: f64,
+}
+
+/// Decides where rooms live.
+#[async_trait::async_trait]
+pub trait Router: Send + Sync + 'static {
+    /// Where `room` lives (a room name, or [`ROULETTE`]), placing it if nobody hosts it.
+    async fn place(&self, room: &str) -> Result<Placement, ClusterError>;
+    /// The page URLs of the other live nodes, for a page whose node goes away.
+    fn other_nodes(&self) -> Vec<String>;
+    /// This node stops (its rooms may be placed elsewhere at once).
+    async fn leave(&self) {}
+}
+
+/// One node, no Redis: every room lives here.
+pub struct Standalone;
+
+#[async_trait::async_trait]
+impl Router for Standalone {
+    async fn place(&self, _room: &str) -> Result<Placement, ClusterError> {
+        Ok(Placement::Here)
+    }
+
+    fn other_nodes(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Reads what a node reports at each heartbeat, and the rooms it has people in.
+pub trait NodeState: Send + Sync + 'static {
+    fn load(&self) -> Load;
+    /// The rooms (and [`ROULETTE`]) with someone in them on this node.
+    fn rooms(&self) -> Vec<String>;
+}
+
+/// The least loaded node with room for one more, by participants then CPU; `here` wins ties,
+/// so that a join stays where it arrived when it can.
+pub(crate) fn least_loaded<'a>(nodes: &'a [(String, Load)], here: &str) -> Option<&'a str> {
+    nodes
+        .iter()
+        .filter(|(_, l)| l.participants < l.capacity)
+        .min_by(|(a, la), (b, lb)| {
+            la.participants
+                .cmp(&lb.participants)
+                .then(la.cpu.total_cmp(&lb.cpu))
+                .then((a != here).cmp(&(b != here)))
+        })
+        .map(|(id, _)| id.as_str())
+}
+
+/// This machine's one-minute load average per CPU (0 where it cannot be read).
+pub fn cpu_load() -> f64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |l| l / cpus)
+}
+
+/// A shared handle.
+pub type SharedRouter = Arc<dyn Router>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, participants: usize, capacity: usize, cpu: f64) -> (String, Load) {
+        (
+            id.to_owned(),
+            Load {
+                participants,
+                capacity,
+                swap_free: 0,
+                cpu,
+            },
+        )
+    }
+
+    #[test]
+    fn rooms_go_to_the_least_loaded_node_with_room_and_stay_here_on_a_tie() {
+        let nodes = [
+            node("a", 5, 10, 0.1),
+            node("b", 2, 10, 0.9),
+            node("c", 2, 10, 0.2),
+        ];
+        assert_eq!(least_loaded(&nodes, "a"), Some("c"));
+        let tie = [node("a", 2, 10, 0.2), node("b", 2, 10, 0.2)];
+        assert_eq!(least_loaded(&tie, "b"), Some("b"));
+        assert_eq!(least_loaded(&tie, "a"), Some("a"));
+        let full = [node("a", 10, 10, 0.0), node("b", 3, 3, 0.0)];
+        assert_eq!(least_loaded(&full, "a"), None);
+        assert_eq!(least_loaded(&[], "a"), None);
+    }
+}

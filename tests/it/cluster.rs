@@ -1,0 +1,342 @@
+//! Several nodes on one Redis: a real `redis-server` (Debian's package) on a loopback port and
+//! three `facerelay serve` processes, joined by clients that open different nodes.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use facerelay::config::Config;
+use facerelay::rtc::RtcSettings;
+use facerelay::testkit::{ws_url_of, Client, ClientError, Publish};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::relay::{check_delivery, stream, warm_up, Seen};
+use crate::support::{encoder, serial, RawSocket, NOTHING, TIMEOUT, VIDEO};
+
+/// Heartbeat and lease of the test cluster: a dead node's rooms move within about a second.
+const HEARTBEAT_MS: u64 = 200;
+const LEASE_MS: u64 = 1000;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` of its own, without persistence, on `port`.
+pub(crate) struct Redis {
+    child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub(crate) async fn start_on(port: u16) -> Self {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server runs (scripts/setup.sh installs Debian's redis-server)");
+        let redis = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !redis.answers().await {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        redis
+    }
+
+    pub(crate) async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    async fn answers(&self) -> bool {
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").await.is_ok()
+            && matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub(crate) async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// One `facerelay serve` process of the cluster.
+pub(crate) struct Node {
+    child: tokio::process::Child,
+    /// Its page, `http://127.0.0.1:PORT/`.
+    pub url: String,
+}
+
+impl Node {
+    pub(crate) async fn start(redis: &str, extra: &[(&str, &str)]) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
+            .arg("serve")
+            .env("FACERELAY_SERVER__LISTEN", "127.0.0.1:0")
+            .env("FACERELAY_SERVER__WEB_ROOT", root.join("web"))
+            .env("FACERELAY_ICE__BIND_IP", "127.0.0.1")
+            .env("FACERELAY_ICE__INCLUDE_LOOPBACK", "true")
+            .env("FACERELAY_CLUSTER__REDIS_URL", redis)
+            .env("FACERELAY_CLUSTER__HEARTBEAT_MS", HEARTBEAT_MS.to_string())
+            .env("FACERELAY_CLUSTER__LEASE_MS", LEASE_MS.to_string())
+            .env("FACERELAY_CLUSTER__REDIS_TIMEOUT_MS", "500")
+            // No models: the nodes relay (the swap is not what this tests).
+            .env("FACERELAY_MODELS__DIR", "/nonexistent")
+            .env("FACERELAY_MODELS__PACKAGED_DIR", "/nonexistent")
+            .envs(extra.iter().copied())
+            .env("RUST_LOG", "warn")
+            .current_dir(root)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the facerelay program runs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("facerelay listening on ") {
+                    return url.trim().to_owned();
+                }
+            }
+            panic!("the node exited before it listened");
+        })
+        .await
+        .expect("the node listens within 20 s");
+        // Keep reading its output so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, url }
+    }
+
+    /// SIGKILL: no goodbye, no lease released.
+    pub(crate) async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Joins `room` starting at the node `page`, following redirects; returns the client and the
+/// page of the node it ended on.
+async fn join_via(
+    page: &str,
+    room: &str,
+    name: &str,
+    publish: Publish,
+) -> Result<(Client, String), ClientError> {
+    let settings = RtcSettings::from_config(&Config::loopback());
+    let mut page = page.to_owned();
+    for _ in 0..3 {
+        match Client::join(&ws_url_of(&page), room, name, publish, &settings, encoder()).await {
+            Ok(client) => return Ok((client, page)),
+            Err(ClientError::Redirected { url }) => page = url,
+            Err(e) => return Err(e),
+        }
+    }
+    panic!("{name}: redirected more than twice");
+}
+
+/// A raw signalling socket that joins `msg` (a join or roulette message) starting at `page`,
+/// following redirects; returns the socket, its node's page and the welcome.
+async fn raw_join_via(
+    page: &str,
+    msg: &serde_json::Value,
+) -> (RawSocket, String, serde_json::Value) {
+    let mut page = page.to_owned();
+    for _ in 0..3 {
+        let mut s = RawSocket::connect_url(&ws_url_of(&page)).await;
+        s.send(msg.to_string()).await;
+        let answer = s.recv().await.expect("an answer to the join");
+        match answer["type"].as_str() {
+            Some("welcome") => return (s, page, answer),
+            Some("redirect") => page = answer["url"].as_str().unwrap().to_owned(),
+            _ => panic!("join answered {answer}"),
+        }
+    }
+    panic!("redirected more than twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
+    let _serial = serial().await;
+    let redis = Redis::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Node::start(&redis.url(), &[]).await);
+    }
+    let pages: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    // Let every node see the others once.
+    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+
+    // A joins through node 0, B through node 1: both end on the node that hosts the room, and
+    // B receives A's video intact.
+    let (mut a, a_node) = join_via(&pages[0], "together", "A", VIDEO).await.unwrap();
+    let (mut b, b_node) = join_via(&pages[1], "together", "B", NOTHING).await.unwrap();
+    assert_eq!(a_node, b_node, "one room, one node");
+    println!("the room lives on {a_node}");
+    a.wait_ready(TIMEOUT).await.expect("A connected");
+    b.wait_ready(TIMEOUT).await.expect("B connected");
+    warm_up(&mut a, &mut b).await;
+    let mut seen = Seen::new();
+    stream(&mut a, &mut [("B", &mut b)], 0..90, &mut seen).await;
+    let all: Vec<u16> = (0..90).collect();
+    check_delivery(&seen, "B", &all, 0.9);
+
+    // Roulette players who open different nodes are paired (the roulette is placed like a
+    // room: every pair on one node).
+    let roulette = |name: &str| serde_json::json!({"type": "roulette", "name": name});
+    let (mut r1, r1_node, _) = raw_join_via(&pages[0], &roulette("R1")).await;
+    let (mut r2, r2_node, _) = raw_join_via(&pages[2], &roulette("R2")).await;
+    assert_eq!(r1_node, r2_node);
+    let paired = |s: serde_json::Value| s["type"] == "roulette-paired";
+    let mut got = Vec::new();
+    for s in [&mut r1, &mut r2] {
+        let mut pair = None;
+        for _ in 0..4 {
+            let m = s.recv().await.expect("a roulette message");
+            if paired(m.clone()) {
+                pair = Some(m["partner"]["name"].as_str().unwrap().to_owned());
+                break;
+            }
+        }
+        got.push(pair.expect("paired"));
+    }
+    assert_eq!(got, ["R2", "R1"]);
+    drop((r1, r2));
+
+    // 1000 joins spread over the nodes: no participant id twice.
+    let mut ids = BTreeSet::new();
+    let mut joins_per_node = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..1000 {
+        let msg =
+            serde_json::json!({"type": "join", "room": format!("many-{}", i % 25), "name": "M"});
+        let (mut s, node, welcome) = raw_join_via(&pages[i % 3], &msg).await;
+        assert!(
+            ids.insert(welcome["id"].as_str().unwrap().to_owned()),
+            "id twice: {welcome}"
+        );
+        *joins_per_node.entry(node).or_default() += 1;
+        s.send(r#"{"type":"leave"}"#).await;
+    }
+    println!(
+        "1000 joins: {} distinct ids; by node {joins_per_node:?}",
+        ids.len()
+    );
+    assert_eq!(ids.len(), 1000);
+    assert!(
+        joins_per_node.len() >= 2,
+        "rooms spread over the nodes: {joins_per_node:?}"
+    );
+
+    // The node hosting "together" dies: A and B reconnect through another node and meet
+    // again there.
+    let dead = pages.iter().position(|p| *p == a_node).unwrap();
+    let killed = Instant::now();
+    nodes.remove(dead).kill().await;
+    drop((a, b));
+    let survivor = pages.iter().find(|p| **p != a_node).unwrap().clone();
+    let (mut a, a_node, b, b_node) = loop {
+        let a = join_via(&survivor, "together", "A", VIDEO).await;
+        let b = join_via(&survivor, "together", "B", NOTHING).await;
+        match (a, b) {
+            (Ok((a, an)), Ok((b, bn))) if an != pages[dead] && bn != pages[dead] => {
+                break (a, an, b, bn)
+            }
+            _ => {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(15),
+                    "no new home for the room"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let mut b = b;
+    assert_eq!(a_node, b_node);
+    a.wait_ready(TIMEOUT).await.expect("A connected again");
+    b.wait_ready(TIMEOUT).await.expect("B connected again");
+    warm_up(&mut a, &mut b).await;
+    let met_again = killed.elapsed();
+    println!(
+        "node killed: A and B meet again on {a_node} after {met_again:?} (lease {LEASE_MS} ms)"
+    );
+    assert!(met_again < Duration::from_secs(15), "{met_again:?}");
+    let mut seen = Seen::new();
+    stream(&mut a, &mut [("B", &mut b)], 100..160, &mut seen).await;
+    check_delivery(&seen, "B", &(100..160).collect::<Vec<_>>(), 0.9);
+    a.close().await;
+    b.close().await;
+
+    // Redis stops: joins fail at once with a clear code; it comes back, and so do joins.
+    let port = redis.port;
+    redis.stop().await;
+    let mut s = RawSocket::connect_url(&ws_url_of(&survivor)).await;
+    let asked = Instant::now();
+    s.send(r#"{"type":"join","room":"while-down","name":"D"}"#)
+        .await;
+    let refused = s.expect_error("cluster_unavailable").await;
+    println!(
+        "Redis down: join refused after {:?}: {refused}",
+        asked.elapsed()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    let redis = Redis::start_on(port).await;
+    let back = Instant::now();
+    loop {
+        let mut s = RawSocket::connect_url(&ws_url_of(&survivor)).await;
+        s.send(r#"{"type":"join","room":"after","name":"E"}"#).await;
+        let answer = s.recv().await.unwrap();
+        if matches!(answer["type"].as_str(), Some("welcome") | Some("redirect")) {
+            println!("Redis back: joins work again after {:?}", back.elapsed());
+            break;
+        }
+        assert_eq!(answer["code"], "cluster_unavailable", "{answer}");
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "joins did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for node in nodes {
+        node.kill().await;
+    }
+    redis.stop().await;
+}
+
+/// Two Chromium pages open different nodes of the cluster with the same room link: the one
+/// whose node does not host the room is sent to the one that does, and they see each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_chromium_pages_that_open_different_nodes_meet_in_one_room() {
+    let _serial = serial().await;
+    let redis = Redis::start().await;
+    let first = Node::start(&redis.url(), &[]).await;
+    let second = Node::start(&redis.url(), &[]).await;
+    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    let bob_base = std::ffi::OsString::from(&second.url);
+    let dir = crate::browser::run_script_at(
+        "room.mjs",
+        &first.url,
+        &[],
+        &[
+            ("BOB_BASE", bob_base.as_os_str()),
+            ("SHOT", std::ffi::OsStr::new("room-cluster.png")),
+        ],
+    )
+    .await;
+    assert!(dir.join("room-cluster.png").exists());
+    first.kill().await;
+    second.kill().await;
+    redis.stop().await;
+}
