@@ -8,7 +8,7 @@ scripts/setup.sh test
 scripts/test-tools.sh
 # The compose file must be valid (Debian's docker-compose; no engine needed).
 echo "test: docker-compose.yml"
-PUBLIC_IP=203.0.113.10 docker-compose -f docker-compose.yml config -q
+DOMAIN=call.example.org PUBLIC_IP=203.0.113.10 docker-compose -f docker-compose.yml config -q
 # Fuzz targets, FUZZ_SECONDS each (0: skipped); before the tests so that the run ends with their
 # summary.
 if [ "${FUZZ_SECONDS:-60}" != 0 ]; then

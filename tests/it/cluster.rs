@@ -63,6 +63,16 @@ impl Redis {
             && matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"+PONG"))
     }
 
+    /// Sends a signal (`-STOP`, `-CONT`) to the server.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("redis-server runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
@@ -274,6 +284,22 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
     check_delivery(&seen, "B", &(100..160).collect::<Vec<_>>(), 0.9);
     a.close().await;
     b.close().await;
+
+    // Redis hangs (SIGSTOP: connections open, no answers): a join fails with a clear code
+    // within cluster.redis_timeout_ms instead of hanging.
+    redis.signal("-STOP");
+    let mut s = RawSocket::connect_url(&ws_url_of(&survivor)).await;
+    let asked = Instant::now();
+    s.send(r#"{"type":"join","room":"while-hung","name":"H"}"#)
+        .await;
+    s.expect_error("cluster_unavailable").await;
+    let hung = asked.elapsed();
+    println!("Redis hung: join refused after {hung:?} (redis_timeout_ms 500)");
+    assert!(
+        hung >= Duration::from_millis(400) && hung < Duration::from_secs(3),
+        "{hung:?}"
+    );
+    redis.signal("-CONT");
 
     // Redis stops: joins fail at once with a clear code; it comes back, and so do joins.
     let port = redis.port;
