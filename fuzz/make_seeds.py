@@ -4,6 +4,9 @@ after changing this file). Standard library only: every seed is built here byte 
 and valid (or nearly) so that the fuzzer starts from inputs that reach deep into each parser.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import struct
@@ -96,6 +99,28 @@ def sdp():
     write("sdp", "simulcast-offer.sdp", head + audio + simulcast)
     write("sdp", "vp8-only.sdp", head + section("video", 0, ["96"], ["a=rtpmap:96 VP8/90000"]))
     write("sdp", "answer.sdp", head + audio.replace("actpass", "active") + video.replace("actpass", "active"))
+
+
+# ---- join_token: JWTs as `facerelay token` makes them, signed with the fuzzing secret ----
+FUZZ_TOKEN_SECRET = b"the fuzz targets' join-token secret, 32+ chars"
+
+
+def jwt(claims):
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+    head = b64(json.dumps({"typ": "JWT", "alg": "HS256"}, separators=(",", ":")).encode())
+    body = b64(json.dumps(claims, separators=(",", ":")).encode())
+    sig = hmac.new(FUZZ_TOKEN_SECRET, head + b"." + body, hashlib.sha256).digest()
+    return head + b"." + body + b"." + b64(sig)
+
+
+def join_token():
+    # Far in the future: the seeds stay valid.
+    base = {"name": "Fuzz", "publish": True, "face": True, "exp": 4102444800, "iat": 1767225600}
+    write("join_token", "lab.jwt", jwt(dict(base, room="lab")))
+    write("join_token", "roulette.jwt", jwt(base))
+    write("join_token", "expired.jwt", jwt(dict(base, room="lab", exp=1767225600)))
+    write("join_token", "alg-none.jwt", b"eyJhbGciOiJub25lIn0.eyJyb29tIjoibGFiIn0.")
 
 
 # ---- candidate: trickled candidate lines ----
@@ -312,5 +337,5 @@ def container():
 
 
 if __name__ == "__main__":
-    for make in (signalling, sdp, candidate, rtp_h264, face_image, onnx_initializer, container):
+    for make in (signalling, join_token, sdp, candidate, rtp_h264, face_image, onnx_initializer, container):
         make()

@@ -13,8 +13,9 @@ use crate::rtc::assembler::{Assembler, RtpIn};
 use crate::rtc::{parse_remote, screen_candidate};
 
 /// The fuzz targets, by name (the file names under `fuzz/fuzz_targets/` and `fuzz/seeds/`).
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, fn(&[u8])); 8] = [
     ("signalling", signalling),
+    ("join_token", join_token),
     ("sdp", sdp),
     ("candidate", candidate),
     ("rtp_h264", rtp_h264),
@@ -27,6 +28,21 @@ pub const TARGETS: [(&str, fn(&[u8])); 7] = [
 pub fn signalling(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::signal::protocol::parse_client_message(text);
+    }
+}
+
+/// The secret the `join_token` seeds are signed with (`fuzz/make_seeds.py`).
+pub const FUZZ_TOKEN_SECRET: &str = "the fuzz targets' join-token secret, 32+ chars";
+
+/// A join token sent with a `join` or `roulette` message, checked as a server with
+/// `server.token_secret` does: whatever it holds, a token it accepts opens the room asked.
+pub fn join_token(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        for room in [Some("lab"), None] {
+            if let Ok(claims) = crate::signal::token::verify(FUZZ_TOKEN_SECRET, text, room) {
+                assert_eq!(claims.room.as_deref(), room);
+            }
+        }
     }
 }
 
@@ -169,6 +185,12 @@ mod tests {
     #[test]
     fn the_seeds_are_valid_inputs() {
         use crate::media::{container, sei};
+        for (name, room) in [("lab.jwt", Some("lab")), ("roulette.jwt", None)] {
+            let token = String::from_utf8(seed("join_token", name)).unwrap();
+            let claims = crate::signal::token::verify(FUZZ_TOKEN_SECRET, &token, room)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(claims.name, "Fuzz", "{name}");
+        }
         for name in [
             "stream.h264",
             "plain.mp4",
