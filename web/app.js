@@ -194,8 +194,16 @@ function linkParams() {
   return q;
 }
 
-/** Continues this call on another node of the cluster: its page, joining at once. */
-function goTo(nodeUrl) {
+/**
+ * Continues this call on another node of the cluster: its page, joining at once. Returns false,
+ * and stays, when that node does not answer (it may just have died).
+ */
+async function goTo(nodeUrl) {
+  try {
+    await fetch(new URL("/healthz", nodeUrl), { mode: "no-cors", cache: "no-store" });
+  } catch {
+    return false;
+  }
   state.leaving = true;
   clearTimeout(state.reconnectTimer);
   state.ws?.close();
@@ -203,6 +211,7 @@ function goTo(nodeUrl) {
   q.set("name", state.name);
   q.set("join", "1");
   location.assign(`${new URL("/", nodeUrl)}?${q}`);
+  return true;
 }
 
 /** The claims of a join token (its middle part), or null; the server checks its signature. */
@@ -224,27 +233,40 @@ function connect() {
   setStatus(state.retries ? "Reconnecting…" : "Connecting…");
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   state.ws = ws;
-  // A join token from the link (servers with `server.token_secret`) goes with every join.
-  const token = joinToken ? { token: joinToken } : {};
-  ws.onopen = () => send(state.mode === "roulette"
-    ? { type: "roulette", name: state.name, ...token }
-    : { type: "join", room: state.room, name: state.name, ...token });
+  ws.onopen = () => send(joinMessage());
   ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => showError(err.message));
   ws.onclose = () => {
     if (state.ws !== ws) return;
     closePeer();
     if (state.leaving) return;
-    // This node went away and the cluster has others: continue on one of them.
+    // This node went away and the cluster has others: continue on one that answers.
     if (state.retries >= 2 && state.nodes.length > 0) {
-      goTo(state.nodes[state.retries % state.nodes.length]);
+      const nodes = [...state.nodes];
+      (async () => {
+        for (const node of nodes) if (await goTo(node)) return;
+        reconnectLater();
+      })();
       return;
     }
-    // Lost the server: try again with backoff, keeping the camera running.
-    const delay = Math.min(30, 2 ** state.retries);
-    state.retries += 1;
-    setStatus(`Connection lost. Reconnecting in ${delay} s…`);
-    state.reconnectTimer = setTimeout(connect, delay * 1000);
+    reconnectLater();
   };
+}
+
+// Lost the server: try again with backoff, keeping the camera running.
+function reconnectLater() {
+  const delay = Math.min(30, 2 ** state.retries);
+  state.retries += 1;
+  setStatus(`Connection lost. Reconnecting in ${delay} s…`);
+  state.reconnectTimer = setTimeout(connect, delay * 1000);
+}
+
+// The join (or roulette) message, with the link's join token (servers with
+// `server.token_secret`).
+function joinMessage() {
+  const token = joinToken ? { token: joinToken } : {};
+  return state.mode === "roulette"
+    ? { type: "roulette", name: state.name, ...token }
+    : { type: "join", room: state.room, name: state.name, ...token };
 }
 
 // After a reconnection (a new session: the server knows nothing of the old one), the chosen face
@@ -271,8 +293,14 @@ async function reapplyFace() {
 async function onMessage(msg) {
   switch (msg.type) {
     case "redirect":
-      // In a cluster: the room lives on another node; the page continues there.
-      goTo(msg.url);
+      // In a cluster: the room lives on another node; the page continues there. If that node
+      // does not answer, ask again shortly: once its lease runs out the room is placed anew.
+      if (!(await goTo(msg.url))) {
+        const delay = Math.min(5, 1 + state.retries);
+        state.retries += 1;
+        setStatus(`The room's server does not answer. Trying again in ${delay} s…`);
+        state.reconnectTimer = setTimeout(() => send(joinMessage()), delay * 1000);
+      }
       break;
     case "welcome":
       state.retries = 0;

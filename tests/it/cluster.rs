@@ -128,6 +128,10 @@ impl Node {
         Self { child, url }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("the node runs")
+    }
+
     /// SIGKILL: no goodbye, no lease released.
     pub(crate) async fn kill(mut self) {
         let _ = self.child.kill().await;
@@ -362,6 +366,29 @@ async fn two_chromium_pages_that_open_different_nodes_meet_in_one_room() {
     )
     .await;
     assert!(dir.join("room-cluster.png").exists());
+    first.kill().await;
+    second.kill().await;
+    redis.stop().await;
+}
+
+/// The node of a room dies under two Chromium pages: they continue on another node of the
+/// cluster by themselves (the `welcome` listed it) and meet again there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_pages_continue_on_another_node_when_theirs_dies() {
+    let _serial = serial().await;
+    let redis = Redis::start().await;
+    let first = Node::start(&redis.url(), &[]).await;
+    let second = Node::start(&redis.url(), &[]).await;
+    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    let pid = first.pid().to_string();
+    let dir = crate::browser::run_script_at(
+        "failover.mjs",
+        &first.url,
+        &[],
+        &[("NODE_PID", std::ffi::OsStr::new(&pid))],
+    )
+    .await;
+    assert!(dir.join("failover.png").exists());
     first.kill().await;
     second.kill().await;
     redis.stop().await;
