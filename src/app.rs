@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use crate::cluster::{self, ClusterError, Load, NodeState, RedisRouter, SharedRouter, Standalone};
+use crate::cluster::{
+    self, ClusterError, Load, NodeState, RedisRouter, Router, SharedRouter, Standalone,
+};
 use crate::config::Config;
 use crate::infer::scheduler::Admission;
 use crate::media::FrameStage;
@@ -112,7 +114,7 @@ pub async fn build_node(
     swap: Swap,
     page_url: String,
 ) -> Result<(Arc<App>, watch::Sender<bool>), ClusterError> {
-    let pieces = Pieces::new(config, swap);
+    let mut pieces = Pieces::new(config, swap);
     let cluster = &pieces.config.cluster;
     if cluster.redis_url.is_empty() {
         return Ok(pieces.finish(Arc::new(Standalone)));
@@ -130,6 +132,7 @@ pub async fn build_node(
     });
     let router = RedisRouter::connect(cluster, url, state).await?;
     ParticipantId::set_node(router.number());
+    router.clone().register_metrics(&mut pieces.registry);
     Ok(pieces.finish(router))
 }
 

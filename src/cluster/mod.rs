@@ -22,6 +22,8 @@ mod redis_router;
 
 use std::sync::Arc;
 
+use crate::metrics::Registry;
+
 pub use redis_router::RedisRouter;
 
 /// Where a room lives.
@@ -74,6 +76,8 @@ pub trait Router: Send + Sync + 'static {
     fn other_nodes(&self) -> Vec<String>;
     /// This node stops (its rooms may be placed elsewhere at once).
     async fn leave(&self) {}
+    /// Registers the router's own metrics (a cluster's: its nodes and its store).
+    fn register_metrics(self: Arc<Self>, _registry: &mut Registry) {}
 }
 
 /// One node, no Redis: every room lives here.

@@ -8,6 +8,7 @@
 //!   node while the room has someone in it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{least_loaded, ClusterError, Load, NodeState, Placement, Router};
 use crate::config::ClusterConfig;
+use crate::metrics::{Registry, Scraped};
 
 const PREFIX: &str = "facerelay:";
 
@@ -53,6 +55,8 @@ pub struct RedisRouter {
     /// Rooms placed on this node, and when: a room keeps its lease for one lease after it was
     /// placed even before anyone arrives (the page may be on its way).
     placed: Mutex<HashMap<String, Instant>>,
+    /// The last heartbeat reached Redis.
+    store_up: AtomicBool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ClusterError {
@@ -109,6 +113,7 @@ impl RedisRouter {
             state,
             others: RwLock::default(),
             placed: Mutex::default(),
+            store_up: AtomicBool::new(true),
         });
         router.heartbeat().await.map_err(unavailable)?;
         let weak = Arc::downgrade(&router);
@@ -356,6 +361,23 @@ impl Router for RedisRouter {
         self.unregister().await
     }
 
+    fn register_metrics(self: Arc<Self>, registry: &mut Registry) {
+        let (nodes, up) = (Arc::downgrade(&self), Arc::downgrade(&self));
+        let mut scraped = Scraped::default();
+        scraped
+            .gauge(
+                "facerelay_cluster_nodes",
+                "Live nodes of the cluster, this one included, as of the last heartbeat.",
+                move || nodes.upgrade().map_or(0, |r| r.others.read().map_or(0, |o| o.len()) as u64 + 1),
+            )
+            .gauge(
+                "facerelay_cluster_store_up",
+                "1 when the last heartbeat reached Redis, else 0 (joins then fail with cluster_unavailable).",
+                move || up.upgrade().is_some_and(|r| r.store_up.load(Ordering::Relaxed)) as u64,
+            );
+        scraped.register(registry);
+    }
+
     fn other_nodes(&self) -> Vec<String> {
         self.others
             .read()
@@ -375,7 +397,11 @@ async fn beat(router: Weak<RedisRouter>, every: Duration) {
         let Some(router) = router.upgrade() else {
             return;
         };
-        match tokio::time::timeout(router.timeout, router.heartbeat()).await {
+        let result = tokio::time::timeout(router.timeout, router.heartbeat()).await;
+        router
+            .store_up
+            .store(matches!(result, Ok(Ok(()))), Ordering::Relaxed);
+        match result {
             Ok(Ok(())) if std::mem::take(&mut failing) => {
                 tracing::info!("the cluster store answers again");
             }

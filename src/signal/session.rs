@@ -420,7 +420,7 @@ impl Session {
             Ok(Placement::Here) => {}
             Ok(Placement::There { url }) => return Ok(Joined::Elsewhere(url)),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot place a join");
+                tracing::debug!(error = %e, "cannot place a join");
                 return Err((e.code(), e.to_string()));
             }
         }

@@ -189,6 +189,12 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
     let pages: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     // Let every node see the others once.
     tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    async fn metrics(page: &str) -> String {
+        crate::support::http_get(&format!("{page}metrics")).await
+    }
+    let m = metrics(&pages[0]).await;
+    assert!(m.contains("\nfacerelay_cluster_nodes 3\n"), "{m}");
+    assert!(m.contains("\nfacerelay_cluster_store_up 1\n"), "{m}");
 
     // A joins through node 0, B through node 1: both end on the node that hosts the room, and
     // B receives A's video intact.
@@ -322,6 +328,9 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
         "{:?}",
         asked.elapsed()
     );
+    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    let m = metrics(&survivor).await;
+    assert!(m.contains("\nfacerelay_cluster_store_up 0\n"), "{m}");
     let redis = Redis::start_on(port).await;
     let back = Instant::now();
     loop {
