@@ -22,6 +22,8 @@ const state = {
   retries: 0,
   reconnectTimer: null,
   nodes: [], // in a cluster: the pages of the other live nodes (from the welcome)
+  partner: null, // roulette: who you talk with ({id, name}), and whom you talked with last
+  lastPartner: null,
   chosen: null, // the face to put back after a reconnection: {photo: Blob} or {gallery: name}
   statsTimer: null,
   lastBytes: new Map(),
@@ -96,9 +98,42 @@ function show(section) {
   $("leave").textContent = state.mode === "roulette" ? "Stop" : "Leave";
 }
 
-function notice(text) {
+// One notice at a time, in order. A confirmation the person must be able to read (a report,
+// a block) is held for NOTICE_HOLD_MS: what comes meanwhile (the next pairing) waits behind it.
+const NOTICE_HOLD_MS = 4000;
+const notices = { until: 0, timer: null, next: undefined };
+
+function notice(text, hold = false) {
+  const now = Date.now();
+  if (now < notices.until) {
+    notices.next = text;
+    return;
+  }
+  clearTimeout(notices.timer);
   $("notice").textContent = text ?? "";
   $("notice").hidden = !text;
+  if (!hold) return;
+  notices.until = now + NOTICE_HOLD_MS;
+  notices.next = undefined;
+  notices.timer = setTimeout(() => {
+    notices.until = 0;
+    if (notices.next !== undefined) notice(notices.next);
+  }, NOTICE_HOLD_MS);
+}
+
+// Clears the notice at once, held or not (leaving the call).
+function clearNotice() {
+  clearTimeout(notices.timer);
+  notices.until = 0;
+  notices.next = undefined;
+  notice("");
+}
+
+// Roulette buttons work only when they would do something: Next with a partner, Report and
+// Block with a partner or, while waiting, the last one.
+function rouletteButtons() {
+  $("next").disabled = !state.partner;
+  $("report").disabled = $("block").disabled = !(state.partner || state.lastPartner);
 }
 
 function removePartners() {
@@ -317,17 +352,28 @@ async function onMessage(msg) {
       break;
     case "roulette-waiting":
       removePartners();
-      state.rouletteStatus = `Waiting for someone… ${msg.online} online`;
+      state.rouletteStatus = msg.online > 1
+        ? `Waiting for someone… ${msg.online} people in the roulette`
+        : "Waiting for someone… you are the only one in the roulette right now";
       setStatus(state.rouletteStatus);
+      rouletteButtons();
       break;
     case "roulette-paired":
       noteParticipant(msg.partner);
       state.rouletteStatus = `Talking with ${msg.partner.name}`;
       setStatus(state.rouletteStatus);
-      notice("");
+      // With nobody else waiting, the roulette pairs the same two again: say so.
+      notice(msg.partner.id === state.lastPartner?.id
+        ? `Nobody else is waiting right now, so you are with ${msg.partner.name} again.`
+        : "");
+      state.partner = msg.partner;
+      rouletteButtons();
       break;
     case "roulette-ended":
       removePartners();
+      state.lastPartner = state.partner ?? state.lastPartner;
+      state.partner = null;
+      rouletteButtons();
       notice({
         next: "Your partner moved on. Finding someone new…",
         stop: "Your partner left the roulette. Finding someone new…",
@@ -365,11 +411,13 @@ async function onMessage(msg) {
       state.names.delete(msg.id);
       break;
     case "error":
-      showError(SERVER_ERRORS[msg.code] ?? msg.message);
       if (["room_full", "server_full", "roulette_full", "shutting_down", "invalid_room", "invalid_name",
         "token_required", "bad_token", "token_expired", "token_wrong_room", "cluster_unavailable"].includes(msg.code)) {
         leave();
       }
+      // A roulette request the server could not aim at anyone: its confirmation was wrong.
+      if (msg.code === "no_partner") clearNotice();
+      showError(SERVER_ERRORS[msg.code] ?? msg.message);
       break;
     case "bye":
       showError(`The server ended the call: ${msg.reason}.`);
@@ -560,7 +608,9 @@ async function updateStats() {
 // Joins the room `room`, or the roulette when `room` is null.
 async function join(room, name) {
   showError("");
-  notice("");
+  clearNotice();
+  state.partner = state.lastPartner = null;
+  rouletteButtons();
   state.mode = room === null ? "roulette" : "room";
   state.room = room;
   state.name = name;
@@ -577,6 +627,9 @@ async function join(room, name) {
 }
 
 function leave() {
+  showError("");
+  clearNotice();
+  state.partner = state.lastPartner = null;
   state.leaving = true;
   clearTimeout(state.reconnectTimer);
   clearInterval(state.statsTimer);
@@ -612,16 +665,24 @@ $("roulette").addEventListener("click", () => {
   if (!$("name").reportValidity()) return;
   start(null);
 });
-$("next").addEventListener("click", () => { removePartners(); notice("Finding someone new…"); send({ type: "next" }); });
-$("report").addEventListener("click", () => {
+// Next, Report and Block end the pair here at once (the server says so to the partner); the
+// page waits for the next pairing.
+function endPair(type, text, hold) {
   removePartners();
-  notice("Reported, thank you. You will not meet this person again. Finding someone new…");
-  send({ type: "report" });
+  state.lastPartner = state.partner ?? state.lastPartner;
+  state.partner = null;
+  rouletteButtons();
+  notice(text, hold);
+  send({ type });
+}
+$("next").addEventListener("click", () => endPair("next", "Finding someone new…", false));
+$("report").addEventListener("click", () => {
+  const who = (state.partner ?? state.lastPartner)?.name ?? "this person";
+  endPair("report", `Reported, thank you. You will not meet ${who} again. Finding someone new…`, true);
 });
 $("block").addEventListener("click", () => {
-  removePartners();
-  notice("Blocked. You will not meet this person again. Finding someone new…");
-  send({ type: "block" });
+  const who = (state.partner ?? state.lastPartner)?.name ?? "this person";
+  endPair("block", `Blocked. You will not meet ${who} again. Finding someone new…`, true);
 });
 $("leave").addEventListener("click", leave);
 $("mic").addEventListener("click", (e) => toggle("audio", e.currentTarget));

@@ -563,18 +563,21 @@ impl ServerPeer {
         published: &Arc<Published>,
     ) -> Result<SubscriptionId, RtcError> {
         let ssrc = egress::rand_u32();
+        let id = SubscriptionId(self.next_subscription);
+        self.next_subscription += 1;
+        // The track id names the subscription, not only the stream: a stream unsubscribed and
+        // subscribed again before the removal is negotiated (the roulette pairing the same two
+        // again) must not give two media sections the same `a=msid`, which browsers refuse.
         let track = local_track(
             published.kind,
             &published.owner,
-            &format!("{}-{}", published.owner, published.stream),
+            &format!("{}-{}-{}", published.owner, published.stream, id.0),
             ssrc,
         );
         let sender = self
             .pc
             .add_track(track.clone() as Arc<dyn TrackLocal>)
             .await?;
-        let id = SubscriptionId(self.next_subscription);
-        self.next_subscription += 1;
         let sink = Arc::new(Sink::queued(id.0, track, ssrc));
         published.fanout.add(sink.clone());
         self.subscriptions.insert(

@@ -165,6 +165,13 @@ async fn three_chromium_pages_in_the_roulette() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_roulette_says_one_thing_at_a_time_and_only_offers_what_works() {
+    let _serial = serial().await;
+    let dir = run_browser_script("roulette_messages.mjs").await;
+    assert!(dir.join("roulette-reported.png").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_face_picker_uploads_a_photo_and_refuses_a_non_image() {
     let _serial = serial().await;
     let mut config = Config::defaults();
