@@ -216,15 +216,12 @@ impl Session {
             Action::Send(msg) => self.send(msg).await,
             Action::Error { code, message } => self.send_error(code, message).await,
             Action::Join { seat, name, token } => {
-                let (room, place) = match &seat {
-                    Seat::Room(room) => (Some(room.as_str()), "room"),
-                    Seat::Roulette => (None, "roulette"),
+                let room = match &seat {
+                    Seat::Room(room) => Some(room.as_str()),
+                    Seat::Roulette => None,
                 };
                 return Some(match self.try_join(room, &name, token.as_deref()).await {
-                    Ok(Joined::Here(id, present)) => {
-                        self.app.edge.joined(place);
-                        Input::Joined { id, present }
-                    }
+                    Ok(Joined::Here(id, present)) => Input::Joined { id, present },
                     Ok(Joined::Elsewhere(url)) => {
                         self.app.edge.joined("redirected");
                         Input::Redirected { url }
@@ -457,6 +454,11 @@ impl Session {
             }
         };
         tracing::info!(place = %place, participant = %id, "joined");
+        // Counted before the welcome goes out: whoever reads /metrics after it sees the join.
+        self.app.edge.joined(match place {
+            Place::Room(_) => "room",
+            Place::Roulette => "roulette",
+        });
         let (command_tx, command_rx) = mpsc::channel(16);
         let token = self
             .app

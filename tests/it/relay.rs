@@ -392,10 +392,19 @@ async fn a_subscribers_pli_makes_the_encoder_send_an_idr() {
         }
         keyframes
     }
-    assert_eq!(
-        keyframes_in(&mut a, &mut b, 0..30).await,
-        0,
-        "no IDR without a request"
+    // The server asks its encoder for an IDR by itself only to recover a frame a subscriber
+    // missed (encoded frames egress could not take, or a subscriber's full queue): under a
+    // loaded machine that may happen, and is then counted.
+    let recoveries = || {
+        server.app.engine.pipeline_metrics().output_dropped.get()
+            + server.app.engine.metrics().egress_dropped.get()
+    };
+    let before = recoveries();
+    let steady = keyframes_in(&mut a, &mut b, 0..30).await;
+    let recovered = recoveries() - before;
+    assert!(
+        steady == 0 || recovered > 0,
+        "no IDR without a request: {steady} IDRs, {recovered} frames missed by egress"
     );
     b.request_keyframes().await;
     let after = keyframes_in(&mut a, &mut b, 30..60).await;
