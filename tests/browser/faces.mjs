@@ -4,16 +4,12 @@
 // the others see it blurred. A non-image upload shows an error and the face stays. Usage: node tests/browser/faces.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR PHOTO
 
 import { writeFileSync } from "node:fs";
-import { launch, look, openPage, until, sleep, waitForBadge } from "./lib.mjs";
+import { fail, launch, look, openPage, until, sleep, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo] = process.argv.slice(2);
 const browser = await launch();
 const room = `faces-${Date.now()}`;
 const link = `${base}?room=${room}`;
-const fail = (what, detail) => {
-  console.log(`FAIL: ${what}: ${JSON.stringify(detail)}`);
-  return false;
-};
 
 async function run() {
   const ann = await openPage(browser, link, "Ann");

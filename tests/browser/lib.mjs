@@ -84,3 +84,14 @@ export async function annAndBob(browser, link) {
   if (!r.ok) throw new Error(`Bob does not see Ann: ${JSON.stringify(r.states)}`);
   return { ann, bob };
 }
+
+// A failed check: says what and with which states, and returns false (the script then exits 1).
+export function fail(what, detail) {
+  console.log(`FAIL: ${what}: ${JSON.stringify(detail)}`);
+  return false;
+}
+
+// Page states: the one remote tile is `name`'s video, playing; or nobody, waiting in the roulette.
+export const playing = (name) => (s) =>
+  s.remote.length === 1 && s.remote[0].name === name && s.remote[0].width > 0 && s.framesDecoded > 0;
+export const waiting = (s) => s.remote.length === 0 && /Waiting/.test(s.status);

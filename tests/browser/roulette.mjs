@@ -3,18 +3,11 @@
 // left returns to waiting. Screenshots go to the folder given.
 // Usage: node tests/browser/roulette.mjs http://127.0.0.1:PORT/ [ARTIFACT_DIR]
 
-import { launch, openPage, until } from "./lib.mjs";
+import { fail, launch, openPage, playing, until, waiting } from "./lib.mjs";
 
 const base = process.argv[2];
 const dir = process.argv[3] ?? "test-artifacts";
 const browser = await launch();
-const fail = (what, states) => {
-  console.log(`FAIL: ${what}: ${JSON.stringify(states)}`);
-  return false;
-};
-const playing = (name) => (s) =>
-  s.remote.length === 1 && s.remote[0].name === name && s.remote[0].width > 0 && s.framesDecoded > 0;
-const waiting = (s) => s.remote.length === 0 && /Waiting/.test(s.status);
 
 async function run() {
   const ann = await openPage(browser, base, "Ann");

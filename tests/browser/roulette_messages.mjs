@@ -3,18 +3,11 @@
 // report's confirmation stays readable and is the only message; Stop leaves no error behind.
 // Usage: node tests/browser/roulette_messages.mjs http://127.0.0.1:PORT/ [ARTIFACT_DIR]
 
-import { launch, openPage, until, sleep } from "./lib.mjs";
+import { fail, launch, openPage, playing, until, sleep, waiting } from "./lib.mjs";
 
 const base = process.argv[2];
 const dir = process.argv[3] ?? "test-artifacts";
 const browser = await launch();
-const fail = (what, detail) => {
-  console.log(`FAIL: ${what}: ${JSON.stringify(detail)}`);
-  return false;
-};
-const playing = (name) => (s) =>
-  s.remote.length === 1 && s.remote[0].name === name && s.remote[0].width > 0 && s.framesDecoded > 0;
-const waiting = (s) => s.remote.length === 0 && /Waiting/.test(s.status);
 const buttons = (page) => page.evaluate(() =>
   Object.fromEntries(["next", "report", "block"].map((id) => [id, !document.getElementById(id).disabled])));
 const shown = (page, id) => page.evaluate((id) => {
