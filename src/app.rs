@@ -11,13 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::cluster::{
-    self, ClusterError, Load, NodeState, RedisRouter, Router, SharedRouter, Standalone,
+    self, ClusterError, Load, NodeState, RedisPairing, RedisRouter, Router, SharedRouter,
+    Standalone,
 };
 use crate::config::Config;
 use crate::infer::scheduler::Admission;
 use crate::media::FrameStage;
 use crate::metrics::{Family, Gauge, Labels, Registry, Scraped};
-use crate::room::hub::RouletteHub;
+use crate::room::hub::{Pairing, RouletteHub};
 use crate::room::roulette::{InMemoryMatchmaker, RouletteConfig};
 use crate::room::{InMemoryDirectory, ParticipantId, RoomDirectory};
 use crate::rtc::{RtcEngine, RtcSettings};
@@ -103,7 +104,7 @@ pub struct SwapStartError(String);
 /// subsystem's metrics in one registry. Returns the edge's state and the sender that starts
 /// draining.
 pub fn build(config: Config, swap: Swap) -> (Arc<App>, watch::Sender<bool>) {
-    Pieces::new(config, swap).finish(Arc::new(Standalone))
+    Pieces::new(config, swap, false).finish(Arc::new(Standalone))
 }
 
 /// Wires a node, in the cluster of `cluster.redis_url` when it names one: the node registers
@@ -114,9 +115,10 @@ pub async fn build_node(
     swap: Swap,
     page_url: String,
 ) -> Result<(Arc<App>, watch::Sender<bool>), ClusterError> {
-    let mut pieces = Pieces::new(config, swap);
+    let clustered = !config.cluster.redis_url.is_empty();
+    let mut pieces = Pieces::new(config, swap, clustered);
     let cluster = &pieces.config.cluster;
-    if cluster.redis_url.is_empty() {
+    if !clustered {
         return Ok(pieces.finish(Arc::new(Standalone)));
     }
     let url = if cluster.node_url.is_empty() {
@@ -132,6 +134,9 @@ pub async fn build_node(
     });
     let router = RedisRouter::connect(cluster, url, state).await?;
     ParticipantId::set_node(router.number());
+    if let Some(shared) = &pieces.shared_roulette {
+        shared.attach(router.clone());
+    }
     router.clone().register_metrics(&mut pieces.registry);
     Ok(pieces.finish(router))
 }
@@ -142,13 +147,16 @@ struct Pieces {
     engine: Arc<RtcEngine>,
     directory: Arc<dyn RoomDirectory>,
     roulette: Arc<RouletteHub>,
+    /// The cluster's roulette, once the node has joined it.
+    shared_roulette: Option<Arc<RedisPairing>>,
     swap: Swap,
     admission: Option<Admission>,
     registry: Registry,
 }
 
 impl Pieces {
-    fn new(config: Config, swap: Swap) -> Self {
+    /// `clustered`: the roulette's queue is the cluster's (in Redis), not this node's.
+    fn new(config: Config, swap: Swap, clustered: bool) -> Self {
         let mut registry = Registry::default();
         register_process(&mut registry);
         let engine = RtcEngine::new(RtcSettings::from_config(&config), swap.stage.clone());
@@ -161,12 +169,18 @@ impl Pieces {
             config.rooms.max_total_participants,
             config.rooms.max_name_chars,
         ));
-        let roulette = Arc::new(RouletteHub::new(Arc::new(InMemoryMatchmaker::new(
-            RouletteConfig {
-                cooldown: Duration::from_secs(config.roulette.cooldown_secs),
-                max_participants: config.roulette.max_participants,
-            },
-        ))));
+        let cooldown = Duration::from_secs(config.roulette.cooldown_secs);
+        let max_participants = config.roulette.max_participants;
+        let shared_roulette =
+            clustered.then(|| Arc::new(RedisPairing::new(cooldown, max_participants)));
+        let pairing: Arc<dyn Pairing> = match &shared_roulette {
+            Some(shared) => shared.clone(),
+            None => Arc::new(InMemoryMatchmaker::new(RouletteConfig {
+                cooldown,
+                max_participants,
+            })),
+        };
+        let roulette = Arc::new(RouletteHub::new(pairing));
         crate::room::register_metrics(directory.clone(), roulette.clone(), &mut registry);
         let admission = swap.live.as_ref().map(|l| l.faces().admission().clone());
         Self {
@@ -174,6 +188,7 @@ impl Pieces {
             engine,
             directory,
             roulette,
+            shared_roulette,
             swap,
             admission,
             registry,
@@ -217,11 +232,7 @@ impl NodeState for NodeView {
     }
 
     fn rooms(&self) -> Vec<String> {
-        let mut rooms = self.directory.rooms();
-        if self.roulette.stats().online > 0 {
-            rooms.push(cluster::ROULETTE.to_owned());
-        }
-        rooms
+        self.directory.rooms()
     }
 }
 

@@ -22,6 +22,9 @@ const state = {
   retries: 0,
   reconnectTimer: null,
   nodes: [], // in a cluster: the pages of the other live nodes (from the welcome)
+  server: null, // in a cluster's roulette: the node this page talks to after a move (null: its own)
+  move: null, // roulette: the move just announced ({url, ticket}), done when the socket closes
+  ticket: null, // roulette: the ticket to enter with on the node moved to (used once)
   partner: null, // roulette: who you talk with ({id, name}), and whom you talked with last
   lastPartner: null,
   chosen: null, // the face to put back after a reconnection: {photo: Blob} or {gallery: name}
@@ -266,7 +269,8 @@ function send(msg) {
 
 function connect() {
   setStatus(state.retries ? "Reconnecting…" : "Connecting…");
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  const server = new URL(state.server ?? location.href);
+  const ws = new WebSocket(`${server.protocol === "https:" ? "wss" : "ws"}://${server.host}/ws`);
   state.ws = ws;
   ws.onopen = () => send(joinMessage());
   ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => showError(err.message));
@@ -274,6 +278,15 @@ function connect() {
     if (state.ws !== ws) return;
     closePeer();
     if (state.leaving) return;
+    if (state.move) {
+      // The roulette partner waits on another node: this page talks to it from now on (the
+      // chosen face goes with it and is put back on before any video is sent).
+      state.server = state.move.url;
+      state.ticket = state.move.ticket;
+      state.move = null;
+      connect();
+      return;
+    }
     // This node went away and the cluster has others: continue on one that answers.
     if (state.retries >= 2 && state.nodes.length > 0) {
       const nodes = [...state.nodes];
@@ -299,8 +312,10 @@ function reconnectLater() {
 // `server.token_secret`).
 function joinMessage() {
   const token = joinToken ? { token: joinToken } : {};
+  const ticket = state.ticket ? { ticket: state.ticket } : {};
+  state.ticket = null;
   return state.mode === "roulette"
-    ? { type: "roulette", name: state.name, ...token }
+    ? { type: "roulette", name: state.name, ...token, ...ticket }
     : { type: "join", room: state.room, name: state.name, ...token };
 }
 
@@ -336,6 +351,10 @@ async function onMessage(msg) {
         setStatus(`The room's server does not answer. Trying again in ${delay} s…`);
         state.reconnectTimer = setTimeout(() => send(joinMessage()), delay * 1000);
       }
+      break;
+    case "roulette-move":
+      state.move = { url: msg.url, ticket: msg.ticket };
+      setStatus("Someone is waiting for you on another server. Moving there…");
       break;
     case "welcome":
       state.retries = 0;
@@ -466,7 +485,7 @@ function relabel(id) {
 // ------------------------------------------------------------------------- face picker
 
 async function faceRequest(method, path, body) {
-  const response = await fetch(path, {
+  const response = await fetch(new URL(path, state.server ?? location.href), {
     method,
     body,
     headers: { Authorization: `Bearer ${state.token}` },
@@ -641,6 +660,7 @@ function leave() {
   state.faces.clear();
   state.chosen = null;
   state.token = null;
+  state.server = state.move = state.ticket = null;
   $("face-panel").hidden = true;
   $("face").setAttribute("aria-expanded", "false");
   $("face-preview").hidden = true;

@@ -5,10 +5,11 @@
 //! `cluster.heartbeat_ms` under a lease of `cluster.lease_ms`), a room → node map with leases
 //! (a room lives on one node; its first join places it on the least loaded live node with
 //! room, and the hosting node keeps the lease while the room has someone in it), and the node
-//! numbers that make participant ids unique across nodes. The roulette is placed like a room
-//! (one node hosts all of it, so every pair is on one node).
+//! numbers that make participant ids unique across nodes, and the roulette: one queue, its
+//! pairs and blocks, shared by every node ([`RedisPairing`]; a pair talks on one node, with
+//! room for both, and a participant whose partner waits elsewhere moves there).
 //!
-//! A browser may open any node. A node that does not host the room (or the roulette) answers
+//! A browser may open any node. A node that does not host the room answers
 //! the join with `redirect` and the URL of the node that does, and the page reopens there. When
 //! a node dies, its leases run out within `cluster.lease_ms`; its pages reconnect to another
 //! node (the `welcome` lists the live ones) and the room is placed again.
@@ -18,12 +19,14 @@
 //! once the connection manager has reconnected. Without `cluster.redis_url` there is one node
 //! and no Redis: [`Standalone`].
 
+mod redis_roulette;
 mod redis_router;
 
 use std::sync::Arc;
 
 use crate::metrics::Registry;
 
+pub use redis_roulette::RedisPairing;
 pub use redis_router::RedisRouter;
 
 /// Where a room lives.
@@ -53,9 +56,6 @@ impl ClusterError {
     }
 }
 
-/// The key under which the roulette is placed (no room name holds a control character).
-pub const ROULETTE: &str = "\u{1f}roulette";
-
 /// What a node reports about itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Load {
@@ -70,7 +70,7 @@ pub struct Load {
 /// Decides where rooms live.
 #[async_trait::async_trait]
 pub trait Router: Send + Sync + 'static {
-    /// Where `room` lives (a room name, or [`ROULETTE`]), placing it if nobody hosts it.
+    /// Where `room` lives, placing it if nobody hosts it.
     async fn place(&self, room: &str) -> Result<Placement, ClusterError>;
     /// The page URLs of the other live nodes, for a page whose node goes away.
     fn other_nodes(&self) -> Vec<String>;
@@ -97,7 +97,7 @@ impl Router for Standalone {
 /// Reads what a node reports at each heartbeat, and the rooms it has people in.
 pub trait NodeState: Send + Sync + 'static {
     fn load(&self) -> Load;
-    /// The rooms (and [`ROULETTE`]) with someone in them on this node.
+    /// The rooms with someone in them on this node.
     fn rooms(&self) -> Vec<String>;
 }
 

@@ -18,7 +18,7 @@ use super::{least_loaded, ClusterError, Load, NodeState, Placement, Router};
 use crate::config::ClusterConfig;
 use crate::metrics::{Registry, Scraped};
 
-const PREFIX: &str = "facerelay:";
+pub(super) const PREFIX: &str = "facerelay:";
 
 /// Renews a room's lease if this node holds it, or takes it if nobody does (after an outage);
 /// 1 if the room is this node's, 0 if another node holds it.
@@ -43,12 +43,12 @@ return 0
 "#;
 
 pub struct RedisRouter {
-    conn: ConnectionManager,
-    id: String,
+    pub(super) conn: ConnectionManager,
+    pub(super) id: String,
     url: String,
     number: u64,
-    lease: Duration,
-    timeout: Duration,
+    pub(super) lease: Duration,
+    pub(super) timeout: Duration,
     state: Arc<dyn NodeState>,
     /// The other live nodes, as of the last heartbeat: (id, page URL).
     others: RwLock<Vec<(String, String)>>,

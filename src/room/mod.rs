@@ -124,6 +124,12 @@ impl RoomId {
         ))
     }
 
+    /// The name of a roulette pair (`tag` unique per pair): its control character keeps it
+    /// apart from every name a client can send.
+    pub fn roulette_pair(tag: impl fmt::Display) -> Self {
+        Self(format!("roulette\u{1f}{tag}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -208,6 +214,11 @@ pub enum RoomEvent {
     Waiting {
         position: usize,
         online: usize,
+    },
+    /// Roulette, in a cluster: continue on the node at `url`, where the partner waits.
+    Move {
+        url: String,
+        ticket: String,
     },
 }
 

@@ -93,6 +93,13 @@ pub enum MatchEvent {
         position: usize,
         online: usize,
     },
+    /// In a cluster: `who`'s partner waits on another node, whose page is at `url`; `who`
+    /// continues there with `ticket` (the in-memory matchmaker never moves anyone).
+    Move {
+        who: ParticipantId,
+        url: String,
+        ticket: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +114,8 @@ pub enum RouletteError {
     RouletteFull { max: usize },
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("the roulette cannot pair anyone right now (its store does not answer: {0}); try again in a moment")]
+    Unavailable(String),
 }
 
 impl RouletteError {
@@ -118,6 +127,7 @@ impl RouletteError {
             RouletteError::NoPartner => "no_partner",
             RouletteError::RouletteFull { .. } => "roulette_full",
             RouletteError::ShuttingDown => "shutting_down",
+            RouletteError::Unavailable(_) => "cluster_unavailable",
         }
     }
 }
@@ -413,7 +423,7 @@ impl State {
     /// say, so that the loop in `settle` always ends.
     fn pair(&mut self, [(ticket_a, a), (ticket_b, b)]: [Queued; 2], events: &mut Vec<MatchEvent>) {
         // The control character keeps every name a client can send (`RoomId::parse`) apart.
-        let room = RoomId(format!("roulette\u{1f}{}", self.next_room));
+        let room = RoomId::roulette_pair(self.next_room);
         self.next_room += 1;
         self.pairs_made += 1;
         self.queue.remove(&ticket_a);
@@ -967,6 +977,7 @@ mod tests {
                 MatchEvent::Waiting {
                     position, online, ..
                 } => assert!((1..=*online).contains(position), "{event:?}"),
+                MatchEvent::Move { .. } => panic!("the in-memory matchmaker moved someone"),
             }
         }
     }
@@ -1077,6 +1088,7 @@ mod tests {
                         assert_eq!(partners.remove(partner), Some(*who));
                     }
                     MatchEvent::Waiting { who, .. } => assert!(!partners.contains_key(who)),
+                    MatchEvent::Move { .. } => panic!("moved on one node"),
                 }
             }
             assert_eq!(partners, m.snapshot().partners);

@@ -232,9 +232,7 @@ impl Drop for LiveSession {
 
 pub fn router(app: Arc<App>) -> Router {
     let web = ServeDir::new(&app.config.server.web_root).append_index_html_on_directories(true);
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let mut face = Router::new()
         .route(
             "/api/face",
             axum::routing::post(faces::upload)
@@ -245,7 +243,22 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/face/gallery/{name}",
             axum::routing::post(faces::pick_gallery),
-        )
+        );
+    if !app.config.cluster.redis_url.is_empty() {
+        // A roulette page that moved to this node keeps its first node's origin and sets its
+        // face here. The calls carry the session's bearer token, never cookies.
+        use axum::http::{header, Method};
+        face = face.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([Method::POST, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        );
+    }
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(face)
         .route("/api/gallery", get(faces::gallery))
         .route("/api/gallery/{name}", get(faces::gallery_image))
         .route("/ws", get(websocket))

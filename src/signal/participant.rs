@@ -32,7 +32,10 @@ use crate::rtc::IceCandidate;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seat {
     Room(String),
-    Roulette,
+    /// With the ticket of a move from another node, if any.
+    Roulette {
+        ticket: Option<String>,
+    },
 }
 
 /// A roulette request.
@@ -107,6 +110,11 @@ pub enum Input<T> {
     Waiting {
         position: usize,
         online: usize,
+    },
+    /// Roulette, in a cluster: the partner waits on the node at `url`; continue there.
+    Move {
+        url: String,
+        ticket: String,
     },
     /// What the participant's video carries changed (a face picked or cleared, the swap's
     /// report).
@@ -379,6 +387,13 @@ impl<T: Clone> Participant<T> {
                 ServerMessage::RouletteWaiting { position, online },
                 &mut out,
             ),
+            Input::Move { url, ticket } => {
+                if self.in_roulette() {
+                    out.push(Action::Send(ServerMessage::RouletteMove { url, ticket }));
+                    self.leave(now, &mut out);
+                    out.push(Action::Close);
+                }
+            }
             Input::Face { state, reason } => {
                 if let Phase::Joined(_) = self.phase {
                     out.push(Action::SetFace(state));
@@ -415,20 +430,22 @@ impl<T: Clone> Participant<T> {
     fn on_client(&mut self, msg: ClientMessage, now: Instant, out: &mut Vec<Action<T>>) {
         let seat = match &msg {
             ClientMessage::Join { room, .. } => Some(Seat::Room(room.clone())),
-            ClientMessage::Roulette { .. } => Some(Seat::Roulette),
+            ClientMessage::Roulette { ticket, .. } => Some(Seat::Roulette {
+                ticket: ticket.clone(),
+            }),
             _ => None,
         };
         if let Some(seat) = seat {
             let (name, token) = match msg {
                 ClientMessage::Join { name, token, .. }
-                | ClientMessage::Roulette { name, token } => (name, token),
+                | ClientMessage::Roulette { name, token, .. } => (name, token),
                 _ => unreachable!("a seat comes from a join"),
             };
             return match self.phase {
                 Phase::Lobby { since } => {
                     self.phase = Phase::Joining {
                         since,
-                        roulette: seat == Seat::Roulette,
+                        roulette: matches!(seat, Seat::Roulette { .. }),
                     };
                     out.push(Action::Join { seat, name, token });
                 }
@@ -669,7 +686,7 @@ mod tests {
         assert_eq!(
             a,
             vec![Action::Join {
-                seat: Seat::Roulette,
+                seat: Seat::Roulette { ticket: None },
                 name: "Ann".into(),
                 token: None
             }]
@@ -1029,6 +1046,57 @@ mod tests {
             client(&mut p, r#"{"type":"stop"}"#),
             vec![Action::Leave],
             "stop leaves the roulette"
+        );
+    }
+
+    #[test]
+    fn a_roulette_move_tells_the_client_leaves_and_closes_and_the_ticket_comes_back() {
+        let mut p = P::new(Instant::now(), TIMEOUT, false);
+        let url = || "http://node2/".to_owned();
+        let ticket = || "00ff".to_owned();
+        let move_order = Input::Move {
+            url: url(),
+            ticket: ticket(),
+        };
+        // Before a seat in the roulette, a stray move order does nothing.
+        assert!(input(&mut p, move_order).is_empty());
+        client(&mut p, r#"{"type":"roulette","name":"A"}"#);
+        input(
+            &mut p,
+            Input::Joined {
+                id: id(1),
+                present: vec![],
+            },
+        );
+        let a = input(
+            &mut p,
+            Input::Move {
+                url: url(),
+                ticket: ticket(),
+            },
+        );
+        assert_eq!(
+            a,
+            vec![
+                Action::Send(ServerMessage::RouletteMove {
+                    url: url(),
+                    ticket: ticket()
+                }),
+                Action::Leave,
+                Action::Close
+            ]
+        );
+        // On the node moved to, the page enters with the ticket.
+        let mut q = P::new(Instant::now(), TIMEOUT, false);
+        assert_eq!(
+            client(&mut q, r#"{"type":"roulette","name":"A","ticket":"00ff"}"#),
+            vec![Action::Join {
+                seat: Seat::Roulette {
+                    ticket: Some(ticket())
+                },
+                name: "A".into(),
+                token: None
+            }]
         );
     }
 

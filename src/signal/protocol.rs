@@ -33,6 +33,9 @@ pub enum ClientMessage {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// A move ticket from `roulette-move`: the partner it names waits on this node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<String>,
     },
     /// Roulette: end this pair and be paired with someone else.
     Next,
@@ -81,6 +84,13 @@ pub enum ServerMessage {
     /// open it there and join again.
     Redirect {
         url: String,
+    },
+    /// In a cluster: the roulette partner found for you waits on another node, whose page is
+    /// `url`; the socket closes next. Open a socket there and send `roulette` with `ticket`
+    /// (valid for a few seconds, once) to meet them.
+    RouletteMove {
+        url: String,
+        ticket: String,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
@@ -203,6 +213,7 @@ mod tests {
             Ok(ClientMessage::Roulette {
                 name: "Ann".into(),
                 token: Some("t".into()),
+                ticket: None,
             })
         );
         assert_eq!(

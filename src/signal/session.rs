@@ -17,7 +17,7 @@ use super::participant::{Action, Input, Participant, RouletteRequest, Seat};
 use super::protocol::{parse_client_message, ServerMessage};
 use super::token::{self, Rights, TokenError};
 use super::{App, SessionCommand};
-use crate::cluster::{self, Placement};
+use crate::cluster::Placement;
 use crate::room::{
     clean_name, ParticipantId, ParticipantInfo, RoomError, RoomEvent, RoomId, EVENT_DEPTH,
 };
@@ -154,6 +154,7 @@ fn room_input(event: RoomEvent) -> Input<Arc<Published>> {
         },
         RoomEvent::PartnerLeft { partner, reason } => Input::PartnerLeft { partner, reason },
         RoomEvent::Waiting { position, online } => Input::Waiting { position, online },
+        RoomEvent::Move { url, ticket } => Input::Move { url, ticket },
     }
 }
 
@@ -216,11 +217,12 @@ impl Session {
             Action::Send(msg) => self.send(msg).await,
             Action::Error { code, message } => self.send_error(code, message).await,
             Action::Join { seat, name, token } => {
-                let room = match &seat {
-                    Seat::Room(room) => Some(room.as_str()),
-                    Seat::Roulette => None,
+                let (room, ticket) = match &seat {
+                    Seat::Room(room) => (Some(room.as_str()), None),
+                    Seat::Roulette { ticket } => (None, ticket.as_deref()),
                 };
-                return Some(match self.try_join(room, &name, token.as_deref()).await {
+                let joined = self.try_join(room, &name, token.as_deref(), ticket).await;
+                return Some(match joined {
                     Ok(Joined::Here(id, present)) => Input::Joined { id, present },
                     Ok(Joined::Elsewhere(url)) => {
                         self.app.edge.joined("redirected");
@@ -272,7 +274,7 @@ impl Session {
                             Place::Room(room) => {
                                 self.app.directory.publish(room, m.id, track.clone())
                             }
-                            Place::Roulette => self.app.roulette.publish(m.id, track.clone()),
+                            Place::Roulette => self.app.roulette.publish(m.id, track.clone()).await,
                         }
                         m.published.push(track);
                     }
@@ -289,14 +291,14 @@ impl Session {
                     }
                     Action::SetFace(state) => match &m.place {
                         Place::Room(room) => self.app.directory.set_face(room, m.id, state),
-                        Place::Roulette => self.app.roulette.set_face(m.id, state),
+                        Place::Roulette => self.app.roulette.set_face(m.id, state).await,
                     },
                     Action::Roulette(request) => {
                         let hub = &self.app.roulette;
                         let result = match request {
-                            RouletteRequest::Next => hub.next(m.id),
-                            RouletteRequest::Block => hub.block(m.id),
-                            RouletteRequest::Report => hub.report(m.id),
+                            RouletteRequest::Next => hub.next(m.id).await,
+                            RouletteRequest::Block => hub.block(m.id).await,
+                            RouletteRequest::Report => hub.report(m.id).await,
                         };
                         if let Err(e) = result {
                             return Some(failed((e.code(), e.to_string())));
@@ -398,12 +400,13 @@ impl Session {
 
     /// Takes a seat in `room` (the roulette when `None`), makes the peer connection and
     /// welcomes the client; returns the participant's id and the tracks already there, or the
-    /// node that hosts the room in a cluster.
+    /// node that hosts the room in a cluster. `ticket`: a roulette participant's move ticket.
     async fn try_join(
         &mut self,
         room: Option<&str>,
         name: &str,
         token: Option<&str>,
+        ticket: Option<&str>,
     ) -> Result<Joined, (&'static str, String)> {
         let (name, rights) = self.admit(room, name, token)?;
         let name = name.as_str();
@@ -412,13 +415,15 @@ impl Session {
             Some(room) => Some(RoomId::parse(room, max).map_err(|e| (e.code(), e.to_string()))?),
             None => None,
         };
-        let key = room.as_ref().map_or(cluster::ROULETTE, RoomId::as_str);
-        match self.app.router.place(key).await {
-            Ok(Placement::Here) => {}
-            Ok(Placement::There { url }) => return Ok(Joined::Elsewhere(url)),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot place a join");
-                return Err((e.code(), e.to_string()));
+        // A room lives on one node; the roulette on every node (its pairing is shared).
+        if let Some(room) = &room {
+            match self.app.router.place(room.as_str()).await {
+                Ok(Placement::Here) => {}
+                Ok(Placement::There { url }) => return Ok(Joined::Elsewhere(url)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot place a join");
+                    return Err((e.code(), e.to_string()));
+                }
             }
         }
         let (tx, rx) = mpsc::channel(EVENT_DEPTH);
@@ -432,14 +437,21 @@ impl Session {
                     let e = RoomError::InvalidDisplayName { max_chars: max };
                     return Err((e.code(), e.to_string()));
                 };
-                let id = ParticipantId::fresh();
+                // A move keeps its id (and so its blocks); an unknown or used ticket is a
+                // plain entry.
+                let redeemed = match ticket {
+                    Some(ticket) => self.app.roulette.redeem(ticket).await,
+                    None => None,
+                };
+                let id = redeemed.map_or_else(ParticipantId::fresh, |(id, _)| id);
                 let info = ParticipantInfo {
                     id: id.to_string(),
                     name,
                     swapped: false,
                     face: crate::room::FaceState::None,
                 };
-                if let Err(e) = self.app.roulette.enter(info, id, tx) {
+                let claim = redeemed.map(|(_, partner)| partner);
+                if let Err(e) = self.app.roulette.enter(info, id, tx, claim).await {
                     return Err((e.code(), e.to_string()));
                 }
                 (Place::Roulette, id, Vec::new())
@@ -448,7 +460,7 @@ impl Session {
         let (peer, peer_events) = match ServerPeer::new(self.app.engine.clone()).await {
             Ok(p) => p,
             Err(e) => {
-                self.vacate(&place, id);
+                self.vacate(&place, id).await;
                 tracing::warn!(error = %e, "cannot create a peer connection");
                 return Err((rtc_error_code(&e), e.to_string()));
             }
@@ -521,10 +533,10 @@ impl Session {
     }
 
     /// Takes the participant out of its room or the roulette (the others are told).
-    fn vacate(&self, place: &Place, id: ParticipantId) {
+    async fn vacate(&self, place: &Place, id: ParticipantId) {
         match place {
             Place::Room(room) => self.app.directory.leave(room, id),
-            Place::Roulette => self.app.roulette.leave(id),
+            Place::Roulette => self.app.roulette.leave(id).await,
         }
     }
 
@@ -599,7 +611,7 @@ impl Session {
         self.commands = None;
         if let Some(mut m) = self.member.take() {
             self.app.unregister_session(&m.token, &m.id.to_string());
-            self.vacate(&m.place, m.id);
+            self.vacate(&m.place, m.id).await;
             m.peer.close().await;
             tracing::info!(place = %m.place, participant = %m.id, "left");
         }

@@ -4,9 +4,14 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use facerelay::config::Config;
+use facerelay::cluster::{Load, NodeState, RedisPairing, RedisRouter, Router};
+use facerelay::config::{ClusterConfig, Config};
+use facerelay::room::hub::Pairing;
+use facerelay::room::roulette::{MatchEvent, NextReason, RouletteError};
+use facerelay::room::{ParticipantId, RoomId};
 use facerelay::rtc::RtcSettings;
 use facerelay::testkit::{ws_url_of, Client, ClientError, Publish};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -210,27 +215,7 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
     let all: Vec<u16> = (0..90).collect();
     check_delivery(&seen, "B", &all, 0.9);
 
-    // Roulette players who open different nodes are paired (the roulette is placed like a
-    // room: every pair on one node).
-    let roulette = |name: &str| serde_json::json!({"type": "roulette", "name": name});
-    let (mut r1, r1_node, _) = raw_join_via(&pages[0], &roulette("R1")).await;
-    let (mut r2, r2_node, _) = raw_join_via(&pages[2], &roulette("R2")).await;
-    assert_eq!(r1_node, r2_node);
-    let paired = |s: serde_json::Value| s["type"] == "roulette-paired";
-    let mut got = Vec::new();
-    for s in [&mut r1, &mut r2] {
-        let mut pair = None;
-        for _ in 0..4 {
-            let m = s.recv().await.expect("a roulette message");
-            if paired(m.clone()) {
-                pair = Some(m["partner"]["name"].as_str().unwrap().to_owned());
-                break;
-            }
-        }
-        got.push(pair.expect("paired"));
-    }
-    assert_eq!(got, ["R2", "R1"]);
-    drop((r1, r2));
+    roulette_across_nodes(&pages).await;
 
     // 1000 joins spread over the nodes: no participant id twice.
     let mut ids = BTreeSet::new();
@@ -328,6 +313,10 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
         "{:?}",
         asked.elapsed()
     );
+    // The roulette's queue is in Redis too: entering fails the same way.
+    let mut s = RawSocket::connect_url(&ws_url_of(&survivor)).await;
+    s.send(r#"{"type":"roulette","name":"D"}"#).await;
+    s.expect_error("cluster_unavailable").await;
     tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
     let m = metrics(&survivor).await;
     assert!(m.contains("\nfacerelay_cluster_store_up 0\n"), "{m}");
@@ -352,6 +341,90 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
         node.kill().await;
     }
     redis.stop().await;
+}
+
+/// The next message of type `ty` on `s`, skipping others (at most eight).
+async fn next_of(s: &mut RawSocket, ty: &str) -> serde_json::Value {
+    for _ in 0..8 {
+        let m = s
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("closed before {ty}"));
+        if m["type"] == ty {
+            return m;
+        }
+    }
+    panic!("no {ty} in eight messages");
+}
+
+/// Roulette players who open different nodes share one queue: the newcomer moves to the node
+/// where its partner waits (keeping its id), blocks hold across nodes, and a used ticket is a
+/// plain entry.
+async fn roulette_across_nodes(pages: &[String]) {
+    let roulette = |name: &str| serde_json::json!({"type": "roulette", "name": name});
+    let (mut r1, r1_node, _) = raw_join_via(&pages[0], &roulette("R1")).await;
+    assert_eq!(r1_node, pages[0], "the roulette is on every node");
+    assert_eq!(next_of(&mut r1, "roulette-waiting").await["position"], 1);
+    let (mut r2, r2_node, welcome) = raw_join_via(&pages[2], &roulette("R2")).await;
+    assert_eq!(r2_node, pages[2]);
+    let r2_id = welcome["id"].clone();
+    let moved = Instant::now();
+    let order = next_of(&mut r2, "roulette-move").await;
+    assert_eq!(
+        order["url"],
+        pages[0].as_str(),
+        "R2 moves to R1's node: {order}"
+    );
+    let ticket = order["ticket"].as_str().unwrap().to_owned();
+    assert!(r2.recv().await.is_none(), "the old node closes the socket");
+    let mut r2 = RawSocket::connect_url(&ws_url_of(&pages[0])).await;
+    r2.send(serde_json::json!({"type": "roulette", "name": "R2", "ticket": ticket}).to_string())
+        .await;
+    let welcome = next_of(&mut r2, "welcome").await;
+    assert_eq!(welcome["id"], r2_id, "a move keeps the participant's id");
+    assert_eq!(
+        next_of(&mut r2, "roulette-paired").await["partner"]["name"],
+        "R1"
+    );
+    assert_eq!(
+        next_of(&mut r1, "roulette-paired").await["partner"]["name"],
+        "R2"
+    );
+    println!(
+        "roulette: R2 (node 2) moved to R1 (node 0) and was paired {:?} after the move order",
+        moved.elapsed()
+    );
+
+    // A block holds in the shared queue: the only two waiting are not paired again.
+    r2.send(r#"{"type":"block"}"#).await;
+    next_of(&mut r1, "roulette-ended").await;
+    assert_eq!(next_of(&mut r1, "roulette-waiting").await["online"], 2);
+    next_of(&mut r2, "roulette-waiting").await;
+    // A newcomer on node 1 moves to node 0, where both wait, and meets the longest waiter.
+    let (mut r3, _, _) = raw_join_via(&pages[1], &roulette("R3")).await;
+    let order = next_of(&mut r3, "roulette-move").await;
+    assert_eq!(order["url"], pages[0].as_str(), "{order}");
+    let ticket = order["ticket"].as_str().unwrap().to_owned();
+    let mut r3 = RawSocket::connect_url(&ws_url_of(&pages[0])).await;
+    let enter = serde_json::json!({"type": "roulette", "name": "R3", "ticket": ticket});
+    r3.send(enter.to_string()).await;
+    next_of(&mut r3, "welcome").await;
+    assert_eq!(
+        next_of(&mut r3, "roulette-paired").await["partner"]["name"],
+        "R2",
+        "R2 was queued first after its block"
+    );
+    next_of(&mut r2, "roulette-paired").await;
+    // The same ticket again: used, so a plain entry (a new id, waiting with R1).
+    let mut r4 = RawSocket::connect_url(&ws_url_of(&pages[0])).await;
+    r4.send(enter.to_string()).await;
+    let welcome = next_of(&mut r4, "welcome").await;
+    assert_ne!(welcome["id"], r2_id);
+    assert_eq!(
+        next_of(&mut r4, "roulette-paired").await["partner"]["name"],
+        "R1"
+    );
+    drop((r1, r2, r3, r4));
 }
 
 /// Two Chromium pages open different nodes of the cluster with the same room link: the one
@@ -400,5 +473,185 @@ async fn chromium_pages_continue_on_another_node_when_theirs_dies() {
     assert!(dir.join("failover.png").exists());
     first.kill().await;
     second.kill().await;
+    redis.stop().await;
+}
+
+/// What a node reports, fixed (the pairing reads capacity from the registry).
+struct FixedLoad(Load);
+
+impl NodeState for FixedLoad {
+    fn load(&self) -> Load {
+        self.0
+    }
+    fn rooms(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The shared roulette's rules, straight on its Redis pairing with three nodes in this
+/// process: arrival order across nodes, moves and claims, the cooldown as a preference,
+/// blocks, a full node passed over, a dead node's waiter dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_roulette_keeps_its_rules_across_nodes() {
+    let _serial = serial().await;
+    let redis = Redis::start().await;
+    let config = ClusterConfig {
+        redis_url: redis.url(),
+        node_url: String::new(),
+        node_id: String::new(),
+        heartbeat_ms: HEARTBEAT_MS,
+        lease_ms: LEASE_MS,
+        redis_timeout_ms: 500,
+    };
+    let node = |url: &'static str, participants: usize| {
+        let config = config.clone();
+        async move {
+            let load = Load {
+                participants,
+                capacity: 10,
+                swap_free: 0,
+                cpu: 0.0,
+            };
+            let router = RedisRouter::connect(&config, url.into(), Arc::new(FixedLoad(load)))
+                .await
+                .unwrap();
+            let pairing = Arc::new(RedisPairing::new(Duration::from_secs(60), 100));
+            pairing.attach(router.clone());
+            (router, pairing)
+        }
+    };
+    let (_ra, a) = node("http://a/", 0).await;
+    let (_rb, b) = node("http://b/", 0).await;
+    let (rc, c) = node("http://c/", 10).await; // full
+    let now = Instant::now();
+    let p = ParticipantId;
+    let waiting = |who, position| MatchEvent::Waiting {
+        who,
+        position,
+        online: 0,
+    };
+    // Compares events with `online` left out (the count is checked by the process test).
+    fn plain(events: Vec<MatchEvent>) -> Vec<MatchEvent> {
+        events
+            .into_iter()
+            .map(|e| match e {
+                MatchEvent::Waiting { who, position, .. } => MatchEvent::Waiting {
+                    who,
+                    position,
+                    online: 0,
+                },
+                MatchEvent::Paired { a, b, .. } => MatchEvent::Paired {
+                    room: RoomId::roulette_pair(""),
+                    a,
+                    b,
+                },
+                other => other,
+            })
+            .collect()
+    }
+    let paired = |a, b| MatchEvent::Paired {
+        room: RoomId::roulette_pair(""),
+        a,
+        b,
+    };
+    let moved = |events: Vec<MatchEvent>| match &events[..] {
+        [MatchEvent::Move { url, ticket, .. }] => (url.clone(), ticket.clone()),
+        other => panic!("expected a move, got {other:?}"),
+    };
+
+    // Someone waits on the full node: a newcomer elsewhere passes it over and waits too.
+    assert_eq!(
+        plain(c.enter(p(10), None, now).await.unwrap()),
+        [waiting(p(10), 1)]
+    );
+    assert_eq!(
+        plain(b.enter(p(11), None, now).await.unwrap()),
+        [waiting(p(11), 2)],
+        "no pair on a node without room"
+    );
+    // The full node dies: a scan drops its waiter.
+    rc.leave().await;
+    assert_eq!(
+        plain(b.next(p(11), now).await.unwrap()),
+        [waiting(p(11), 1)]
+    );
+    assert!(b.disconnect(p(11), now).await.is_empty());
+
+    // 1 waits on A; 2 arrives on B and moves to A, where its ticket claims 1.
+    assert_eq!(
+        plain(a.enter(p(1), None, now).await.unwrap()),
+        [waiting(p(1), 1)]
+    );
+    let (url, ticket) = moved(b.enter(p(2), None, now).await.unwrap());
+    assert_eq!(url, "http://a/");
+    b.moved(p(2)).await;
+    assert_eq!(a.redeem(&ticket).await, Some((p(2), p(1))));
+    assert_eq!(a.redeem(&ticket).await, None, "a ticket is used once");
+    assert_eq!(
+        plain(a.enter(p(2), Some(p(1)), now).await.unwrap()),
+        [paired(p(1), p(2))]
+    );
+    assert_eq!(b.stats().online, 0);
+    assert_eq!((a.stats().online, a.stats().pairs), (2, 1));
+
+    // Next with nobody else waiting: the cooldown is a preference, so they meet again.
+    assert_eq!(
+        plain(a.next(p(1), now).await.unwrap()),
+        [
+            waiting(p(1), 1),
+            MatchEvent::PartnerLeft {
+                who: p(2),
+                partner: p(1),
+                reason: NextReason::Next
+            },
+            paired(p(1), p(2)),
+        ]
+    );
+    // A block holds: both wait, 2 (who blocked) first.
+    let events = plain(a.block(p(2), now).await.unwrap());
+    assert_eq!(
+        events,
+        [
+            waiting(p(2), 1),
+            MatchEvent::PartnerLeft {
+                who: p(1),
+                partner: p(2),
+                reason: NextReason::Blocked
+            },
+            waiting(p(1), 2),
+        ]
+    );
+    assert_eq!(
+        a.block(p(2), now).await,
+        Err(RouletteError::NoPartner),
+        "nothing left to aim at"
+    );
+    // A newcomer on B meets the longest waiter, on A.
+    let (url, ticket) = moved(b.enter(p(3), None, now).await.unwrap());
+    assert_eq!(url, "http://a/");
+    b.moved(p(3)).await;
+    assert_eq!(a.redeem(&ticket).await, Some((p(3), p(2))));
+    // The one it was sent to left meanwhile: the newcomer meets the next in line instead.
+    assert_eq!(
+        plain(a.disconnect(p(2), now).await),
+        Vec::<MatchEvent>::new()
+    );
+    assert_eq!(
+        plain(a.enter(p(3), Some(p(2)), now).await.unwrap()),
+        [paired(p(1), p(3))]
+    );
+    // A disconnect frees the partner, who waits.
+    assert_eq!(
+        plain(a.disconnect(p(3), now).await),
+        [
+            MatchEvent::PartnerLeft {
+                who: p(1),
+                partner: p(3),
+                reason: NextReason::Disconnected
+            },
+            waiting(p(1), 1),
+        ]
+    );
+    assert_eq!(a.next(p(3), now).await, Err(RouletteError::NotInRoulette));
     redis.stop().await;
 }
