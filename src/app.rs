@@ -136,9 +136,25 @@ pub async fn build_node(
     ParticipantId::set_node(router.number());
     if let Some(shared) = &pieces.shared_roulette {
         shared.attach(router.clone());
+        tokio::spawn(rematch(
+            Arc::downgrade(&pieces.roulette),
+            Duration::from_millis(pieces.config.cluster.heartbeat_ms),
+        ));
     }
     router.clone().register_metrics(&mut pieces.registry);
     Ok(pieces.finish(router))
+}
+
+/// Every `every`, the shared roulette looks again for partners of this node's longest waiters
+/// (until the node is dropped).
+async fn rematch(hub: std::sync::Weak<RouletteHub>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        hub.rematch().await;
+    }
 }
 
 /// A node's parts before it knows where its rooms live.

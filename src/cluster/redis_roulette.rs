@@ -31,6 +31,10 @@ use crate::room::{ParticipantId, RoomId};
 
 /// How long a move ticket is valid: the page reconnects within a second or two.
 const TICKET_MS: u64 = 15_000;
+/// How long the waiter a mover is sent to is kept for it (others pass it over meanwhile).
+const RESERVE_MS: u64 = 5_000;
+/// How many of a node's longest waiters [`Pairing::rematch`] looks at each time.
+const REMATCH: usize = 3;
 /// How many waiters one scan looks at (the longest waiting).
 const SCAN: usize = 200;
 
@@ -46,23 +50,42 @@ local function cooling(a, b)
   if a > b then a, b = b, a end
   return redis.call('EXISTS', P .. 'rc:' .. a .. ':' .. b) == 1
 end
+local function reserved(x) return redis.call('EXISTS', P .. 'rr:' .. x) == 1 end
+local function position()
+  local online = 0
+  local counts = redis.call('HGETALL', P .. 'ron')
+  for i = 1, #counts, 2 do
+    if redis.call('EXISTS', P .. 'node:' .. counts[i]) == 1 then
+      online = online + tonumber(counts[i + 1])
+    else
+      redis.call('HDEL', P .. 'ron', counts[i])
+    end
+  end
+  local rank = redis.call('ZRANK', q, id) or 0
+  return {'wait', tostring(rank + 1), tostring(math.max(online, 1))}
+end
 redis.call('HSET', P .. 'ron', node, ARGV[8])
 redis.call('HSET', rec(id), 'node', node, 'partner', '')
 redis.call('PEXPIRE', rec(id), ttl)
+-- Someone is on the way to meet this waiter: it stays put.
+if reserved(id) and redis.call('ZSCORE', q, id) then return position() end
 local function pair(w)
   redis.call('ZREM', q, w, id)
+  redis.call('DEL', P .. 'rr:' .. w)
   redis.call('HSET', rec(id), 'partner', w, 'last', w)
   redis.call('HSET', rec(w), 'partner', id, 'last', id)
   return {'paired', w}
 end
+local holder = claim ~= '' and redis.call('GET', P .. 'rr:' .. claim)
 if claim ~= '' and redis.call('ZSCORE', q, claim) and redis.call('HGET', rec(claim), 'node') == node
-    and not blocked(id, claim) then
+    and not blocked(id, claim) and (not holder or holder == id) then
   return pair(claim)
 end
 local function take(w, wn)
   if wn == node then return pair(w) end
   redis.call('ZREM', q, id)
   redis.call('SET', P .. 'rt:' .. ticket, id .. ' ' .. w, 'PX', ticket_ms)
+  redis.call('SET', P .. 'rr:' .. w, id, 'PX', ARGV[10])
   return {'move', w, redis.call('HGET', P .. 'node:' .. wn, 'url')}
 end
 local fallback
@@ -71,7 +94,7 @@ for _, w in ipairs(redis.call('ZRANGE', q, 0, scan - 1)) do
     local wn = redis.call('HGET', rec(w), 'node')
     if not wn or redis.call('EXISTS', P .. 'node:' .. wn) == 0 then
       redis.call('ZREM', q, w)
-    elseif not blocked(id, w) then
+    elseif not blocked(id, w) and not reserved(w) then
       local fits = wn == node
       if not fits then
         local load = redis.call('HMGET', P .. 'node:' .. wn, 'participants', 'capacity')
@@ -88,16 +111,7 @@ if fallback then return take(fallback[1], fallback[2]) end
 if not redis.call('ZSCORE', q, id) then
   redis.call('ZADD', q, redis.call('INCR', P .. 'rq_seq'), id)
 end
-local online = 0
-local counts = redis.call('HGETALL', P .. 'ron')
-for i = 1, #counts, 2 do
-  if redis.call('EXISTS', P .. 'node:' .. counts[i]) == 1 then
-    online = online + tonumber(counts[i + 1])
-  else
-    redis.call('HDEL', P .. 'ron', counts[i])
-  end
-end
-return {'wait', tostring(redis.call('ZRANK', q, id) + 1), tostring(math.max(online, 1))}
+return position()
 "#;
 
 /// Ends `id`'s pair for next (ARGV[3] = 'next'), block or report: returns `{'ended', partner}`,
@@ -139,7 +153,7 @@ redis.call('HSET', P .. 'ron', ARGV[3], ARGV[4])
 local rec = P .. 'rm:' .. id
 local partner = redis.call('HGET', rec, 'partner') or ''
 redis.call('ZREM', P .. 'rq', id)
-redis.call('DEL', rec, P .. 'rb:' .. id)
+redis.call('DEL', rec, P .. 'rb:' .. id, P .. 'rr:' .. id)
 if partner ~= '' then
   redis.call('HSET', P .. 'rm:' .. partner, 'partner', '', 'last', id)
 end
@@ -157,14 +171,50 @@ enum Matched {
     Wait { position: usize, online: usize },
 }
 
+/// This node's roulette participants: partner (none while waiting), and when each last
+/// entered the queue (a local count: the smallest waited longest here).
+#[derive(Default)]
+struct Locals {
+    seats: HashMap<ParticipantId, (Option<ParticipantId>, u64)>,
+    entries: u64,
+}
+
+impl Locals {
+    /// `who` (new, or whose pair ended) waits, at the back.
+    fn wait(&mut self, who: ParticipantId) {
+        self.entries += 1;
+        self.seats.insert(who, (None, self.entries));
+    }
+
+    fn pair(&mut self, a: ParticipantId, b: ParticipantId) {
+        for (me, other) in [(a, b), (b, a)] {
+            if let Some(seat) = self.seats.get_mut(&me) {
+                seat.0 = Some(other);
+            }
+        }
+    }
+
+    /// The `n` who have waited longest here.
+    fn longest_waiting(&self, n: usize) -> Vec<ParticipantId> {
+        let mut waiting: Vec<_> = self
+            .seats
+            .iter()
+            .filter(|(_, (partner, _))| partner.is_none())
+            .map(|(&who, &(_, since))| (since, who))
+            .collect();
+        waiting.sort_unstable();
+        waiting.into_iter().take(n).map(|(_, who)| who).collect()
+    }
+}
+
 /// The shared roulette of a cluster node; [`RedisPairing::attach`] gives it the node's
 /// connection once the node has joined the cluster.
 pub struct RedisPairing {
     router: OnceLock<Arc<RedisRouter>>,
     cooldown: Duration,
     max_participants: usize,
-    /// This node's roulette participants and their partners.
-    local: Mutex<HashMap<ParticipantId, Option<ParticipantId>>>,
+    /// This node's roulette participants.
+    local: Mutex<Locals>,
     pairs_made: AtomicU64,
     reports: AtomicU64,
     shutting_down: AtomicBool,
@@ -199,7 +249,7 @@ impl RedisPairing {
         }
     }
 
-    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, Option<ParticipantId>>> {
+    fn local(&self) -> std::sync::MutexGuard<'_, Locals> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -244,7 +294,7 @@ impl RedisPairing {
     ) -> Result<Matched, RouletteError> {
         let router = self.router()?;
         let ticket = format!("{:032x}", rand::rng().random::<u128>());
-        let online_here = self.local().len();
+        let online_here = self.local().seats.len();
         let reply: Vec<String> = self
             .run(
                 &MATCH_SCRIPT,
@@ -257,6 +307,7 @@ impl RedisPairing {
                     TICKET_MS.to_string(),
                     online_here.to_string(),
                     SCAN.to_string(),
+                    RESERVE_MS.to_string(),
                 ],
             )
             .await?;
@@ -285,11 +336,7 @@ impl RedisPairing {
     ) -> Result<(), RouletteError> {
         match self.queue(who, claim).await? {
             Matched::Paired(partner) => {
-                {
-                    let mut local = self.local();
-                    local.insert(who, Some(partner));
-                    local.insert(partner, Some(who));
-                }
+                self.local().pair(who, partner);
                 let n = self.pairs_made.fetch_add(1, Ordering::Relaxed);
                 let node = &self.router()?.id;
                 events.push(MatchEvent::Paired {
@@ -317,7 +364,7 @@ impl RedisPairing {
         who: ParticipantId,
         reason: NextReason,
     ) -> Result<Vec<MatchEvent>, RouletteError> {
-        if !self.local().contains_key(&who) {
+        if !self.local().seats.contains_key(&who) {
             return Err(RouletteError::NotInRoulette);
         }
         let router = self.router()?;
@@ -347,8 +394,8 @@ impl RedisPairing {
                 }
                 if let Some(partner) = partner {
                     let mut local = self.local();
-                    local.insert(who, None);
-                    local.insert(partner, None);
+                    local.wait(who);
+                    local.wait(partner);
                 }
                 self.settle(who, None, &mut events).await?;
                 if let Some(partner) = partner {
@@ -387,19 +434,19 @@ impl Pairing for RedisPairing {
         }
         {
             let mut local = self.local();
-            if local.contains_key(&who) {
+            if local.seats.contains_key(&who) {
                 return Err(RouletteError::AlreadyInRoulette);
             }
-            if local.len() >= self.max_participants {
+            if local.seats.len() >= self.max_participants {
                 return Err(RouletteError::RouletteFull {
                     max: self.max_participants,
                 });
             }
-            local.insert(who, None);
+            local.wait(who);
         }
         let mut events = Vec::new();
         if let Err(e) = self.settle(who, claim, &mut events).await {
-            self.local().remove(&who);
+            self.local().seats.remove(&who);
             return Err(e);
         }
         Ok(events)
@@ -432,10 +479,10 @@ impl Pairing for RedisPairing {
     async fn disconnect(&self, who: ParticipantId, _now: Instant) -> Vec<MatchEvent> {
         let online_here = {
             let mut local = self.local();
-            if local.remove(&who).is_none() {
+            if local.seats.remove(&who).is_none() {
                 return Vec::new();
             }
-            local.len()
+            local.seats.len()
         };
         let Ok(router) = self.router() else {
             return Vec::new();
@@ -452,7 +499,7 @@ impl Pairing for RedisPairing {
         };
         let mut events = Vec::new();
         if let Some(partner) = id_of(&partner) {
-            self.local().insert(partner, None);
+            self.local().wait(partner);
             events.push(MatchEvent::PartnerLeft {
                 who: partner,
                 partner: who,
@@ -465,11 +512,31 @@ impl Pairing for RedisPairing {
         events
     }
 
+    /// Looks again for partners of this node's longest waiters: a waiter kept for a mover who
+    /// never came, or missed while Redis was away, is paired (or moved) within a tick.
+    async fn rematch(&self, _now: Instant) -> Vec<MatchEvent> {
+        let waiters = self.local().longest_waiting(REMATCH);
+        let mut events = Vec::new();
+        for who in waiters {
+            let mut found = Vec::new();
+            if self.settle(who, None, &mut found).await.is_err() {
+                break;
+            }
+            // Still waiting: its page already knows.
+            events.extend(
+                found
+                    .into_iter()
+                    .filter(|e| !matches!(e, MatchEvent::Waiting { .. })),
+            );
+        }
+        events
+    }
+
     async fn moved(&self, who: ParticipantId) {
         let online_here = {
             let mut local = self.local();
-            local.remove(&who);
-            local.len()
+            local.seats.remove(&who);
+            local.seats.len()
         };
         if let Ok(router) = self.router() {
             let mut cmd = redis::cmd("HSET");
@@ -504,12 +571,12 @@ impl Pairing for RedisPairing {
     }
 
     fn stats(&self) -> RouletteStats {
-        let local = self.local();
-        let waiting = local.values().filter(|p| p.is_none()).count();
+        let seats = &self.local().seats;
+        let waiting = seats.values().filter(|(p, _)| p.is_none()).count();
         RouletteStats {
-            online: local.len(),
+            online: seats.len(),
             waiting,
-            pairs: (local.len() - waiting) / 2,
+            pairs: (seats.len() - waiting) / 2,
             pairs_made: self.pairs_made.load(Ordering::Relaxed),
             reports: self.reports.load(Ordering::Relaxed),
         }
@@ -529,7 +596,7 @@ async fn refresh(pairing: Weak<RedisPairing>, every: Duration) {
         let Ok(router) = pairing.router() else {
             continue;
         };
-        let ids: Vec<ParticipantId> = pairing.local().keys().copied().collect();
+        let ids: Vec<ParticipantId> = pairing.local().seats.keys().copied().collect();
         let ttl = RedisPairing::ttl(router);
         let mut pipe = redis::pipe();
         pipe.cmd("HSET")

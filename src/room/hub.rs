@@ -43,6 +43,12 @@ pub trait Pairing: Send + Sync + 'static {
     ) -> Result<Vec<MatchEvent>, RouletteError>;
     /// The session ended: stop and forget its blocks (see [`Matchmaker::disconnect`]).
     async fn disconnect(&self, who: ParticipantId, now: Instant) -> Vec<MatchEvent>;
+    /// Looks again for partners of participants who wait (in a cluster, where a waiter may be
+    /// kept for a mover who never comes); the in-memory matchmaker pairs at once and needs
+    /// none.
+    async fn rematch(&self, _now: Instant) -> Vec<MatchEvent> {
+        Vec::new()
+    }
     /// `who` left this node after a [`MatchEvent::Move`]: it keeps its blocks and its record,
     /// which the node it moves to takes over.
     async fn moved(&self, _who: ParticipantId) {}
@@ -208,6 +214,13 @@ impl RouletteHub {
             return;
         }
         let outcome = self.pairing.disconnect(id, Instant::now()).await;
+        dispatch(&mut members, outcome);
+    }
+
+    /// Runs [`Pairing::rematch`] and delivers what it decided.
+    pub async fn rematch(&self) {
+        let mut members = self.lock().await;
+        let outcome = self.pairing.rematch(Instant::now()).await;
         dispatch(&mut members, outcome);
     }
 

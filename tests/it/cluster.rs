@@ -490,7 +490,8 @@ impl NodeState for FixedLoad {
 
 /// The shared roulette's rules, straight on its Redis pairing with three nodes in this
 /// process: arrival order across nodes, moves and claims, the cooldown as a preference,
-/// blocks, a full node passed over, a dead node's waiter dropped.
+/// blocks, a full node passed over, a dead node's waiter dropped, a waiter kept for its mover
+/// and paired elsewhere when the mover never comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_roulette_keeps_its_rules_across_nodes() {
     let _serial = serial().await;
@@ -653,5 +654,29 @@ async fn the_shared_roulette_keeps_its_rules_across_nodes() {
         ]
     );
     assert_eq!(a.next(p(3), now).await, Err(RouletteError::NotInRoulette));
+
+    // 6 is sent to 1, which is kept for it: 7 meanwhile passes 1 over instead of following.
+    let (_, ticket) = moved(b.enter(p(6), None, now).await.unwrap());
+    b.moved(p(6)).await;
+    assert_eq!(
+        plain(b.enter(p(7), None, now).await.unwrap()),
+        [waiting(p(7), 2)]
+    );
+    assert!(a.rematch(now).await.is_empty(), "1 stays kept for 6");
+    // 6 never comes: once the reservation lapses, A's rematch moves 1 to 7.
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let (url, ticket_1) = moved(a.rematch(now).await);
+    assert_eq!(url, "http://b/");
+    a.moved(p(1)).await;
+    assert_eq!(b.redeem(&ticket_1).await, Some((p(1), p(7))));
+    assert_eq!(
+        plain(b.enter(p(1), Some(p(7)), now).await.unwrap()),
+        [paired(p(7), p(1))]
+    );
+    assert_eq!(
+        a.redeem(&ticket).await,
+        Some((p(6), p(1))),
+        "6's own ticket is still valid"
+    );
     redis.stop().await;
 }
