@@ -391,7 +391,7 @@ async fn roulette_across_nodes(pages: &[String]) {
         "R2"
     );
     println!(
-        "roulette: R2 (node 2) moved to R1 (node 0) and was paired {:?} after the move order",
+        "roulette: R2 opened node 2; its move order, new socket on node 0 and pairing with R1 took {:?}",
         moved.elapsed()
     );
 
@@ -678,5 +678,35 @@ async fn the_shared_roulette_keeps_its_rules_across_nodes() {
         Some((p(6), p(1))),
         "6's own ticket is still valid"
     );
+    redis.stop().await;
+}
+
+/// A roulette page moves between nodes with its face: Ann, paired on node 1 with a face on,
+/// presses Next while Cid waits on node 2; her page continues on node 2 without reloading,
+/// puts the face back on there, and Cid sees her with the face badge from the first moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chromium_roulette_page_moves_to_another_node_with_its_face() {
+    let _serial = serial().await;
+    let redis = Redis::start().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let packaged = root.join("models/packaged");
+    let swap: &[(&str, &str)] = &[
+        ("FACERELAY_MODELS__PACKAGED_DIR", packaged.to_str().unwrap()),
+        ("FACERELAY_SWAP__SWAPPER", "mesh"),
+    ];
+    let first = Node::start(&redis.url(), swap).await;
+    let second = Node::start(&redis.url(), swap).await;
+    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    let photo = packaged.join("photos/gauss.png");
+    let base2 = std::ffi::OsString::from(&second.url);
+    crate::browser::run_script_at(
+        "roulette_move.mjs",
+        &first.url,
+        &[&photo],
+        &[("BASE2", base2.as_os_str())],
+    )
+    .await;
+    first.kill().await;
+    second.kill().await;
     redis.stop().await;
 }
