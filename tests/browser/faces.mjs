@@ -4,7 +4,7 @@
 // the others see it blurred. A non-image upload shows an error and the face stays. Usage: node tests/browser/faces.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR PHOTO
 
 import { writeFileSync } from "node:fs";
-import { fail, launch, look, openPage, until, sleep, waitForBadge } from "./lib.mjs";
+import { fail, finish, launch, look, openPage, sleep, until, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo] = process.argv.slice(2);
 const browser = await launch();
@@ -51,10 +51,4 @@ async function run() {
   return true;
 }
 
-let ok = false;
-try {
-  ok = await run();
-} finally {
-  await browser.close();
-}
-process.exit(ok ? 0 : 1);
+await finish(browser, run);

@@ -95,3 +95,15 @@ export function fail(what, detail) {
 export const playing = (name) => (s) =>
   s.remote.length === 1 && s.remote[0].name === name && s.remote[0].width > 0 && s.framesDecoded > 0;
 export const waiting = (s) => s.remote.length === 0 && /Waiting/.test(s.status);
+
+// Runs `run` (true when every check passed), closes the browser whatever happens, and exits
+// with the outcome.
+export async function finish(browser, run) {
+  let ok = false;
+  try {
+    ok = await run();
+  } finally {
+    await browser.close();
+  }
+  process.exit(ok ? 0 : 1);
+}

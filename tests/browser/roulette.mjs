@@ -3,7 +3,7 @@
 // left returns to waiting. Screenshots go to the folder given.
 // Usage: node tests/browser/roulette.mjs http://127.0.0.1:PORT/ [ARTIFACT_DIR]
 
-import { fail, launch, openPage, playing, until, waiting } from "./lib.mjs";
+import { fail, finish, launch, openPage, playing, until, waiting } from "./lib.mjs";
 
 const base = process.argv[2];
 const dir = process.argv[3] ?? "test-artifacts";
@@ -39,10 +39,4 @@ async function run() {
   return true;
 }
 
-let ok = false;
-try {
-  ok = await run();
-} finally {
-  await browser.close();
-}
-process.exit(ok ? 0 : 1);
+await finish(browser, run);

@@ -3,7 +3,7 @@
 // report's confirmation stays readable and is the only message; Stop leaves no error behind.
 // Usage: node tests/browser/roulette_messages.mjs http://127.0.0.1:PORT/ [ARTIFACT_DIR]
 
-import { fail, launch, openPage, playing, until, sleep, waiting } from "./lib.mjs";
+import { fail, finish, launch, openPage, playing, sleep, until, waiting } from "./lib.mjs";
 
 const base = process.argv[2];
 const dir = process.argv[3] ?? "test-artifacts";
@@ -60,10 +60,4 @@ async function run() {
   return true;
 }
 
-let ok = false;
-try {
-  ok = await run();
-} finally {
-  await browser.close();
-}
-process.exit(ok ? 0 : 1);
+await finish(browser, run);

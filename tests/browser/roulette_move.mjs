@@ -5,7 +5,7 @@
 // on node 1. Cid's page records the badge on Ann's tile every 100 ms.
 // Usage: BASE2=URL node tests/browser/roulette_move.mjs NODE1_URL DIR PHOTO
 
-import { fail, launch, openPage, playing, sleep, until, waitForBadge, waiting } from "./lib.mjs";
+import { fail, finish, launch, openPage, playing, sleep, until, waitForBadge, waiting } from "./lib.mjs";
 
 const [base1, dir = "test-artifacts", photo] = process.argv.slice(2);
 const base2 = process.env.BASE2;
@@ -65,10 +65,4 @@ async function run() {
   return true;
 }
 
-let ok = false;
-try {
-  ok = await run();
-} finally {
-  await browser.close();
-}
-process.exit(ok ? 0 : 1);
+await finish(browser, run);
