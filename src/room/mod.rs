@@ -6,8 +6,9 @@
 //! on one node ([`InMemoryDirectory`]).
 //!
 //! [`roulette`] pairs strangers behind a [`roulette::Matchmaker`] trait (sans-I/O, in memory);
-//! [`hub::RouletteHub`] delivers its events to the sessions, and a pair talks through the hub,
-//! not through a directory room.
+//! [`hub::RouletteHub`] delivers the decisions of a [`hub::Pairing`] (that matchmaker, or a
+//! cluster's shared queue) to the sessions, and a pair talks through the hub, not through a
+//! directory room.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
