@@ -110,6 +110,9 @@ pub struct ServerConfig {
     /// plain HTTP (behind a TLS proxy, or on localhost).
     pub tls_cert: String,
     pub tls_key: String,
+    /// WHIP publish keys by room (`"*"`: any room), for servers without join tokens; a WHIP
+    /// client sends its room's key as `Authorization: Bearer …`.
+    pub whip_keys: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -256,6 +259,9 @@ impl Config {
         }
         if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
             return bad("server.tls_cert and server.tls_key go together: set both, or neither");
+        }
+        if self.server.whip_keys.values().any(|k| k.len() < 16) {
+            return bad("server.whip_keys: each publish key must be at least 16 characters");
         }
         let secret = self.server.token_secret.len();
         if secret > 0 && secret < 32 {

@@ -287,6 +287,9 @@ pub trait RoomDirectory: Send + Sync + 'static {
     fn stats(&self) -> DirectoryStats;
     /// The rooms with someone in them.
     fn rooms(&self) -> Vec<String>;
+    /// The participant of `room` whose id (`p…`) or display name is `who`, if it publishes
+    /// video (the first such, by id, when several share the name).
+    fn video_publisher(&self, room: &RoomId, who: &str) -> Option<ParticipantId>;
 }
 
 struct Member {
@@ -436,6 +439,18 @@ impl RoomDirectory for InMemoryDirectory {
                 );
             }
         }
+    }
+
+    fn video_publisher(&self, room: &RoomId, who: &str) -> Option<ParticipantId> {
+        let state = self.lock();
+        state.rooms.get(room)?.iter().find_map(|(id, m)| {
+            let named = m.info.id == who || m.info.name == who;
+            let video = m
+                .tracks
+                .iter()
+                .any(|t| t.kind == crate::rtc::MediaKind::Video);
+            (named && video).then_some(*id)
+        })
     }
 
     fn leave(&self, room: &RoomId, id: ParticipantId) {

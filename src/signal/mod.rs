@@ -9,6 +9,7 @@ pub mod protocol;
 mod session;
 pub mod tls;
 pub mod token;
+pub mod whip;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -65,6 +66,8 @@ pub struct App {
     /// Signalling connections by address (`server.max_sessions`, `max_sessions_per_ip`).
     connections: Arc<Connections>,
     sessions: SessionCounter,
+    /// WHIP and WHEP sessions, by resource.
+    whip: whip::Resources,
 }
 
 /// What the HTTP edge may ask of a session.
@@ -132,6 +135,7 @@ impl App {
             uploads: faces::Uploads::default(),
             connections: Arc::default(),
             sessions,
+            whip: whip::Resources::default(),
         });
         // What each wearer's frames carry goes to its session (which tells the room and the
         // wearer). Weak: the stage must not keep the app alive.
@@ -206,6 +210,11 @@ impl App {
         ))
     }
 
+    /// WHIP and WHEP sessions alive now.
+    pub fn whip_sessions(&self) -> usize {
+        self.whip.len()
+    }
+
     /// WebSocket sessions alive now (joined or not).
     pub fn live_sessions(&self) -> usize {
         self.sessions.0.load(Ordering::Relaxed)
@@ -259,12 +268,41 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(face)
+        .route(
+            "/whip/{room}",
+            axum::routing::post(whip::publish).layer(sdp_limit()),
+        )
+        .route(
+            "/whip/{room}/{id}",
+            axum::routing::patch(whip::whip_patch)
+                .delete(whip::whip_delete)
+                .layer(sdp_limit()),
+        )
+        .route(
+            "/whep/{room}/{participant}",
+            axum::routing::post(whip::watch).layer(sdp_limit()),
+        )
+        .route(
+            "/whep/{room}/{participant}/{id}",
+            axum::routing::patch(whip::whep_patch)
+                .delete(whip::whep_delete)
+                .layer(sdp_limit()),
+        )
+        .route_service(
+            "/watch/{room}/{participant}",
+            tower_http::services::ServeFile::new(app.config.server.web_root.join("watch.html")),
+        )
         .route("/api/gallery", get(faces::gallery))
         .route("/api/gallery/{name}", get(faces::gallery_image))
         .route("/ws", get(websocket))
         .fallback_service(web)
         .layer(axum::middleware::from_fn(refuse_long_paths))
         .with_state(app)
+}
+
+/// Largest SDP offer or candidate fragment a WHIP or WHEP request may carry.
+fn sdp_limit() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(64 * 1024)
 }
 
 /// Longest URL path served: past it, 414 with a JSON error (the file server would fail on it).

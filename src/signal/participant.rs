@@ -38,6 +38,29 @@ pub enum Seat {
     },
 }
 
+/// What a participant receives of the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receives {
+    /// Everyone it sees (its room, its roulette partner), renegotiated as they come and go: a
+    /// browser page.
+    Everyone,
+    /// Nothing: a WHIP publisher, whose client never takes an offer.
+    Nobody,
+    /// One participant's tracks, fixed in the answer to the client's only offer: a WHEP viewer.
+    /// When that participant leaves, the session ends.
+    Only(ParticipantId),
+}
+
+impl Receives {
+    fn admits(self, owner: ParticipantId) -> bool {
+        match self {
+            Receives::Everyone => true,
+            Receives::Nobody => false,
+            Receives::Only(id) => id == owner,
+        }
+    }
+}
+
 /// A roulette request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouletteRequest {
@@ -178,6 +201,7 @@ pub enum Action<T> {
 #[derive(Debug)]
 struct Member<T> {
     id: ParticipantId,
+    receives: Receives,
     roulette: bool,
     /// Owners whose tracks this participant receives.
     receiving: BTreeSet<ParticipantId>,
@@ -215,6 +239,7 @@ pub struct Participant<T> {
     join_timeout: Duration,
     /// The participant receives its own video as the others do (`media.self_view`).
     self_view: bool,
+    receives: Receives,
 }
 
 impl<T: Clone> Participant<T> {
@@ -223,7 +248,15 @@ impl<T: Clone> Participant<T> {
             phase: Phase::Lobby { since: now },
             join_timeout,
             self_view,
+            receives: Receives::Everyone,
         }
+    }
+
+    /// A participant that receives only `receives` (WHIP, WHEP), never its own video.
+    pub fn receiving(mut self, receives: Receives) -> Self {
+        self.receives = receives;
+        self.self_view &= receives == Receives::Everyone;
+        self
     }
 
     /// The participant's id while seated.
@@ -258,9 +291,13 @@ impl<T: Clone> Participant<T> {
                 if let Phase::Joining { roulette, .. } = self.phase {
                     self.phase = Phase::Joined(Member {
                         id,
+                        receives: self.receives,
                         roulette,
                         receiving: BTreeSet::new(),
-                        waiting: present,
+                        waiting: present
+                            .into_iter()
+                            .filter(|(owner, _)| self.receives.admits(*owner))
+                            .collect(),
                         answered_first_offer: false,
                         connected: false,
                         offer_in_flight: false,
@@ -346,6 +383,14 @@ impl<T: Clone> Participant<T> {
                 self.tell(ServerMessage::ParticipantUpdated { participant }, &mut out)
             }
             Input::OtherLeft(id) => {
+                if let Phase::Joined(m) = &self.phase {
+                    if m.receives == Receives::Only(id) {
+                        // The one stream this session carries ended.
+                        self.leave(now, &mut out);
+                        out.push(Action::Close);
+                        return out;
+                    }
+                }
                 if let Phase::Joined(m) = &mut self.phase {
                     drop_publisher(m, id, &mut out);
                     out.push(Action::Send(ServerMessage::ParticipantLeft {
@@ -489,6 +534,13 @@ impl<T: Clone> Participant<T> {
                         message: "the server's offer is waiting for your answer".into(),
                     });
                 }
+                if let Receives::Only(_) = m.receives {
+                    // No offer of the server's follows: what it sends goes in this answer.
+                    for (owner, track) in std::mem::take(&mut m.waiting) {
+                        subscribe(m, owner, track, out);
+                    }
+                    m.dirty = false;
+                }
                 out.push(Action::AcceptOffer(sdp));
             }
             ClientMessage::Answer { sdp } => {
@@ -529,8 +581,13 @@ fn add_publisher<T>(
     tracks: Vec<T>,
     out: &mut Vec<Action<T>>,
 ) {
+    if !m.receives.admits(owner) {
+        return;
+    }
     for track in tracks {
-        if m.answered_first_offer {
+        if let (Receives::Only(_), true) = (m.receives, m.answered_first_offer) {
+            // Fixed at the first exchange.
+        } else if m.answered_first_offer {
             subscribe(m, owner, track, out);
         } else {
             m.waiting.push((owner, track));
@@ -555,7 +612,13 @@ fn drop_publisher<T>(m: &mut Member<T>, owner: ParticipantId, out: &mut Vec<Acti
 
 /// Makes an offer if what the participant receives changed and none is pending.
 fn renegotiate<T>(m: &mut Member<T>, out: &mut Vec<Action<T>>) {
-    if m.dirty && m.answered_first_offer && m.connected && !m.offer_in_flight && !m.making_offer {
+    if m.receives == Receives::Everyone
+        && m.dirty
+        && m.answered_first_offer
+        && m.connected
+        && !m.offer_in_flight
+        && !m.making_offer
+    {
         m.making_offer = true;
         out.push(Action::CreateOffer);
     }
@@ -1046,6 +1109,87 @@ mod tests {
             client(&mut p, r#"{"type":"stop"}"#),
             vec![Action::Leave],
             "stop leaves the roulette"
+        );
+    }
+
+    #[test]
+    fn a_whip_publisher_receives_nothing_and_is_never_offered_anything() {
+        let mut p = P::new(Instant::now(), TIMEOUT, true).receiving(Receives::Nobody);
+        client(&mut p, r#"{"type":"join","room":"lab","name":"OBS"}"#);
+        input(
+            &mut p,
+            Input::Joined {
+                id: id(1),
+                present: vec![(id(2), "bob")],
+            },
+        );
+        assert_eq!(
+            client(&mut p, &offer("o")),
+            vec![Action::AcceptOffer("o".into())]
+        );
+        let a = input(&mut p, Input::Answered { sdp: "a".into() });
+        assert_eq!(sent(&a), [&ServerMessage::Answer { sdp: "a".into() }]);
+        assert_eq!(a.len(), 1, "nothing subscribed: {a:?}");
+        input(&mut p, Input::Connected);
+        assert!(bob_publishes(&mut p).is_empty());
+        // Its own video is announced to the room, never sent back (no self-view).
+        let a = input(
+            &mut p,
+            Input::Published {
+                track: "own",
+                video: true,
+            },
+        );
+        assert_eq!(a, vec![Action::Announce("own")]);
+    }
+
+    #[test]
+    fn a_whep_viewer_receives_one_participant_in_its_answer_and_ends_with_it() {
+        let mut p = P::new(Instant::now(), TIMEOUT, false).receiving(Receives::Only(id(2)));
+        client(&mut p, r#"{"type":"join","room":"lab","name":"Viewer"}"#);
+        input(
+            &mut p,
+            Input::Joined {
+                id: id(1),
+                present: vec![
+                    (id(2), "bob-video"),
+                    (id(3), "cid-video"),
+                    (id(2), "bob-audio"),
+                ],
+            },
+        );
+        // Bob's tracks are added before the answer is made: no offer of the server's follows.
+        assert_eq!(
+            client(&mut p, &offer("o")),
+            vec![
+                Action::Subscribe {
+                    owner: id(2),
+                    track: "bob-video"
+                },
+                Action::Subscribe {
+                    owner: id(2),
+                    track: "bob-audio"
+                },
+                Action::AcceptOffer("o".into())
+            ]
+        );
+        let a = input(&mut p, Input::Answered { sdp: "a".into() });
+        assert_eq!(
+            a,
+            vec![Action::Send(ServerMessage::Answer { sdp: "a".into() })]
+        );
+        assert!(input(&mut p, Input::Connected).is_empty());
+        assert!(bob_publishes(&mut p).is_empty(), "fixed at the answer");
+        assert_eq!(
+            input(&mut p, Input::OtherLeft(id(3))),
+            vec![Action::Send(ServerMessage::ParticipantLeft {
+                id: id(3).to_string()
+            })]
+        );
+        assert_eq!(
+            input(&mut p, Input::OtherLeft(id(2))),
+            vec![Action::Leave, Action::Close],
+            "the stream it carries ended"
         );
     }
 

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::participant::{Action, Input, Participant, RouletteRequest, Seat};
-use super::protocol::{parse_client_message, ServerMessage};
+use super::participant::{Action, Input, Participant, Receives, RouletteRequest, Seat};
+use super::protocol::{parse_client_message, ClientMessage, ServerMessage};
 use super::token::{self, Rights, TokenError};
 use super::{App, SessionCommand};
 use crate::cluster::Placement;
@@ -68,7 +68,7 @@ struct Member {
 
 struct Session {
     app: Arc<App>,
-    out: SplitSink<WebSocket, Message>,
+    out: Outgoing,
     participant: Participant<Arc<Published>>,
     member: Option<Member>,
     peer_events: Option<mpsc::Receiver<PeerEvent>>,
@@ -85,15 +85,67 @@ enum Flow {
     Close,
 }
 
+/// Where a session's client messages come from: a browser's socket, or an HTTP edge (WHIP,
+/// WHEP) speaking for its client.
+enum Incoming {
+    Socket(SplitStream<WebSocket>),
+    Channel(mpsc::Receiver<ClientMessage>),
+}
+
+/// Where the session's messages to its client go.
+enum Outgoing {
+    Socket(SplitSink<WebSocket, Message>),
+    Channel(mpsc::Sender<ServerMessage>),
+}
+
+/// A participant of a browser page, on its WebSocket.
 pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
-    let _live = app.sessions.enter();
-    let (out, mut incoming) = socket.split();
-    let mut shutdown = app.shutdown.clone();
+    let (out, incoming) = socket.split();
     let participant = Participant::new(
         Instant::now(),
         Duration::from_secs(app.config.server.join_timeout_secs),
         app.config.media.self_view,
     );
+    drive(
+        app,
+        participant,
+        Incoming::Socket(incoming),
+        Outgoing::Socket(out),
+    )
+    .await;
+}
+
+/// A participant whose client speaks through `incoming` and hears through `outgoing` (the
+/// WHIP and WHEP endpoints), receiving what `receives` says.
+pub(crate) async fn run_channel(
+    app: Arc<App>,
+    receives: Receives,
+    incoming: mpsc::Receiver<ClientMessage>,
+    outgoing: mpsc::Sender<ServerMessage>,
+) {
+    let participant = Participant::new(
+        Instant::now(),
+        Duration::from_secs(app.config.server.join_timeout_secs),
+        false,
+    )
+    .receiving(receives);
+    drive(
+        app,
+        participant,
+        Incoming::Channel(incoming),
+        Outgoing::Channel(outgoing),
+    )
+    .await;
+}
+
+async fn drive(
+    app: Arc<App>,
+    participant: Participant<Arc<Published>>,
+    mut incoming: Incoming,
+    out: Outgoing,
+) {
+    let _live = app.sessions.enter();
+    let mut shutdown = app.shutdown.clone();
     let mut s = Session {
         app,
         out,
@@ -111,7 +163,8 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
                 s.feed(Input::Timeout).await
             }
             msg = incoming.next() => match msg {
-                Some(Ok(msg)) => s.on_socket(msg).await,
+                Some(Ok(Ok(msg))) => s.on_socket(msg).await,
+                Some(Ok(Err(msg))) => s.feed(Input::Client(msg)).await,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read failed");
                     Flow::Close
@@ -130,9 +183,20 @@ pub(crate) async fn run(socket: WebSocket, app: Arc<App>) {
         }
     }
     s.leave().await;
-    if !s.stalled {
+    if let (Outgoing::Socket(out), false) = (&mut s.out, s.stalled) {
         let limit = Duration::from_secs(s.app.config.server.send_timeout_secs);
-        let _ = tokio::time::timeout(limit, s.out.close()).await;
+        let _ = tokio::time::timeout(limit, out.close()).await;
+    }
+}
+
+impl Incoming {
+    /// The next frame of the socket (`Ok`) or message of the channel (`Err`); `None` when the
+    /// client is gone.
+    async fn next(&mut self) -> Option<Result<Result<Message, ClientMessage>, axum::Error>> {
+        match self {
+            Incoming::Socket(socket) => socket.next().await.map(|m| m.map(Ok)),
+            Incoming::Channel(channel) => channel.recv().await.map(|m| Ok(Err(m))),
+        }
     }
 }
 
@@ -327,7 +391,17 @@ impl Session {
             }
         };
         let limit = Duration::from_secs(self.app.config.server.send_timeout_secs);
-        match tokio::time::timeout(limit, self.out.send(Message::Text(text.into()))).await {
+        let sent = match &mut self.out {
+            Outgoing::Socket(out) => {
+                tokio::time::timeout(limit, out.send(Message::Text(text.into())))
+                    .await
+                    .map(|r| r.map_err(|e| e.to_string()))
+            }
+            Outgoing::Channel(out) => tokio::time::timeout(limit, out.send(msg))
+                .await
+                .map(|r| r.map_err(|e| e.to_string())),
+        };
+        match sent {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "websocket write failed");
@@ -380,13 +454,13 @@ impl Session {
                 ),
             )
             .await;
-            let _ = self
-                .out
-                .send(Message::Close(Some(CloseFrame {
+            if let Outgoing::Socket(out) = &mut self.out {
+                let close = Message::Close(Some(CloseFrame {
                     code: CLOSE_TOO_BIG,
                     reason: "message too large".into(),
-                })))
-                .await;
+                }));
+                let _ = out.send(close).await;
+            }
             return Flow::Close;
         }
         match parse_client_message(text.as_str()) {

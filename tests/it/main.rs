@@ -14,3 +14,4 @@ mod signalling;
 mod support;
 mod swap;
 mod tokens;
+mod whip;

@@ -94,7 +94,7 @@ fn camera(photo: &RgbImage, window: impl Fn(usize) -> (u32, u32, u32)) -> Vec<I4
         .collect()
 }
 
-fn write_y4m(path: &Path, frames: &[I420Frame]) {
+pub(crate) fn write_y4m(path: &Path, frames: &[I420Frame]) {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     write!(f, "YUV4MPEG2 W{W} H{H} F30:1 Ip A1:1 C420jpeg\n").unwrap();
@@ -278,7 +278,7 @@ async fn swapped_live(
 }
 
 /// The Newton portrait panned left and right by up to 40 px.
-fn newton_panned() -> Vec<I420Frame> {
+pub(crate) fn newton_panned() -> Vec<I420Frame> {
     camera(&open("newton.png"), |i| {
         let t = (i as f32 / FRAMES as f32 * std::f32::consts::TAU).sin();
         ((96.0 + 40.0 * t) as u32, 0, 576)
