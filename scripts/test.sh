@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test: the Python tools' (tools/tests), the compose file's validity, the fuzz
-# targets (scripts/fuzz.sh, 60 s each), then unit, integration (WebRTC clients on loopback) and the browser test (Debian
-# Chromium with a fake camera). Installs what is missing first.
+# targets (scripts/fuzz.sh, 60 s each), then unit, integration (WebRTC clients on loopback, a
+# Redis cluster, aiortc over WHIP/WHEP) and the browser tests (Debian Chromium with a fake
+# camera). Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 scripts/test-tools.sh
+# aiortc, the WebRTC stack of the WHIP/WHEP interop test (tests/interop), into the same venv.
+scripts/venv-models.sh tests/interop/requirements.txt
 # The compose file must be valid (Debian's docker-compose; no engine needed).
 echo "test: docker-compose.yml"
 DOMAIN=call.example.org PUBLIC_IP=203.0.113.10 docker-compose -f docker-compose.yml config -q

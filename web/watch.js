@@ -83,9 +83,15 @@ setInterval(async () => {
   const pc = state.pc;
   if (!pc || !state.resource) return;
   let frames = 0;
-  (await pc.getStats()).forEach((s) => {
-    if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded ?? 0;
-  });
+  try {
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded ?? 0;
+    });
+  } catch {
+    // A closed connection has no statistics: it is gone.
+    if (state.pc === pc) later("Connection lost. Reconnecting…");
+    return;
+  }
   if (frames > state.frames) {
     state.frames = frames;
     state.stalledSince = null;

@@ -2,7 +2,8 @@
 // (POST /whip/ROOM with the publish key in KEY) as "Whipper", wearing the gallery face FACE; a
 // room page joins the room and sees Whipper's video with the face-swapped badge; the watch page (/watch/ROOM/Whipper, a WHEP viewer) shows it
 // full-window (screenshot watch.png). Then the publisher ends its session (DELETE) and
-// publishes again: the watch page notices the stream stopped and plays the new one by itself.
+// publishes again: the watch page notices the stream stopped and plays the new one by itself;
+// and when the watch page's own connection drops, it plays again too.
 // Prints one JSON line of what it saw.
 // Usage: KEY=… node tests/browser/whip_whep.mjs URL DIR
 
@@ -97,7 +98,13 @@ async function run() {
   w = await waitWatching(watch, 40_000, old);
   const recovered = Date.now() - t0;
   if (!w.ok) return fail("the watch page plays Whipper again", w.last);
-  console.log(JSON.stringify({ first, deleted, second, box, recoveredMs: recovered, watch: w.last }));
+  // The watch page's own connection drops: it starts again by itself.
+  const t1 = Date.now();
+  await watch.evaluate(() => window.facerelayWatch.pc.close());
+  w = await waitWatching(watch, 30_000, w.last.resource);
+  const recoveredOwn = Date.now() - t1;
+  if (!w.ok) return fail("the watch page recovers from its own dropped connection", w.last);
+  console.log(JSON.stringify({ first, deleted, second, box, recoveredMs: recovered, recoveredOwnMs: recoveredOwn, watch: w.last }));
   if (box[0] !== 1280 || box[1] !== 720) return fail("the video fills the window", box);
   return true;
 }

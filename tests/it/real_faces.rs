@@ -310,6 +310,41 @@ async fn three_real_faces_are_swapped_live_with_selection_all() {
     swapped_live(config, frames, "newton.png", "three-faces", 3).await;
 }
 
+/// Each camera frame, that frame with Gauss's face swapped in by the packaged models, and the
+/// box the face was pasted in: the yardstick for what a viewer received.
+pub(crate) type Reference = Vec<(RgbImage, RgbImage, [u32; 4])>;
+
+pub(crate) fn newton_as_gauss(config: &Config, frames: &[I420Frame]) -> Reference {
+    let mut engine = MeshEngine::load(&config.models, &config.swap).unwrap();
+    let source = engine
+        .source_face(&rgb_to_i420(&open("gauss.png")).unwrap())
+        .unwrap();
+    frames
+        .iter()
+        .map(|f| {
+            let mut s = f.clone();
+            let r = engine
+                .swap_frame(&mut s, &source, &Selection::Largest)
+                .unwrap();
+            (
+                i420_to_rgb(f, W, H),
+                i420_to_rgb(&s, W, H),
+                r.swapped[0].paste_box,
+            )
+        })
+        .collect()
+}
+
+/// How much a received frame looks like the camera's own face and like the chosen face, in
+/// the face's core (the frame's stamp says which camera frame it was).
+pub(crate) fn likeness(reference: &Reference, got: &RgbImage) -> (f64, f64) {
+    let (camera, swapped, bx) = &reference[read_stamp(got).min(FRAMES - 1)];
+    (
+        detail_correlation(got, camera, core(*bx)),
+        detail_correlation(got, swapped, core(*bx)),
+    )
+}
+
 /// Runs `reconnect_face.mjs` with Newton's moving face as Ann's camera and Gauss's as her face,
 /// dropping her signalling connection (or restarting the whole server), and measures what Bob
 /// saw of Ann after it: never her own face, and the chosen face again within 10 s.
@@ -332,25 +367,7 @@ async fn face_survives(restart: bool) {
     let mut config = Config::defaults();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.web_root = root().join("web");
-    let mut engine = MeshEngine::load(&config.models, &config.swap).unwrap();
-    let source = engine
-        .source_face(&rgb_to_i420(&open("gauss.png")).unwrap())
-        .unwrap();
-    let reference: Vec<(RgbImage, RgbImage, [u32; 4])> = frames
-        .iter()
-        .map(|f| {
-            let mut s = f.clone();
-            let r = engine
-                .swap_frame(&mut s, &source, &Selection::Largest)
-                .unwrap();
-            (
-                i420_to_rgb(f, W, H),
-                i420_to_rgb(&s, W, H),
-                r.swapped[0].paste_box,
-            )
-        })
-        .collect();
-    drop(engine);
+    let reference = newton_as_gauss(&config, &frames);
 
     let server = facerelay::app::RunningServer::start_with_swap(
         config.clone(),
@@ -433,10 +450,7 @@ async fn face_survives(restart: bool) {
         let got = image::open(artifacts.join(format!("{prefix}-{k}.png")))
             .unwrap()
             .to_rgb8();
-        let n = read_stamp(&got);
-        let (camera, swapped, bx) = &reference[n.min(FRAMES - 1)];
-        let like_camera = detail_correlation(&got, camera, core(*bx));
-        let like_face = detail_correlation(&got, swapped, core(*bx));
+        let (like_camera, like_face) = likeness(&reference, &got);
         println!(
             "  {} ms, badge {}: like the camera's own face {like_camera:.2}, like the chosen face {like_face:.2}",
             r["ms"], r["badge"]

@@ -21,7 +21,7 @@ const WARM_UP: u16 = 60_000;
 /// Per receiver: the Y-PSNR of each numbered frame it decoded (first copy only).
 pub(crate) type Seen = BTreeMap<String, BTreeMap<u16, f64>>;
 
-fn note(seen: &mut Seen, name: &str, got: Received) {
+pub(crate) fn note(seen: &mut Seen, name: &str, got: Received) {
     if let Received::Video { frame, .. } = got {
         if let Some(n) = read_frame_number(&frame).filter(|n| *n < WARM_UP) {
             let psnr = y_psnr(&frame, &numbered_frame(W, H, n)).expect("same size");

@@ -217,6 +217,66 @@ async fn whip_and_whep_answer_as_the_protocols_say_and_free_everything() {
     server.shutdown().await.unwrap();
 }
 
+/// With join tokens, WHIP takes a token of the room with the publish right instead of a key,
+/// and the participant is called what the token says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_with_join_tokens_wants_a_token_that_may_publish() {
+    use facerelay::signal::token::{self, Rights};
+    let _serial = serial().await;
+    const SECRET: &str = "a-join-token-secret-of-32-chars!";
+    let mut config = Config::loopback();
+    config.server.token_secret = SECRET.into();
+    let server = RunningServer::start_with_swap(config, Swap::none())
+        .await
+        .unwrap();
+    let issue = |room: &str, publish: bool| {
+        let rights = Rights {
+            publish,
+            face: true,
+        };
+        let t = token::issue(
+            SECRET,
+            Some(room),
+            "OBS studio",
+            rights,
+            Duration::from_secs(60),
+        );
+        format!("Bearer {}", t.unwrap())
+    };
+    let post = |auth: Option<String>| {
+        let server = &server;
+        async move {
+            let mut headers = vec![SDP];
+            if let Some(auth) = &auth {
+                headers.push(("Authorization", auth.as_str()));
+            }
+            http(server, "POST", "/whip/live", &headers, BROWSER_OFFER).await
+        }
+    };
+    let code =
+        |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap()["code"].clone();
+    let (s, _, body) = post(None).await;
+    assert_eq!((s, code(&body)), (401, "unauthorised".into()));
+    let (s, _, body) = post(Some("Bearer not.a.token".into())).await;
+    assert_eq!((s, code(&body)), (401, "bad_token".into()));
+    let (s, _, body) = post(Some(issue("other", true))).await;
+    assert_eq!((s, code(&body)), (401, "token_wrong_room".into()));
+    let (s, _, body) = post(Some(issue("live", false))).await;
+    assert_eq!((s, code(&body)), (403, "not_allowed".into()));
+    let (s, headers, _) = post(Some(issue("live", true))).await;
+    assert_eq!(s, 201);
+    let mut ann = RawSocket::connect(&server).await;
+    ann.send(serde_json::json!({"type": "join", "room": "live", "name": "x", "token": issue("live", false).trim_start_matches("Bearer ")}).to_string()).await;
+    let welcome = ann.recv().await.unwrap();
+    assert_eq!(
+        welcome["participants"][0]["name"], "OBS studio",
+        "{welcome}"
+    );
+    let location = header(&headers, "location").unwrap().to_owned();
+    assert_eq!(http(&server, "DELETE", &location, &[], "").await.0, 200);
+    server.shutdown().await.unwrap();
+}
+
 /// Chromium, whose camera films a real face, publishes with WHIP wearing a gallery face into a
 /// room where a page sees it swapped; the watch page (WHEP) shows the swapped stream
 /// full-window, and plays it again after the publisher ends and starts again.
@@ -254,5 +314,164 @@ async fn chromium_publishes_with_whip_and_the_watch_page_plays_it_swapped() {
     )
     .await;
     assert!(dir.join("watch.png").exists());
+    server.shutdown().await.unwrap();
+}
+
+/// A PPM (P6) image as the interop script writes it.
+fn read_ppm(path: &std::path::Path) -> image::RgbImage {
+    let data = std::fs::read(path).unwrap();
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while data[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        let start = at;
+        while !data[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        fields.push(String::from_utf8_lossy(&data[start..at]).into_owned());
+    }
+    assert_eq!(fields[0], "P6");
+    let (w, h): (u32, u32) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+    image::RgbImage::from_raw(w, h, data[at + 1..].to_vec()).expect("a whole image")
+}
+
+/// aiortc (PyPI) publishes two streams over WHIP: numbered frames, which a webrtc-crate
+/// subscriber in the room receives intact (the relay test's bar), and a real face wearing a
+/// gallery face; then it watches that swapped participant over WHEP: what it decodes shows the
+/// chosen face, never the camera's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aiortc_publishes_with_whip_and_watches_a_swapped_participant_with_whep() {
+    use facerelay::media::synthetic::numbered_frame;
+    use facerelay::rtc::RtcSettings;
+    use facerelay::testkit::Client;
+
+    let _serial = serial().await;
+    let root = crate::browser::root();
+    let python = root.join(".deps/venv-models/bin/python");
+    let has_aiortc = std::process::Command::new(&python)
+        .args(["-c", "import aiortc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_aiortc,
+        "aiortc is missing from {}: run scripts/venv-models.sh tests/interop/requirements.txt",
+        python.display()
+    );
+    let artifacts = root.join("test-artifacts/interop");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let gallery = artifacts.join("gallery");
+    std::fs::create_dir_all(&gallery).unwrap();
+    std::fs::copy(
+        root.join("models/packaged/photos/gauss.png"),
+        gallery.join("gauss.png"),
+    )
+    .unwrap();
+    let numbers: Vec<_> = (0..150).map(|n| numbered_frame(640, 480, n)).collect();
+    crate::real_faces::write_y4m(&artifacts.join("numbers.y4m"), &numbers);
+    let faces = crate::real_faces::newton_panned();
+    crate::real_faces::write_y4m(&artifacts.join("newton.y4m"), &faces);
+
+    let mut config = Config::defaults();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.web_root = root.join("web");
+    config.ice.bind_ip = "127.0.0.1".parse().unwrap();
+    config.ice.include_loopback = true;
+    config.server.whip_keys.insert("*".into(), KEY.into());
+    config.swap.gallery = gallery.to_string_lossy().into_owned();
+    let reference = crate::real_faces::newton_as_gauss(&config, &faces);
+    let server =
+        RunningServer::start_with_swap(config.clone(), Swap::from_config(&config).unwrap())
+            .await
+            .unwrap();
+    let settings = RtcSettings::from_config(&config);
+    let mut b = Client::join(
+        &server.ws_url(),
+        "interop",
+        "B",
+        crate::support::NOTHING,
+        &settings,
+        crate::support::encoder(),
+    )
+    .await
+    .expect("B joins");
+
+    const SECONDS: u64 = 14;
+    let script = tokio::process::Command::new(&python)
+        .arg(root.join("tests/interop/aiortc_whip_whep.py"))
+        .args([
+            server.url().as_str(),
+            "interop",
+            KEY,
+            artifacts.join("numbers.y4m").to_str().unwrap(),
+            artifacts.join("newton.y4m").to_str().unwrap(),
+            "gauss",
+            artifacts.to_str().unwrap(),
+            &SECONDS.to_string(),
+        ])
+        .kill_on_drop(true)
+        .output();
+    let script = tokio::spawn(script);
+    // B takes what comes for as long as aiortc publishes.
+    let mut seen = crate::relay::Seen::new();
+    let until = Instant::now() + Duration::from_secs(SECONDS + 5);
+    while Instant::now() < until {
+        if let Some(got) = b.recv(Duration::from_millis(200)).await {
+            crate::relay::note(&mut seen, "B", got);
+        }
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), script)
+        .await
+        .expect("the script ends")
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the aiortc script failed: {stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    println!("aiortc: {report}");
+
+    // WHIP: aiortc's numbered frames reached the webrtc-crate subscriber intact (the file loops,
+    // so every number comes round at least twice).
+    crate::relay::check_delivery(&seen, "B", &(0..150).collect::<Vec<_>>(), 0.9);
+    // WHEP: aiortc decoded Newton's swapped stream.
+    assert_eq!(report["whep"]["size"], serde_json::json!([640, 480]));
+    assert!(
+        report["whep"]["frames"].as_u64().unwrap() >= 100,
+        "{report}"
+    );
+    assert_eq!(report["deleted"], serde_json::json!([200, 200, 200]));
+    let saved = report["whep"]["saved"].as_u64().unwrap();
+    let mut worst_camera: f64 = 0.0;
+    let mut faces_seen = 0;
+    for k in 0..saved {
+        let got = read_ppm(&artifacts.join(format!("whep-{k}.ppm")));
+        let (like_camera, like_face) = crate::real_faces::likeness(&reference, &got);
+        worst_camera = worst_camera.max(like_camera);
+        faces_seen += (like_face > like_camera + 0.2) as usize;
+    }
+    println!(
+        "WHEP: {saved} frames checked, at most {worst_camera:.2} like the camera's own face, {faces_seen} clearly the chosen face"
+    );
+    assert!(saved >= 5, "{report}");
+    assert!(
+        worst_camera < 0.8,
+        "the viewer saw the own face: {worst_camera:.2}"
+    );
+    assert!(faces_seen * 2 >= saved as usize, "{faces_seen} of {saved}");
+    // Every WHIP and WHEP session ended with its DELETE.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.app.whip_sessions() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "sessions left: {}",
+            server.app.whip_sessions()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.close().await;
     server.shutdown().await.unwrap();
 }
