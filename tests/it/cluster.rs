@@ -188,8 +188,12 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
     let _serial = serial().await;
     let redis = Redis::start().await;
     let mut nodes = Vec::new();
+    let whip_keys = [(
+        "FACERELAY_SERVER__WHIP_KEYS",
+        r#"{ "*" = "0123456789abcdef-key" }"#,
+    )];
     for _ in 0..3 {
-        nodes.push(Node::start(&redis.url(), &[]).await);
+        nodes.push(Node::start(&redis.url(), &whip_keys).await);
     }
     let pages: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     // Let every node see the others once.
@@ -216,6 +220,22 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
     check_delivery(&seen, "B", &all, 0.9);
 
     roulette_across_nodes(&pages).await;
+
+    // WHIP into the room through a node that does not host it: redirected (307) there.
+    let other = pages.iter().find(|p| **p != a_node).unwrap();
+    let addr = other.trim_start_matches("http://").trim_end_matches('/');
+    let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let offer = facerelay::testkit::BROWSER_OFFER;
+    let request = format!(
+        "POST /whip/together HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer 0123456789abcdef-key\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+        offer.len()
+    );
+    http.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    http.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 307"), "{answer}");
+    let location = format!("location: {a_node}whip/together");
+    assert!(answer.to_ascii_lowercase().contains(&location), "{answer}");
 
     // 1000 joins spread over the nodes: no participant id twice.
     let mut ids = BTreeSet::new();
