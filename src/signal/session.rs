@@ -383,16 +383,16 @@ impl Session {
         if self.stalled {
             return;
         }
-        let text = match serde_json::to_string(&msg) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialise a server message");
-                return;
-            }
-        };
         let limit = Duration::from_secs(self.app.config.server.send_timeout_secs);
         let sent = match &mut self.out {
             Outgoing::Socket(out) => {
+                let text = match serde_json::to_string(&msg) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serialise a server message");
+                        return;
+                    }
+                };
                 tokio::time::timeout(limit, out.send(Message::Text(text.into())))
                     .await
                     .map(|r| r.map_err(|e| e.to_string()))
