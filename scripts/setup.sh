@@ -49,8 +49,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$mode" = test ] && [ ! -d node_modules/playwright-core ]; then
-    echo "setup: installing playwright-core (it downloads no browser)"
+if [ "$mode" = test ] && { [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/axe-core ]; }; then
+    echo "setup: installing playwright-core (it downloads no browser) and axe-core"
     npm ci --no-audit --no-fund --loglevel=error
 fi
 scripts/install-onnxruntime.sh

@@ -13,6 +13,7 @@ const state = {
   room: null,
   name: null,
   names: new Map(), // participant id -> display name
+  media: new Map(), // participant id → {camera, microphone}: on or off, as its page says
   faces: new Map(), // participant id → what its video carries (the server says so): swapped, held, blurred, unswapped
   token: null, // authorises the face API for this session
   trackOwners: new Map(), // remote track id -> participant id
@@ -25,10 +26,12 @@ const state = {
   server: null, // in a cluster's roulette: the node this page talks to after a move (null: its own)
   move: null, // roulette: the move just announced ({url, ticket}), done when the socket closes
   ticket: null, // roulette: the ticket to enter with on the node moved to (used once)
+  welcomed: false, // this call has had a session already (a later welcome is a reconnection)
   partner: null, // roulette: who you talk with ({id, name}), and whom you talked with last
   lastPartner: null,
   chosen: null, // the face to put back after a reconnection: {photo: Blob} or {gallery: name}
   statsTimer: null,
+  tilesTimer: null,
   lastBytes: new Map(),
 };
 window.facerelay = state;
@@ -59,6 +62,23 @@ const SERVER_ERRORS = {
   cluster_unavailable: "The service cannot place calls right now. Please try again in a moment.",
 };
 
+// What the face calls' refusals mean, in plain words (docs/api.md lists the codes).
+const FACE_ERRORS = {
+  not_joined: "Join the call first, then choose a face.",
+  consent_required: "Tick the box to confirm that this face is yours, or that its owner agreed.",
+  not_allowed: "Your invitation does not let you choose a face.",
+  uploads_disabled: "This server lets you choose a face from its gallery only.",
+  image_too_large: "This photo is too large. Please use a smaller one.",
+  upload_timeout: "The photo took too long to arrive. Please try again.",
+  upload_busy: "Your previous photo is still being looked at. Please try again in a moment.",
+  not_an_image: "This file is not a photo that can be read. Please use a JPEG, PNG or WebP photo.",
+  no_face: "No face was found in this photo. Please use a clear photo of one face, from the front.",
+  several_faces: "This photo shows several faces. Please use a photo of one face.",
+  not_in_gallery: "This gallery face is not available any more.",
+  swap_unavailable: "Face swap is not available on this server.",
+  swap_capacity: "All face-swap places on this server are taken. You are in the call with your own face.",
+};
+
 function tile(id, label) {
   let fig = document.querySelector(`figure[data-participant="${CSS.escape(id)}"]`);
   if (!fig) {
@@ -67,6 +87,15 @@ function tile(id, label) {
     const video = document.createElement("video");
     video.autoplay = true;
     video.playsInline = true;
+    // The tile takes the shape of its video (4:3, 16:9, portrait on a phone).
+    const shape = () => {
+      if (video.videoWidth && video.videoHeight) {
+        fig.dataset.ratio = String(video.videoWidth / video.videoHeight);
+        layoutGrid();
+      }
+    };
+    video.addEventListener("loadedmetadata", shape);
+    video.addEventListener("resize", shape);
     const caption = document.createElement("figcaption");
     const overlay = document.createElement("div");
     overlay.className = "overlay";
@@ -85,9 +114,76 @@ function tile(id, label) {
     badge.textContent = badgeText;
     caption.append(badge);
   }
+  // Another participant's camera or microphone off: its initials instead of a black picture,
+  // a muted mark beside its name.
+  const media = id === "self" ? null : state.media.get(id);
+  if (media?.microphone === false) {
+    const muted = document.createElement("span");
+    muted.className = "muted";
+    muted.textContent = "muted";
+    caption.append(muted);
+  }
+  let initials = fig.querySelector(".initials");
+  if (media?.camera === false) {
+    if (!initials) {
+      initials = document.createElement("div");
+      initials.className = "initials";
+      fig.append(initials);
+    }
+    const name = state.names.get(id) ?? "Guest";
+    initials.textContent = name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("");
+    initials.setAttribute("aria-label", `${name}'s camera is off`);
+    initials.setAttribute("role", "img");
+  } else {
+    initials?.remove();
+  }
   fig.querySelector("video").setAttribute("aria-label", `Video of ${label}`);
   return fig.querySelector("video");
 }
+
+// The videos fill the space the call leaves them. Two (you and one other): the other as large as
+// it fits, keeping its shape, and you small in its corner. Otherwise a grid of equal tiles, as
+// many columns as make them largest.
+const GAP = 12;
+function layoutGrid() {
+  const grid = $("grid");
+  const figs = [...grid.querySelectorAll("figure")];
+  grid.dataset.count = String(figs.length);
+  const W = grid.clientWidth;
+  const H = grid.clientHeight;
+  if (!W || !H || figs.length === 0) return;
+  const ratio = (f) => Number(f.dataset.ratio) || 4 / 3;
+  const size = (f, w, h) => { f.style.width = `${Math.floor(w)}px`; f.style.height = `${Math.floor(h)}px`; };
+  const main = figs.length === 2 ? figs.find((f) => f.dataset.participant !== "self") : null;
+  if (main) {
+    const r = ratio(main);
+    const w = Math.min(W, H * r);
+    size(main, w, w / r);
+    main.style.left = main.style.top = "";
+    const self = figs.find((f) => f !== main);
+    const sw = Math.max(96, Math.min(280, w * 0.24));
+    const sh = sw / ratio(self);
+    size(self, sw, sh);
+    self.style.left = `${(W + w) / 2 - sw - GAP}px`;
+    self.style.top = `${(H + w / r) / 2 - sh - GAP}px`;
+    grid.style.gridTemplateColumns = "";
+    return;
+  }
+  let best = { w: 0, cols: 1 };
+  for (let cols = 1; cols <= figs.length; cols++) {
+    const rows = Math.ceil(figs.length / cols);
+    const w = Math.min((W - GAP * (cols - 1)) / cols, ((H - GAP * (rows - 1)) / rows) * (4 / 3));
+    if (w > best.w) best = { w, cols };
+  }
+  grid.style.gridTemplateColumns = `repeat(${best.cols}, ${Math.floor(best.w)}px)`;
+  for (const f of figs) {
+    size(f, best.w, best.w * 3 / 4);
+    f.style.left = f.style.top = "";
+  }
+}
+new MutationObserver(layoutGrid).observe($("grid"), { childList: true });
+// The space changes with the window, and with a notice or an error shown above the videos.
+new ResizeObserver(layoutGrid).observe($("grid"));
 
 function removeTile(id) {
   document.querySelector(`figure[data-participant="${CSS.escape(id)}"]`)?.remove();
@@ -98,6 +194,8 @@ function show(section) {
   $("call").hidden = section !== "call";
   for (const el of document.querySelectorAll("[data-mode]")) el.hidden = el.dataset.mode !== state.mode;
   document.body.classList.toggle("roulette", section === "call" && state.mode === "roulette");
+  document.body.classList.toggle("in-call", section === "call");
+  if (section === "call") requestAnimationFrame(layoutGrid);
   $("leave").textContent = state.mode === "roulette" ? "Stop" : "Leave";
 }
 
@@ -210,6 +308,13 @@ function toggle(kind, button) {
   track.enabled = !track.enabled;
   button.setAttribute("aria-pressed", String(track.enabled));
   button.textContent = `${kind === "audio" ? "Microphone" : "Camera"} ${track.enabled ? "on" : "off"}`;
+  sendMedia();
+}
+
+// Tells the others whether this page's camera and microphone are on.
+function sendMedia() {
+  const on = (kind) => state.local?.getTracks().find((t) => t.kind === kind)?.enabled ?? false;
+  send({ type: "media", camera: on("video"), microphone: on("audio") });
 }
 
 // Only H.264 crosses the relay: offer it alone, constrained baseline first.
@@ -319,12 +424,13 @@ function joinMessage() {
     : { type: "join", room: state.room, name: state.name, ...token };
 }
 
-// After a reconnection (a new session: the server knows nothing of the old one), the chosen face
-// goes back on before any video is published; if it cannot, the page says so and claims nothing.
-async function reapplyFace() {
+// The face chosen before this session (on the invitation screen, or before a reconnection or a
+// move: a new session, the server knows nothing of the old one) goes on before any video is
+// published; if it cannot, the page says so and claims nothing.
+async function reapplyFace(again) {
   const chosen = state.chosen;
   if (!chosen) return;
-  $("face-state").textContent = "Putting your face back on…";
+  $("face-state").textContent = again ? "Putting your face back on…" : "Putting your face on…";
   try {
     const result = chosen.photo
       ? await faceRequest("POST", "/api/face?consent=true", chosen.photo)
@@ -332,11 +438,13 @@ async function reapplyFace() {
     showFace(result);
   } catch (err) {
     state.chosen = null;
+    markGallery();
     noteFace(state.id, "none");
     $("face-preview").hidden = true;
     $("face-state").textContent = "You appear as yourself.";
     relabel(state.id);
-    showError(`Your face could not be put back on after the reconnection (${err.message.replace(/\.$/, "")}). The others see your own face.`);
+    const what = again ? "could not be put back on after the reconnection" : "could not be put on";
+    showError(`Your face ${what} (${err.message.replace(/\.$/, "")}). The others see your own face.`);
   }
 }
 
@@ -365,8 +473,10 @@ async function onMessage(msg) {
       state.faces.clear();
       for (const p of msg.participants) noteParticipant(p);
       loadGallery();
-      await reapplyFace();
+      await reapplyFace(state.welcomed);
+      state.welcomed = true;
       await startPeer(msg.iceServers);
+      sendMedia();
       setStatus(state.mode === "roulette" ? "Roulette · connecting media…" : `Room “${msg.room}” · connecting media…`);
       break;
     case "roulette-waiting":
@@ -415,6 +525,7 @@ async function onMessage(msg) {
       break;
     case "participant-joined":
       noteParticipant(msg.participant);
+      relabel(msg.participant.id);
       break;
     case "face-state":
       noteFace(state.id, msg.state);
@@ -446,6 +557,7 @@ async function onMessage(msg) {
 
 function noteParticipant(p) {
   state.names.set(p.id, p.name);
+  state.media.set(p.id, { camera: p.camera !== false, microphone: p.microphone !== false });
   noteFace(p.id, p.face ?? (p.swapped ? "swapped" : "none"));
 }
 
@@ -491,7 +603,7 @@ async function faceRequest(method, path, body) {
     headers: { Authorization: `Bearer ${state.token}` },
   });
   const json = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(json.message ?? `The server answered ${response.status}.`);
+  if (!response.ok) throw new Error(FACE_ERRORS[json.code] ?? json.message ?? `The server answered ${response.status}.`);
   return json;
 }
 
@@ -514,6 +626,7 @@ async function pickFace(method, path, body, busy, chosen = null) {
   try {
     showFace(await faceRequest(method, path, body));
     state.chosen = chosen;
+    markGallery();
   } catch (err) {
     $("face-state").textContent = state.faces.has(state.id)
       ? "Your previous face is still on."
@@ -542,18 +655,36 @@ async function loadGallery() {
   const swapper = SWAPPERS[info.swapper];
   $("face-swapper").hidden = !info.available || !swapper;
   $("face-swapper").textContent = swapper ?? "";
-  $("gallery").replaceChildren(...info.faces.map((name) => {
+  fillGallery($("gallery"), info.faces, (name) =>
+    pickFace("POST", `/api/face/gallery/${encodeURIComponent(name)}`, null, "Looking for the face…", { gallery: name }));
+}
+
+// A list of gallery faces, each with its picture and name; `pick(name)` on a click.
+function fillGallery(list, faces, pick) {
+  list.replaceChildren(...faces.map((name) => {
     const b = document.createElement("button");
     b.type = "button";
     b.setAttribute("role", "listitem");
+    b.dataset.face = name;
     b.setAttribute("aria-label", `Wear the gallery face ${name}`);
     const img = document.createElement("img");
     img.src = `/api/gallery/${encodeURIComponent(name)}`;
     img.alt = "";
-    b.append(img);
-    b.addEventListener("click", () => pickFace("POST", `/api/face/gallery/${encodeURIComponent(name)}`, null, "Looking for the face…", { gallery: name }));
+    const caption = document.createElement("span");
+    caption.className = "name";
+    caption.textContent = name;
+    b.append(img, caption);
+    b.addEventListener("click", () => pick(name));
     return b;
   }));
+  markGallery();
+}
+
+// The gallery face chosen, if any, is marked (and said to be chosen to screen readers).
+function markGallery() {
+  for (const b of document.querySelectorAll(".gallery button")) {
+    b.setAttribute("aria-pressed", String(state.chosen?.gallery === b.dataset.face));
+  }
 }
 
 async function startPeer(iceServers) {
@@ -622,6 +753,47 @@ async function updateStats() {
   });
 }
 
+// Who speaks (the audio level of each participant's sound) and how well each one's video
+// arrives (packets lost, frames per second), on their tiles, four times a second.
+const tileStats = new Map(); // inbound video stats id → {lost, received}
+async function watchTiles() {
+  if (!state.pc) return;
+  let report;
+  try {
+    report = await state.pc.getStats();
+  } catch {
+    return;
+  }
+  const fig = (owner) => document.querySelector(`figure[data-participant="${CSS.escape(owner === state.id ? "self" : owner ?? "")}"]`);
+  report.forEach((s) => {
+    if (s.type !== "inbound-rtp") return;
+    const f = fig(state.trackOwners.get(s.trackIdentifier));
+    if (!f) return;
+    if (s.kind === "audio") {
+      f.classList.toggle("speaking", (s.audioLevel ?? 0) > 0.04);
+      return;
+    }
+    const last = tileStats.get(s.id) ?? { lost: 0, received: 0 };
+    tileStats.set(s.id, { lost: s.packetsLost ?? 0, received: s.packetsReceived ?? 0 });
+    const lost = (s.packetsLost ?? 0) - last.lost;
+    const got = (s.packetsReceived ?? 0) - last.received;
+    const share = lost + got > 0 ? lost / (lost + got) : 0;
+    const level = got === 0 || share > 0.08 ? "poor" : share > 0.02 || (s.framesPerSecond ?? 30) < 10 ? "fair" : "good";
+    let q = f.querySelector(".quality");
+    if (!q) {
+      q = document.createElement("span");
+      q.className = "quality";
+      q.setAttribute("role", "img");
+      f.append(q);
+    }
+    if (q.dataset.level !== level) {
+      q.dataset.level = level;
+      q.setAttribute("aria-label", `connection ${level}`);
+      q.title = `Connection ${level}`;
+    }
+  });
+}
+
 // ------------------------------------------------------------------------------ flow
 
 // Joins the room `room`, or the roulette when `room` is null.
@@ -643,6 +815,7 @@ async function join(room, name) {
   tile("self", `${name} (you)`).muted = true;
   connect();
   state.statsTimer = setInterval(updateStats, 1000);
+  state.tilesTimer = setInterval(watchTiles, 250);
 }
 
 function leave() {
@@ -652,6 +825,7 @@ function leave() {
   state.leaving = true;
   clearTimeout(state.reconnectTimer);
   clearInterval(state.statsTimer);
+  clearInterval(state.tilesTimer);
   send({ type: state.mode === "roulette" ? "stop" : "leave" });
   state.ws?.close();
   closePeer();
@@ -659,8 +833,10 @@ function leave() {
   state.local = null;
   state.faces.clear();
   state.chosen = null;
+  markGallery();
   state.token = null;
   state.server = state.move = state.ticket = null;
+  state.welcomed = false;
   $("face-panel").hidden = true;
   $("face").setAttribute("aria-expanded", "false");
   $("face-preview").hidden = true;
@@ -668,6 +844,32 @@ function leave() {
   $("grid").replaceChildren();
   show("landing");
   setStatus("Not connected");
+}
+
+// A link to a room (?room=NAME) is an invitation: the page says so, asks only for a name and,
+// where the server swaps faces, which face to wear, which goes on before any video is sent.
+async function invitation(room) {
+  $("landing-title").textContent = `You are invited to room “${room}”`;
+  $("join").textContent = `Join room “${room}”`;
+  $("room-field").hidden = true;
+  $("or").hidden = true;
+  $("roulette").hidden = true;
+  let info;
+  try {
+    info = await (await fetch("/api/gallery")).json();
+  } catch {
+    return;
+  }
+  if (!info.available || info.faces.length === 0) return;
+  $("invite-face").hidden = false;
+  fillGallery($("invite-gallery"), info.faces, (name) => {
+    // A second click puts the choice back.
+    state.chosen = state.chosen?.gallery === name ? null : { gallery: name };
+    markGallery();
+    $("invite-face-state").textContent = state.chosen
+      ? `You will wear ${name}'s face. It goes on before your video is sent.`
+      : "You will appear as yourself.";
+  });
 }
 
 function start(room) {
@@ -750,6 +952,7 @@ if (claims) {
   if (claims.name) { $("name").value = claims.name; $("name").readOnly = true; }
 }
 if ($("room").value) {
+  invitation($("room").value);
   ($("name").value ? $("join") : $("name")).focus();
 } else {
   $("name").focus();

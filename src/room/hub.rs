@@ -237,15 +237,14 @@ impl RouletteHub {
     }
 
     /// Records what the participant's video carries and tells its partner.
-    pub async fn set_face(&self, id: ParticipantId, face: super::FaceState) {
+    pub async fn update(&self, id: ParticipantId, change: super::Change) {
         let mut members = self.lock().await;
         let Some(member) = members.get_mut(&id) else {
             return;
         };
-        if member.info.face == face {
+        if !member.info.apply(change) {
             return;
         }
-        member.info.set_face(face);
         let info = member.info.clone();
         if let Some(partner) = member.partner.and_then(|p| members.get(&p)) {
             send(partner, RoomEvent::Updated(info));
@@ -329,12 +328,7 @@ mod tests {
     async fn join(hub: &RouletteHub, n: u64) -> (ParticipantId, mpsc::Receiver<RoomEvent>) {
         let id = ParticipantId(1000 + n);
         let (tx, rx) = mpsc::channel(16);
-        let info = ParticipantInfo {
-            id: id.to_string(),
-            name: format!("guest{n}"),
-            swapped: false,
-            face: crate::room::FaceState::None,
-        };
+        let info = ParticipantInfo::new(id, format!("guest{n}"));
         hub.enter(info, id, tx, None).await.unwrap();
         (id, rx)
     }

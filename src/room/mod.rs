@@ -162,6 +162,25 @@ pub struct ParticipantInfo {
     /// What this participant's video carries, as its frames do.
     #[serde(default)]
     pub face: FaceState,
+    /// Its camera and microphone are on (as its page says; off: the others show its initials,
+    /// or a muted mark).
+    #[serde(default = "on")]
+    pub camera: bool,
+    #[serde(default = "on")]
+    pub microphone: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+/// A change of what the others know of a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// What its video carries (the live swap's report, or a face picked or cleared).
+    Face(FaceState),
+    /// Its camera or microphone turned on or off.
+    Media { camera: bool, microphone: bool },
 }
 
 /// What a participant's video carries, as the live swap reports it (debounced).
@@ -182,10 +201,32 @@ pub enum FaceState {
 }
 
 impl ParticipantInfo {
-    /// Records what the participant's video carries.
-    pub fn set_face(&mut self, face: FaceState) {
-        self.face = face;
-        self.swapped = matches!(face, FaceState::Swapped | FaceState::Held);
+    /// A participant as it joins: its own face, camera and microphone on.
+    pub fn new(id: ParticipantId, name: String) -> Self {
+        Self {
+            id: id.to_string(),
+            name,
+            swapped: false,
+            face: FaceState::None,
+            camera: true,
+            microphone: true,
+        }
+    }
+
+    /// Applies `change`; whether anything changed.
+    pub fn apply(&mut self, change: Change) -> bool {
+        let before = self.clone();
+        match change {
+            Change::Face(face) => {
+                self.face = face;
+                self.swapped = matches!(face, FaceState::Swapped | FaceState::Held);
+            }
+            Change::Media { camera, microphone } => {
+                self.camera = camera;
+                self.microphone = microphone;
+            }
+        }
+        *self != before
     }
 }
 
@@ -281,7 +322,8 @@ pub trait RoomDirectory: Send + Sync + 'static {
     /// Removes a participant and its tracks (idempotent). The others are told.
     fn leave(&self, room: &RoomId, id: ParticipantId);
     /// Records what the participant's video carries and tells the others.
-    fn set_face(&self, room: &RoomId, id: ParticipantId, face: FaceState);
+    /// Records a change of what the others know of the participant, and tells them.
+    fn update(&self, room: &RoomId, id: ParticipantId, change: Change);
     /// From now on every join is refused.
     fn begin_shutdown(&self);
     fn stats(&self) -> DirectoryStats;
@@ -390,12 +432,7 @@ impl RoomDirectory for InMemoryDirectory {
             });
         }
         let id = ParticipantId::fresh();
-        let info = ParticipantInfo {
-            id: id.to_string(),
-            name,
-            swapped: false,
-            face: FaceState::None,
-        };
+        let info = ParticipantInfo::new(id, name);
         let present = members
             .iter()
             .map(|(pid, m)| {
@@ -470,7 +507,7 @@ impl RoomDirectory for InMemoryDirectory {
         state.participants -= 1;
     }
 
-    fn set_face(&self, room: &RoomId, id: ParticipantId, face: FaceState) {
+    fn update(&self, room: &RoomId, id: ParticipantId, change: Change) {
         let mut state = self.lock();
         let Some(members) = state.rooms.get_mut(room) else {
             return;
@@ -478,10 +515,9 @@ impl RoomDirectory for InMemoryDirectory {
         let Some(member) = members.get_mut(&id) else {
             return;
         };
-        if member.info.face == face {
+        if !member.info.apply(change) {
             return;
         }
-        member.info.set_face(face);
         let info = member.info.clone();
         for (pid, m) in members.iter() {
             if *pid != id {
@@ -528,6 +564,36 @@ mod tests {
         let d = InMemoryDirectory::new(4, 10, 8);
         let e = d.join(&room("r"), "far too long a name", chan().0).err();
         assert_eq!(e.map(|e| e.code()), Some("invalid_name"));
+    }
+
+    #[test]
+    fn changes_are_told_to_the_others_once() {
+        let d = InMemoryDirectory::new(4, 10, 64);
+        let (tx_a, mut rx_a) = chan();
+        let (tx_b, mut rx_b) = chan();
+        d.join(&room("r"), "Ann", tx_a).unwrap();
+        let b = d.join(&room("r"), "Bob", tx_b).unwrap();
+        let _ = rx_a.try_recv(); // Bob joined
+        let off = Change::Media {
+            camera: false,
+            microphone: true,
+        };
+        d.update(&room("r"), b.id, off);
+        assert!(matches!(
+            rx_a.try_recv(),
+            Ok(RoomEvent::Updated(info)) if !info.camera && info.microphone && info.name == "Bob"
+        ));
+        d.update(&room("r"), b.id, off);
+        assert!(rx_a.try_recv().is_err(), "no news, no event");
+        d.update(&room("r"), b.id, Change::Face(FaceState::Held));
+        assert!(matches!(
+            rx_a.try_recv(),
+            Ok(RoomEvent::Updated(info)) if info.swapped && info.face == FaceState::Held && !info.camera
+        ));
+        assert!(
+            rx_b.try_recv().is_err(),
+            "the participant itself is not told"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::protocol::{ClientMessage, ServerMessage};
 use crate::room::roulette::NextReason;
-use crate::room::{FaceState, ParticipantId, ParticipantInfo};
+use crate::room::{Change, FaceState, ParticipantId, ParticipantInfo};
 use crate::rtc::IceCandidate;
 
 /// Where a participant asks to be.
@@ -190,8 +190,9 @@ pub enum Action<T> {
     },
     /// Stop receiving everything of `owner`.
     Unsubscribe(ParticipantId),
-    /// Tell the room what the participant's video carries.
-    SetFace(FaceState),
+    /// Tell the room (or the partner) what changed of the participant: what its video
+    /// carries, its camera or microphone.
+    Update(Change),
     Roulette(RouletteRequest),
     /// End the session.
     Close,
@@ -441,7 +442,7 @@ impl<T: Clone> Participant<T> {
             }
             Input::Face { state, reason } => {
                 if let Phase::Joined(_) = self.phase {
-                    out.push(Action::SetFace(state));
+                    out.push(Action::Update(Change::Face(state)));
                     // The wearer is told too: its page says what the others see.
                     out.push(Action::Send(ServerMessage::FaceState { state, reason }));
                 }
@@ -556,6 +557,9 @@ impl<T: Clone> Participant<T> {
                 candidate: Some(candidate),
             } => out.push(Action::AddCandidate(candidate)),
             ClientMessage::Candidate { candidate: None } => {}
+            ClientMessage::Media { camera, microphone } => {
+                out.push(Action::Update(Change::Media { camera, microphone }))
+            }
             ClientMessage::Join { .. }
             | ClientMessage::Roulette { .. }
             | ClientMessage::Leave
@@ -638,12 +642,7 @@ mod tests {
     }
 
     fn info(n: u64, name: &str) -> ParticipantInfo {
-        ParticipantInfo {
-            id: id(n).to_string(),
-            name: name.into(),
-            swapped: false,
-            face: FaceState::None,
-        }
+        ParticipantInfo::new(id(n), name.into())
     }
 
     fn client(p: &mut P, msg: &str) -> Vec<A> {
@@ -1113,6 +1112,21 @@ mod tests {
     }
 
     #[test]
+    fn camera_and_microphone_changes_go_to_the_room_once_seated() {
+        let mut p = P::new(Instant::now(), TIMEOUT, false);
+        let off = r#"{"type":"media","camera":false,"microphone":true}"#;
+        assert_eq!(codes(&client(&mut p, off)), ["not_joined"]);
+        let mut p = seated(vec![], true);
+        assert_eq!(
+            client(&mut p, off),
+            vec![Action::Update(Change::Media {
+                camera: false,
+                microphone: true
+            })]
+        );
+    }
+
+    #[test]
     fn a_whip_publisher_receives_nothing_and_is_never_offered_anything() {
         let mut p = P::new(Instant::now(), TIMEOUT, true).receiving(Receives::Nobody);
         client(&mut p, r#"{"type":"join","room":"lab","name":"OBS"}"#);
@@ -1323,7 +1337,7 @@ mod tests {
         assert_eq!(
             a,
             vec![
-                Action::SetFace(FaceState::Swapped),
+                Action::Update(Change::Face(FaceState::Swapped)),
                 Action::Send(ServerMessage::FaceState {
                     state: FaceState::Swapped,
                     reason: None

@@ -353,9 +353,9 @@ impl Session {
                             }
                         }
                     }
-                    Action::SetFace(state) => match &m.place {
-                        Place::Room(room) => self.app.directory.set_face(room, m.id, state),
-                        Place::Roulette => self.app.roulette.set_face(m.id, state).await,
+                    Action::Update(change) => match &m.place {
+                        Place::Room(room) => self.app.directory.update(room, m.id, change),
+                        Place::Roulette => self.app.roulette.update(m.id, change).await,
                     },
                     Action::Roulette(request) => {
                         let hub = &self.app.roulette;
@@ -518,12 +518,7 @@ impl Session {
                     None => None,
                 };
                 let id = redeemed.map_or_else(ParticipantId::fresh, |(id, _)| id);
-                let info = ParticipantInfo {
-                    id: id.to_string(),
-                    name,
-                    swapped: false,
-                    face: crate::room::FaceState::None,
-                };
+                let info = ParticipantInfo::new(id, name);
                 let claim = redeemed.map(|(_, partner)| partner);
                 if let Err(e) = self.app.roulette.enter(info, id, tx, claim).await {
                     return Err((e.code(), e.to_string()));

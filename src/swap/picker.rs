@@ -159,26 +159,59 @@ fn lock(engine: &Mutex<Engine>) -> std::sync::MutexGuard<'_, Engine> {
 pub struct FacePicker {
     analyser: Analyser,
     config: SwapConfig,
-    gallery: Option<PathBuf>,
+    gallery: Option<Gallery>,
+}
+
+/// The operator's gallery: its folder, and the names of the images in it that hold exactly one
+/// face (checked once, at start).
+struct Gallery {
+    dir: PathBuf,
+    names: Vec<String>,
 }
 
 impl FacePicker {
     /// A picker with an engine of its own.
     pub fn new(engine: Engine, gallery: Option<PathBuf>) -> Self {
-        Self {
+        let picker = Self {
             config: engine.config().clone(),
             analyser: Analyser::Engine(Mutex::new(engine)),
-            gallery,
-        }
+            gallery: None,
+        };
+        picker.with_gallery(gallery)
     }
 
     /// A picker on the live stage's models (either swapper): no second copy of any model.
     pub fn live(live: Arc<LiveSwap>, config: &SwapConfig, gallery: Option<PathBuf>) -> Self {
-        Self {
+        let picker = Self {
             config: config.clone(),
             analyser: Analyser::Live(live),
-            gallery,
+            gallery: None,
+        };
+        picker.with_gallery(gallery)
+    }
+
+    /// Takes the gallery's images that hold exactly one face; the others are left out, each
+    /// with a log line that says why. Blocking (model runs).
+    fn with_gallery(mut self, dir: Option<PathBuf>) -> Self {
+        let Some(dir) = dir else {
+            return self;
+        };
+        let mut names = Vec::new();
+        for name in image_stems(&dir) {
+            let face = read_gallery_image(&dir, &name).and_then(|bytes| self.from_photo(&bytes));
+            match face {
+                Ok(_) => names.push(name),
+                Err(e) => tracing::warn!(
+                    image = %name,
+                    folder = %dir.display(),
+                    reason = %e,
+                    "gallery image left out: it must hold exactly one face"
+                ),
+            }
         }
+        tracing::info!(faces = names.len(), folder = %dir.display(), "gallery checked");
+        self.gallery = Some(Gallery { dir, names });
+        self
     }
 
     /// A face from uploaded bytes. Blocking (model runs): call it off the async threads.
@@ -210,44 +243,22 @@ impl FacePicker {
         })
     }
 
-    /// The gallery's faces: file names (without extension) of the images in its folder.
+    /// The gallery's faces: the names (file names without extension) of the images that
+    /// passed the start-up check.
     pub fn gallery(&self) -> Vec<String> {
-        let Some(dir) = &self.gallery else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok()?.path().file_name()?.to_str().map(str::to_owned))
-            .filter_map(|file| {
-                let (stem, ext) = file.rsplit_once('.')?;
-                matches!(
-                    ext.to_ascii_lowercase().as_str(),
-                    "jpg" | "jpeg" | "png" | "webp"
-                )
-                .then(|| stem.to_owned())
-            })
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+        self.gallery
+            .as_ref()
+            .map_or_else(Vec::new, |g| g.names.clone())
     }
 
     /// The bytes of a gallery image by name (only names [`Self::gallery`] lists).
     pub fn gallery_image(&self, name: &str) -> Result<Vec<u8>, PickError> {
-        let dir = self
+        let gallery = self
             .gallery
             .as_ref()
+            .filter(|g| g.names.iter().any(|n| n == name))
             .ok_or_else(|| PickError::NotInGallery(name.into()))?;
-        if !self.gallery().iter().any(|n| n == name) {
-            return Err(PickError::NotInGallery(name.into()));
-        }
-        for ext in ["jpg", "jpeg", "png", "webp", "JPG", "JPEG", "PNG", "WEBP"] {
-            if let Ok(bytes) = std::fs::read(dir.join(format!("{name}.{ext}"))) {
-                return Ok(bytes);
-            }
-        }
-        Err(PickError::NotInGallery(name.into()))
+        read_gallery_image(&gallery.dir, name)
     }
 
     /// A face from the gallery.
@@ -255,6 +266,35 @@ impl FacePicker {
         let bytes = self.gallery_image(name)?;
         self.from_photo(&bytes)
     }
+}
+
+/// The names (file names without extension) of the JPEG, PNG and WebP images in `dir`, sorted.
+fn image_stems(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.path().file_name()?.to_str().map(str::to_owned))
+        .filter_map(|file| {
+            let (stem, ext) = file.rsplit_once('.')?;
+            matches!(
+                ext.to_ascii_lowercase().as_str(),
+                "jpg" | "jpeg" | "png" | "webp"
+            )
+            .then(|| stem.to_owned())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn read_gallery_image(dir: &std::path::Path, name: &str) -> Result<Vec<u8>, PickError> {
+    for ext in ["jpg", "jpeg", "png", "webp", "JPG", "JPEG", "PNG", "WEBP"] {
+        if let Ok(bytes) = std::fs::read(dir.join(format!("{name}.{ext}"))) {
+            return Ok(bytes);
+        }
+    }
+    Err(PickError::NotInGallery(name.into()))
 }
 
 /// The face's box with a 25 % margin, scaled to fit 160 px, as PNG.

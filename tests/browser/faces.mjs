@@ -1,7 +1,9 @@
 // The face picker in Debian Chromium: a page uploads a photo and sees the face found in it. Its
 // camera (Chromium's test pattern) shows no face, so the live swap fails closed: the other page
 // sees the "face hidden" badge on its tile, and the wearer's page says its face is not found and
-// the others see it blurred. A non-image upload shows an error and the face stays. Usage: node tests/browser/faces.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR PHOTO
+// the others see it blurred. A non-image upload shows an error and the face stays. The gallery
+// (the server left out its image without a face) shows "Ada" under her picture; picking her
+// marks her as chosen. Usage: node tests/browser/faces.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR PHOTO
 
 import { writeFileSync } from "node:fs";
 import { fail, finish, launch, look, openPage, sleep, until, waitForBadge } from "./lib.mjs";
@@ -43,11 +45,26 @@ async function run() {
     .then((el) => el.textContent())
     .catch(() => null);
   if (!error) return fail("an error for a non-image", null);
+  if (!/not a photo that can be read/.test(error)) return fail("the error says it in plain words", error);
   const still = await ann.evaluate(() => !document.getElementById("face-preview").hidden);
   if (!still) return fail("the previous face stays", null);
   console.log(`non-image: "${error}"; the face stays`);
   await sleep(300);
   await ann.screenshot({ path: `${dir}/face-error.png` });
+
+  const gallery = () => ann.evaluate(() => [...document.querySelectorAll("#gallery button")]
+    .map((b) => ({ name: b.querySelector(".name")?.textContent, shown: b.querySelector(".name")?.offsetHeight > 0, chosen: b.getAttribute("aria-pressed") })));
+  const before = await gallery();
+  if (JSON.stringify(before) !== JSON.stringify([{ name: "Ada", shown: true, chosen: "false" }])) {
+    return fail("the gallery lists Ada alone, by name, not chosen", before);
+  }
+  await ann.click("#gallery button[data-face=Ada]");
+  const marked = await ann
+    .waitForFunction(() => document.querySelector("#gallery button[data-face=Ada]").getAttribute("aria-pressed") === "true", null, { timeout: 15_000 })
+    .then(() => true, () => false);
+  if (!marked) return fail("Ada is marked as chosen", await gallery());
+  console.log(`gallery: ${JSON.stringify(before)}, then Ada chosen`);
+  await ann.screenshot({ path: `${dir}/face-gallery.png` });
   return true;
 }
 

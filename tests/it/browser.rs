@@ -172,15 +172,70 @@ async fn the_roulette_says_one_thing_at_a_time_and_only_offers_what_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_face_picker_uploads_a_photo_and_refuses_a_non_image() {
+async fn the_face_picker_uploads_a_photo_refuses_a_non_image_and_names_the_gallery() {
     let _serial = serial().await;
+    let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
+    // A gallery of one face and one image without a face, which the start-up check leaves out.
+    let gallery = root().join("test-artifacts/face-gallery");
+    let _ = std::fs::remove_dir_all(&gallery);
+    std::fs::create_dir_all(&gallery).unwrap();
+    std::fs::copy(&photo, gallery.join("Ada.jpg")).unwrap();
+    image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]))
+        .save(gallery.join("Blank.png"))
+        .unwrap();
     let mut config = Config::defaults();
     config.models = config.models.with_fixtures();
+    config.swap.gallery = gallery.to_string_lossy().into_owned();
     let swap = Swap::from_config(&config).expect("the live swap starts");
-    let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
     let dir = run_browser_script_with("faces.mjs", swap, &[&photo]).await;
     assert!(dir.join("face-picked.png").exists());
     assert!(dir.join("face-error.png").exists());
+    assert!(dir.join("face-gallery.png").exists());
+}
+
+/// axe-core finds no serious or critical accessibility violation on any screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_screen_passes_the_accessibility_check() {
+    let _serial = serial().await;
+    run_browser_script("a11y.mjs").await;
+}
+
+/// The call fills the window: the other's video covers half of a desktop window, and on a phone
+/// both videos show without scrolling, in a room and in the roulette.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_call_uses_the_window_on_a_desktop_and_on_a_phone() {
+    let _serial = serial().await;
+    let dir = run_browser_script("layout.mjs").await;
+    assert!(dir.join("layout-desktop.png").exists());
+}
+
+/// Camera off and microphone off are shown to the others: initials, a muted mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_others_see_a_camera_turned_off_and_a_microphone_muted() {
+    let _serial = serial().await;
+    let dir = run_browser_script("media_state.mjs").await;
+    assert!(dir.join("camera-off.png").exists());
+}
+
+/// A room link is an invitation: the page says so, and a gallery face chosen before joining is
+/// on before the others see any video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invitation_names_the_room_and_puts_the_chosen_face_on_before_any_video() {
+    let _serial = serial().await;
+    let gallery = root().join("test-artifacts/invite-gallery");
+    let _ = std::fs::remove_dir_all(&gallery);
+    std::fs::create_dir_all(&gallery).unwrap();
+    std::fs::copy(
+        root().join(fixtures_dir()).join("testcard_source.jpg"),
+        gallery.join("Ada.jpg"),
+    )
+    .unwrap();
+    let mut config = Config::defaults();
+    config.models = config.models.with_fixtures();
+    config.swap.gallery = gallery.to_string_lossy().into_owned();
+    let swap = Swap::from_config(&config).expect("the live swap starts");
+    let dir = run_browser_script_with("invite.mjs", swap, &[]).await;
+    assert!(dir.join("invite.png").exists());
 }
 
 /// The test card as a y4m video (Chromium's fake camera plays and loops it).

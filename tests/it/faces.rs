@@ -254,6 +254,12 @@ async fn gallery_faces_are_listed_served_and_picked() {
     std::fs::create_dir_all(&gallery).unwrap();
     std::fs::write(gallery.join("ada.jpg"), source_photo()).unwrap();
     std::fs::write(gallery.join("notes.txt"), "not a face").unwrap();
+    // Images the start-up check leaves out: three faces, none, not an image at all.
+    std::fs::write(gallery.join("crowd.png"), three_faces()).unwrap();
+    RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]))
+        .save(gallery.join("blank.png"))
+        .unwrap();
+    std::fs::write(gallery.join("broken.jpg"), b"\xff\xd8 not really a JPEG").unwrap();
     let mut config = Config::loopback();
     config.models = config.models.with_fixtures();
     config.swap.gallery = gallery.display().to_string();
@@ -288,11 +294,20 @@ async fn gallery_faces_are_listed_served_and_picked() {
             .contains("facerelay_infer_requests_total{model=\"detector\",outcome=\"completed\"}"),
         "{metrics}"
     );
-    let (status, body) = post(&server, "/api/face/gallery/notes", &token, Vec::new()).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("not_in_gallery"))
-    );
+    for left_out in ["notes", "crowd", "blank", "broken"] {
+        let (status, body) = post(
+            &server,
+            &format!("/api/face/gallery/{left_out}"),
+            &token,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("not_in_gallery")),
+            "{left_out}"
+        );
+    }
     let (status, _) = post(
         &server,
         "/api/face/gallery/..%2Fetc%2Fpasswd",
@@ -650,4 +665,34 @@ async fn upload_limits_timeouts_and_slots_hold_and_answer_in_json() {
     );
     drop(sockets);
     server.shutdown().await.unwrap();
+}
+
+/// Every refusal the face API documents (docs/api.md) has a plain-language message in the page.
+#[test]
+fn the_page_explains_every_face_api_refusal_in_plain_words() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let api = std::fs::read_to_string(root.join("docs/api.md")).unwrap();
+    let page = std::fs::read_to_string(root.join("web/app.js")).unwrap();
+    let table = page
+        .split_once("const FACE_ERRORS = {")
+        .and_then(|(_, rest)| rest.split_once("};"))
+        .expect("FACE_ERRORS in web/app.js")
+        .0;
+    // The face API's table: the one whose first row is `not_joined`.
+    let section = api
+        .split("| status | code | when |")
+        .find(|t| t.contains("`not_joined`"))
+        .expect("the face API's code table");
+    let mut codes = Vec::new();
+    for row in section.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cell = row.split('|').nth(2).unwrap_or("");
+        codes.extend(cell.split('`').skip(1).step_by(2).map(str::to_owned));
+    }
+    assert!(codes.len() >= 12, "{codes:?}");
+    for code in &codes {
+        assert!(
+            table.contains(&format!("\n  {code}: \"")),
+            "web/app.js has no plain message for the face API's {code}"
+        );
+    }
 }

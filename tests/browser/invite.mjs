@@ -1,0 +1,75 @@
+// An invitation in Debian Chromium: Bob is in room R; Ann opens the room's link (/?room=R). Her
+// page says she is invited to R and what facerelay does, asks only for her name and a face
+// (the room is fixed, no roulette), and she picks the gallery face "Ada" before joining. Bob's
+// page records the badge on Ann's tile from its first appearance: her face is on before her
+// video arrives, so it never reads as unswapped. Screenshot invite.png.
+// Usage: node tests/browser/invite.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
+
+import { fail, finish, launch, openPage, sleep, until } from "./lib.mjs";
+
+const [base, dir = "test-artifacts"] = process.argv.slice(2);
+const browser = await launch();
+const room = `invite-${Date.now()}`;
+const link = `${base}?room=${room}`;
+
+async function run() {
+  const bob = await openPage(browser, base, "Bob");
+  await bob.fill("#room", room);
+  await bob.click("#join");
+  let r = await until([bob], (s) => /connected/.test(s.status));
+  if (!r.ok) return fail("Bob is in the room", r.states);
+
+  const ann = await openPage(browser, link, "Ann");
+  await ann.waitForSelector("#invite-gallery button[data-face=Ada]", { timeout: 10_000 });
+  const screen = await ann.evaluate(() => {
+    const visible = (id) => { const e = document.getElementById(id); return !!e && !e.hidden && e.offsetParent !== null; };
+    return {
+      title: document.getElementById("landing-title").textContent,
+      what: document.getElementById("what").textContent.replace(/\s+/g, " ").trim(),
+      join: document.getElementById("join").textContent,
+      room: visible("room-field"),
+      roulette: visible("roulette"),
+      faces: [...document.querySelectorAll("#invite-gallery button")].map((b) => b.querySelector(".name").textContent),
+    };
+  });
+  const expected = {
+    title: `You are invited to room “${room}”`,
+    join: `Join room “${room}”`,
+    room: false,
+    roulette: false,
+    faces: ["Ada"],
+  };
+  for (const [k, v] of Object.entries(expected)) {
+    if (JSON.stringify(screen[k]) !== JSON.stringify(v)) return fail(`invitation screen: ${k}`, screen);
+  }
+  if (!/everyone in the call is told when a face is swapped/.test(screen.what)) return fail("the landing says what facerelay does", screen.what);
+  await ann.click("#invite-gallery button[data-face=Ada]");
+  const chosen = await ann.textContent("#invite-face-state");
+  if (!/Ada's face/.test(chosen)) return fail("the choice is confirmed", chosen);
+  await ann.screenshot({ path: `${dir}/invite.png` });
+  await ann.click("#join");
+
+  // Bob: Ann's tile and its badge, every 100 ms from its first appearance.
+  const seen = [];
+  const t0 = Date.now();
+  while (Date.now() - t0 < 20_000) {
+    const tile = await bob.evaluate(() => {
+      const fig = [...document.querySelectorAll("figure:not([data-participant=self])")]
+        .find((f) => f.querySelector("figcaption")?.textContent.startsWith("Ann"));
+      return fig ? { badge: fig.querySelector(".badge")?.textContent ?? null, width: fig.querySelector("video").videoWidth } : null;
+    });
+    if (tile) seen.push(tile);
+    if (seen.filter((s) => s.width > 0).length >= 10) break;
+    await sleep(100);
+  }
+  console.log(JSON.stringify({ screen, chosen, badges: [...new Set(seen.map((s) => s.badge))], samples: seen.length }));
+  if (!seen.some((s) => s.width > 0)) return fail("Bob sees Ann's video", seen);
+  if (seen.some((s) => s.width > 0 && (s.badge === null || s.badge === "not swapped"))) {
+    return fail("Ann's video never arrives without her face badge", seen);
+  }
+  const annGallery = await ann.evaluate(() => document.querySelector("#gallery button[data-face=Ada]")?.getAttribute("aria-pressed"));
+  if (annGallery !== "true") return fail("in the call, Ada is marked as Ann's face", annGallery);
+  return true;
+}
+
+await finish(browser, run);
