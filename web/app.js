@@ -100,7 +100,15 @@ function tile(id, label) {
     const overlay = document.createElement("div");
     overlay.className = "overlay";
     overlay.hidden = $("stats").getAttribute("aria-pressed") !== "true";
-    fig.append(video, caption, overlay);
+    const full = document.createElement("button");
+    full.type = "button";
+    full.className = "fullscreen";
+    full.textContent = "⛶";
+    full.addEventListener("click", () => {
+      if (document.fullscreenElement === fig) document.exitFullscreen();
+      else fig.requestFullscreen?.().catch(() => {});
+    });
+    fig.append(video, caption, overlay, full);
     if (id === "self") $("grid").prepend(fig); else $("grid").append(fig);
   }
   const caption = fig.querySelector("figcaption");
@@ -138,6 +146,7 @@ function tile(id, label) {
     initials?.remove();
   }
   fig.querySelector("video").setAttribute("aria-label", `Video of ${label}`);
+  fig.querySelector(".fullscreen").setAttribute("aria-label", `Full screen: ${label}`);
   return fig.querySelector("video");
 }
 
@@ -257,6 +266,8 @@ function mediaError(e) {
 }
 
 async function startCamera() {
+  // The invitation's preview already holds the camera: the call uses it.
+  if (state.local?.getTracks().some((t) => t.readyState === "live")) return listDevices();
   if (!navigator.mediaDevices?.getUserMedia) {
     throw new Error("This page needs a secure connection (https) to use the camera.");
   }
@@ -854,6 +865,15 @@ async function invitation(room) {
   $("room-field").hidden = true;
   $("or").hidden = true;
   $("roulette").hidden = true;
+  // Your camera before you join (it is sent only once you do).
+  $("invite-camera-view").hidden = false;
+  startCamera().then(() => {
+    $("invite-preview").srcObject = state.local;
+    $("invite-preview").hidden = false;
+    $("invite-camera").textContent = "Your camera. Nothing is sent until you join.";
+  }, (err) => {
+    $("invite-camera").textContent = err.message;
+  });
   let info;
   try {
     info = await (await fetch("/api/gallery")).json();

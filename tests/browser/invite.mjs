@@ -1,6 +1,7 @@
 // An invitation in Debian Chromium: Bob is in room R; Ann opens the room's link (/?room=R). Her
-// page says she is invited to R and what facerelay does, asks only for her name and a face
-// (the room is fixed, no roulette), and she picks the gallery face "Ada" before joining. Bob's
+// page says she is invited to R and what facerelay does, shows her camera, asks only for her
+// name and a face (the room is fixed, no roulette), and she picks the gallery face "Ada" before
+// joining. Bob's page puts Ann's tile full screen with its button, and back. Bob's
 // page records the badge on Ann's tile from its first appearance: her face is on before her
 // video arrives, so it never reads as unswapped. Screenshot invite.png.
 // Usage: node tests/browser/invite.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
@@ -43,6 +44,10 @@ async function run() {
     if (JSON.stringify(screen[k]) !== JSON.stringify(v)) return fail(`invitation screen: ${k}`, screen);
   }
   if (!/everyone in the call is told when a face is swapped/.test(screen.what)) return fail("the landing says what facerelay does", screen.what);
+  const preview = await ann
+    .waitForFunction(() => document.getElementById("invite-preview").videoWidth > 0, null, { timeout: 10_000 })
+    .then(() => true, () => false);
+  if (!preview) return fail("the invitation shows Ann's camera", await ann.textContent("#invite-camera"));
   await ann.click("#invite-gallery button[data-face=Ada]");
   const chosen = await ann.textContent("#invite-face-state");
   if (!/Ada's face/.test(chosen)) return fail("the choice is confirmed", chosen);
@@ -67,6 +72,13 @@ async function run() {
   if (seen.some((s) => s.width > 0 && (s.badge === null || s.badge === "not swapped"))) {
     return fail("Ann's video never arrives without her face badge", seen);
   }
+  // A tile goes full screen with its button, and back.
+  await bob.click("figure:not([data-participant=self]) button.fullscreen");
+  const full = await bob
+    .waitForFunction(() => document.fullscreenElement?.matches("figure:not([data-participant=self])"), null, { timeout: 5_000 })
+    .then(() => true, () => false);
+  if (!full) return fail("Ann's tile goes full screen on Bob's page", null);
+  await bob.evaluate(() => document.exitFullscreen());
   const annGallery = await ann.evaluate(() => document.querySelector("#gallery button[data-face=Ada]")?.getAttribute("aria-pressed"));
   if (annGallery !== "true") return fail("in the call, Ada is marked as Ann's face", annGallery);
   return true;
