@@ -111,18 +111,26 @@ impl Client {
         settings: &RtcSettings,
         encoder: EncoderSettings,
     ) -> Result<Self, ClientError> {
+        let join = ClientMessage::Join {
+            room: room.into(),
+            name: name.into(),
+            token: token.map(str::to_owned),
+        };
+        Self::enter(ws_url, &join, publish, settings, encoder).await
+    }
+
+    /// As [`Client::join`], entering with `entry` (a `join`, `roulette` or `preview` message).
+    pub async fn enter(
+        ws_url: &str,
+        entry: &ClientMessage,
+        publish: Publish,
+        settings: &RtcSettings,
+        encoder: EncoderSettings,
+    ) -> Result<Self, ClientError> {
         let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
             .await
             .map_err(|e| ClientError::Socket(e.to_string()))?;
-        send_ws(
-            &mut ws,
-            &ClientMessage::Join {
-                room: room.into(),
-                name: name.into(),
-                token: token.map(str::to_owned),
-            },
-        )
-        .await?;
+        send_ws(&mut ws, entry).await?;
         let (id, participants, token) = match recv_ws(&mut ws).await? {
             ServerMessage::Welcome {
                 id,

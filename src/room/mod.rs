@@ -34,7 +34,7 @@ pub fn register_metrics(
     scraped
         .gauge(
             "facerelay_participants",
-            "Participants in rooms.",
+            "Participants in rooms and previews.",
             move || d.stats().participants as u64,
         )
         .gauge(
@@ -131,10 +131,24 @@ impl RoomId {
         Self(format!("roulette\u{1f}{tag}"))
     }
 
+    /// A preview's own room (`tag` unique per preview), apart from every name a client can send
+    /// like a roulette pair's. Previews are seats, but not rooms: [`RoomDirectory::rooms`] and
+    /// the room count leave them out.
+    pub fn preview(tag: impl fmt::Display) -> Self {
+        Self(format!("{PREVIEW}{tag}"))
+    }
+
+    /// Whether this is a preview's room.
+    pub fn is_preview(&self) -> bool {
+        self.0.starts_with(PREVIEW)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+const PREVIEW: &str = "preview\u{1f}";
 
 impl fmt::Display for RoomId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -326,8 +340,9 @@ pub trait RoomDirectory: Send + Sync + 'static {
     fn update(&self, room: &RoomId, id: ParticipantId, change: Change);
     /// From now on every join is refused.
     fn begin_shutdown(&self);
+    /// Rooms (previews not counted) and participants (previews included: each holds a seat).
     fn stats(&self) -> DirectoryStats;
-    /// The rooms with someone in them.
+    /// The rooms with someone in them (previews are no rooms).
     fn rooms(&self) -> Vec<String>;
     /// The participant of `room` whose id (`p…`) or display name is `who`, if it publishes
     /// video (the first such, by id, when several share the name).
@@ -531,13 +546,15 @@ impl RoomDirectory for InMemoryDirectory {
     }
 
     fn rooms(&self) -> Vec<String> {
-        self.lock().rooms.keys().map(|r| r.0.clone()).collect()
+        let state = self.lock();
+        let rooms = state.rooms.keys().filter(|r| !r.is_preview());
+        rooms.map(|r| r.0.clone()).collect()
     }
 
     fn stats(&self) -> DirectoryStats {
         let state = self.lock();
         DirectoryStats {
-            rooms: state.rooms.len(),
+            rooms: state.rooms.keys().filter(|r| !r.is_preview()).count(),
             participants: state.participants,
         }
     }

@@ -36,6 +36,8 @@ pub enum Seat {
     Roulette {
         ticket: Option<String>,
     },
+    /// A seat of one's own, to see oneself as the others would before joining.
+    Preview,
 }
 
 /// What a participant receives of the others.
@@ -204,6 +206,8 @@ struct Member<T> {
     id: ParticipantId,
     receives: Receives,
     roulette: bool,
+    /// A preview: the participant sees its own video whatever `media.self_view` says.
+    preview: bool,
     /// Owners whose tracks this participant receives.
     receiving: BTreeSet<ParticipantId>,
     /// Tracks to subscribe to once the first exchange is done.
@@ -229,6 +233,7 @@ enum Phase<T> {
     Joining {
         since: Instant,
         roulette: bool,
+        preview: bool,
     },
     Joined(Member<T>),
 }
@@ -289,11 +294,15 @@ impl<T: Clone> Participant<T> {
         match input {
             Input::Client(msg) => self.on_client(msg, now, &mut out),
             Input::Joined { id, present } => {
-                if let Phase::Joining { roulette, .. } = self.phase {
+                if let Phase::Joining {
+                    roulette, preview, ..
+                } = self.phase
+                {
                     self.phase = Phase::Joined(Member {
                         id,
                         receives: self.receives,
                         roulette,
+                        preview,
                         receiving: BTreeSet::new(),
                         waiting: present
                             .into_iter()
@@ -369,7 +378,7 @@ impl<T: Clone> Participant<T> {
             Input::Published { track, video } => {
                 if let Phase::Joined(m) = &mut self.phase {
                     out.push(Action::Announce(track.clone()));
-                    if video && self.self_view {
+                    if video && (self.self_view || m.preview) {
                         // The participant sees itself as the others do (after the stage).
                         let id = m.id;
                         subscribe(m, id, track, &mut out);
@@ -479,12 +488,15 @@ impl<T: Clone> Participant<T> {
             ClientMessage::Roulette { ticket, .. } => Some(Seat::Roulette {
                 ticket: ticket.clone(),
             }),
+            ClientMessage::Preview { .. } => Some(Seat::Preview),
             _ => None,
         };
         if let Some(seat) = seat {
             let (name, token) = match msg {
                 ClientMessage::Join { name, token, .. }
                 | ClientMessage::Roulette { name, token, .. } => (name, token),
+                // Nobody sees a preview's name.
+                ClientMessage::Preview { token } => ("you".to_owned(), token),
                 _ => unreachable!("a seat comes from a join"),
             };
             return match self.phase {
@@ -492,6 +504,7 @@ impl<T: Clone> Participant<T> {
                     self.phase = Phase::Joining {
                         since,
                         roulette: matches!(seat, Seat::Roulette { .. }),
+                        preview: seat == Seat::Preview,
                     };
                     out.push(Action::Join { seat, name, token });
                 }
@@ -562,6 +575,7 @@ impl<T: Clone> Participant<T> {
             }
             ClientMessage::Join { .. }
             | ClientMessage::Roulette { .. }
+            | ClientMessage::Preview { .. }
             | ClientMessage::Leave
             | ClientMessage::Stop
             | ClientMessage::Next
@@ -1259,10 +1273,28 @@ mod tests {
     }
 
     #[test]
-    fn own_video_is_announced_and_seen_with_self_view() {
-        for self_view in [false, true] {
+    fn own_video_is_announced_and_seen_with_self_view_and_always_in_a_preview() {
+        let cases = [
+            (false, r#"{"type":"join","room":"lab","name":"A"}"#, false),
+            (true, r#"{"type":"join","room":"lab","name":"A"}"#, true),
+            (false, r#"{"type":"preview"}"#, true),
+            (true, r#"{"type":"preview","token":"t"}"#, true),
+        ];
+        for (self_view, join, sees_itself) in cases {
             let mut p = P::new(Instant::now(), TIMEOUT, self_view);
-            client(&mut p, r#"{"type":"join","room":"lab","name":"A"}"#);
+            let a = client(&mut p, join);
+            if join.contains("preview") {
+                assert_eq!(
+                    a,
+                    vec![Action::Join {
+                        seat: Seat::Preview,
+                        name: "you".into(),
+                        token: join.contains("token").then(|| "t".into()),
+                    }]
+                );
+                // A preview is no roulette seat.
+                assert!(!p.in_roulette());
+            }
             input(
                 &mut p,
                 Input::Joined {
@@ -1281,14 +1313,14 @@ mod tests {
                 },
             );
             let mut expected = vec![Action::Announce("my-video")];
-            if self_view {
+            if sees_itself {
                 expected.push(Action::Subscribe {
                     owner: id(1),
                     track: "my-video",
                 });
                 expected.push(Action::CreateOffer);
             }
-            assert_eq!(a, expected, "self_view {self_view}");
+            assert_eq!(a, expected, "self_view {self_view}, {join}");
             let a = input(
                 &mut p,
                 Input::Published {

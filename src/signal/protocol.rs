@@ -30,6 +30,13 @@ pub enum ClientMessage {
     Leave,
     /// The participant turned its camera or microphone on or off (the others are told).
     Media { camera: bool, microphone: bool },
+    /// See yourself as the others would, before joining: a seat of your own, alone, that sends
+    /// your video back after the frame stage (with the face you choose through the face API).
+    /// `leave` ends it. Where the server asks for join tokens, any valid one admits a preview.
+    Preview {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
     /// Enter the roulette: be paired with a random stranger.
     Roulette {
         name: String,
@@ -57,6 +64,7 @@ impl ClientMessage {
         "candidate",
         "leave",
         "media",
+        "preview",
         "roulette",
         "next",
         "stop",
@@ -73,7 +81,7 @@ pub enum ServerMessage {
     #[serde(rename_all = "camelCase")]
     Welcome {
         id: String,
-        /// The room joined; `null` in the roulette.
+        /// The room joined; `null` in the roulette and in a preview.
         room: Option<String>,
         participants: Vec<ParticipantInfo>,
         ice_servers: Vec<IceServer>,
@@ -222,6 +230,10 @@ mod tests {
         assert_eq!(
             parse_client_message(r#"{"type":"leave"}"#),
             Ok(ClientMessage::Leave)
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"preview"}"#),
+            Ok(ClientMessage::Preview { token: None })
         );
         let c = parse_client_message(
             r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 1.2.3.4 5 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,

@@ -26,10 +26,31 @@ use crate::rtc::{MediaKind, PeerEvent, Published, RtcError, ServerPeer, Subscrip
 /// WebSocket close code for "message too big" (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
 
-/// Where a participant is: a room joined by name, or the roulette (pairs made by the hub).
+/// Where a participant is: a room joined by name, the roulette (pairs made by the hub), or a
+/// preview (a room of its own on this node, alone).
 enum Place {
     Room(RoomId),
     Roulette,
+    Preview(RoomId),
+}
+
+impl Place {
+    /// The directory room it sits in (the roulette's pairs are the hub's).
+    fn room(&self) -> Option<&RoomId> {
+        match self {
+            Place::Room(room) | Place::Preview(room) => Some(room),
+            Place::Roulette => None,
+        }
+    }
+
+    /// Its label in logs and in `facerelay_joins_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Place::Room(_) => "room",
+            Place::Roulette => "roulette",
+            Place::Preview(_) => "preview",
+        }
+    }
 }
 
 impl std::fmt::Display for Place {
@@ -37,6 +58,7 @@ impl std::fmt::Display for Place {
         match self {
             Place::Room(room) => write!(f, "room {room}"),
             Place::Roulette => f.write_str("the roulette"),
+            Place::Preview(_) => f.write_str("a preview"),
         }
     }
 }
@@ -281,11 +303,7 @@ impl Session {
             Action::Send(msg) => self.send(msg).await,
             Action::Error { code, message } => self.send_error(code, message).await,
             Action::Join { seat, name, token } => {
-                let (room, ticket) = match &seat {
-                    Seat::Room(room) => (Some(room.as_str()), None),
-                    Seat::Roulette { ticket } => (None, ticket.as_deref()),
-                };
-                let joined = self.try_join(room, &name, token.as_deref(), ticket).await;
+                let joined = self.try_join(&seat, &name, token.as_deref()).await;
                 return Some(match joined {
                     Ok(Joined::Here(id, present)) => Input::Joined { id, present },
                     Ok(Joined::Elsewhere(url)) => {
@@ -334,11 +352,9 @@ impl Session {
                         }
                     }
                     Action::Announce(track) => {
-                        match &m.place {
-                            Place::Room(room) => {
-                                self.app.directory.publish(room, m.id, track.clone())
-                            }
-                            Place::Roulette => self.app.roulette.publish(m.id, track.clone()).await,
+                        match m.place.room() {
+                            Some(room) => self.app.directory.publish(room, m.id, track.clone()),
+                            None => self.app.roulette.publish(m.id, track.clone()).await,
                         }
                         m.published.push(track);
                     }
@@ -353,9 +369,9 @@ impl Session {
                             }
                         }
                     }
-                    Action::Update(change) => match &m.place {
-                        Place::Room(room) => self.app.directory.update(room, m.id, change),
-                        Place::Roulette => self.app.roulette.update(m.id, change).await,
+                    Action::Update(change) => match m.place.room() {
+                        Some(room) => self.app.directory.update(room, m.id, change),
+                        None => self.app.roulette.update(m.id, change).await,
                     },
                     Action::Roulette(request) => {
                         let hub = &self.app.roulette;
@@ -472,25 +488,28 @@ impl Session {
         }
     }
 
-    /// Takes a seat in `room` (the roulette when `None`), makes the peer connection and
-    /// welcomes the client; returns the participant's id and the tracks already there, or the
-    /// node that hosts the room in a cluster. `ticket`: a roulette participant's move ticket.
+    /// Takes `seat`, makes the peer connection and welcomes the client; returns the
+    /// participant's id and the tracks already there, or the node that hosts the room in a
+    /// cluster.
     async fn try_join(
         &mut self,
-        room: Option<&str>,
+        seat: &Seat,
         name: &str,
         token: Option<&str>,
-        ticket: Option<&str>,
     ) -> Result<Joined, (&'static str, String)> {
-        let (name, rights) = self.admit(room, name, token)?;
+        let (name, rights) = self.admit(seat, name, token)?;
         let name = name.as_str();
         let max = self.app.config.rooms.max_name_chars;
-        let room = match room {
-            Some(room) => Some(RoomId::parse(room, max).map_err(|e| (e.code(), e.to_string()))?),
-            None => None,
+        let place = match seat {
+            Seat::Room(room) => {
+                Place::Room(RoomId::parse(room, max).map_err(|e| (e.code(), e.to_string()))?)
+            }
+            Seat::Roulette { .. } => Place::Roulette,
+            // A preview stays on the node the page talks to.
+            Seat::Preview => Place::Preview(RoomId::preview(ParticipantId::fresh())),
         };
         // A room lives on one node; the roulette on every node (its pairing is shared).
-        if let Some(room) = &room {
+        if let Place::Room(room) = &place {
             match self.app.router.place(room.as_str()).await {
                 Ok(Placement::Here) => {}
                 Ok(Placement::There { url }) => return Ok(Joined::Elsewhere(url)),
@@ -501,12 +520,17 @@ impl Session {
             }
         }
         let (tx, rx) = mpsc::channel(EVENT_DEPTH);
-        let (place, id, present) = match room {
-            Some(room) => match self.app.directory.join(&room, name, tx) {
-                Ok(j) => (Place::Room(room), j.id, j.present),
-                Err(e) => return Err((e.code(), e.to_string())),
-            },
-            None => {
+        let (id, present) = match &place {
+            Place::Room(room) | Place::Preview(room) => {
+                let j = (self.app.directory.join(room, name, tx))
+                    .map_err(|e| (e.code(), e.to_string()))?;
+                (j.id, j.present)
+            }
+            Place::Roulette => {
+                let ticket = match seat {
+                    Seat::Roulette { ticket } => ticket.as_deref(),
+                    _ => None,
+                };
                 let Some(name) = clean_name(name, max) else {
                     let e = RoomError::InvalidDisplayName { max_chars: max };
                     return Err((e.code(), e.to_string()));
@@ -523,7 +547,7 @@ impl Session {
                 if let Err(e) = self.app.roulette.enter(info, id, tx, claim).await {
                     return Err((e.code(), e.to_string()));
                 }
-                (Place::Roulette, id, Vec::new())
+                (id, Vec::new())
             }
         };
         let (peer, peer_events) = match ServerPeer::new(self.app.engine.clone()).await {
@@ -536,10 +560,7 @@ impl Session {
         };
         tracing::info!(place = %place, participant = %id, "joined");
         // Counted before the welcome goes out: whoever reads /metrics after it sees the join.
-        self.app.edge.joined(match place {
-            Place::Room(_) => "room",
-            Place::Roulette => "roulette",
-        });
+        self.app.edge.joined(place.label());
         let (command_tx, command_rx) = mpsc::channel(16);
         let token = self
             .app
@@ -553,7 +574,7 @@ impl Session {
             id: id.to_string(),
             room: match &place {
                 Place::Room(room) => Some(room.to_string()),
-                Place::Roulette => None,
+                Place::Roulette | Place::Preview(_) => None,
             },
             participants,
             ice_servers: self.app.config.ice.servers.clone(),
@@ -578,10 +599,11 @@ impl Session {
     }
 
     /// The display name and rights of a join: as asked when tokens are off, else as the join
-    /// token (`server.token_secret`) says, which must open this room (or the roulette).
+    /// token (`server.token_secret`) says, which must open this room (or the roulette; a
+    /// preview takes any, under its own name).
     fn admit(
         &self,
-        room: Option<&str>,
+        seat: &Seat,
         name: &str,
         token: Option<&str>,
     ) -> Result<(String, Rights), (&'static str, String)> {
@@ -593,19 +615,28 @@ impl Session {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| refused(TokenError::Required))?;
-        let claims = token::verify(secret, token, room).map_err(refused)?;
+        let claims = match seat {
+            Seat::Room(room) => token::verify(secret, token, Some(room)),
+            Seat::Roulette { .. } => token::verify(secret, token, None),
+            Seat::Preview => token::decode(secret, token),
+        }
+        .map_err(refused)?;
         let rights = Rights {
             publish: claims.publish,
             face: claims.face,
         };
-        Ok((claims.name, rights))
+        let name = match seat {
+            Seat::Preview => name.to_owned(),
+            _ => claims.name,
+        };
+        Ok((name, rights))
     }
 
     /// Takes the participant out of its room or the roulette (the others are told).
     async fn vacate(&self, place: &Place, id: ParticipantId) {
-        match place {
-            Place::Room(room) => self.app.directory.leave(room, id),
-            Place::Roulette => self.app.roulette.leave(id).await,
+        match place.room() {
+            Some(room) => self.app.directory.leave(room, id),
+            None => self.app.roulette.leave(id).await,
         }
     }
 

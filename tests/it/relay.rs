@@ -498,3 +498,90 @@ async fn repeated_churn_leaves_nothing_behind() {
         );
     }
 }
+
+/// A preview (`{"type":"preview"}`): the client sees its own video back through the server
+/// (even with `media.self_view` off), alone: nobody in a room sees or hears of it, it is no
+/// room in the figures but holds a seat, and leaving frees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_preview_sees_itself_through_the_server_and_nobody_else_sees_it() {
+    use facerelay::signal::protocol::ClientMessage;
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.media.self_view = false;
+    let server = start(config).await;
+    let mut b = join(&server, "lab", "B", VIDEO).await;
+    b.wait_ready(TIMEOUT).await.expect("B connected");
+    let settings = facerelay::rtc::RtcSettings::from_config(&Config::loopback());
+    let preview = ClientMessage::Preview { token: None };
+    let mut a = Client::enter(
+        &server.ws_url(),
+        &preview,
+        VIDEO,
+        &settings,
+        crate::support::encoder(),
+    )
+    .await
+    .expect("the preview starts");
+    assert!(a.participants.is_empty(), "a preview is alone");
+    a.wait_ready(TIMEOUT).await.expect("A connected");
+
+    // A's numbered frames come back to A; B's stream does not reach A, nor A's B.
+    let mut seen = Seen::new();
+    let start = Instant::now();
+    for n in 0..120u16 {
+        a.send_video(&numbered_frame(W, H, n), n as u32 * 3000)
+            .await
+            .expect("send");
+        b.send_video(&numbered_frame(W, H, 1000 + n), n as u32 * 3000)
+            .await
+            .expect("send");
+        let due = start + FRAME * (n as u32 + 1);
+        while let Some(got) = a.recv(due.saturating_duration_since(Instant::now())).await {
+            note(&mut seen, "A", got);
+        }
+        while let Some(got) = b.recv(Duration::ZERO).await {
+            note(&mut seen, "B", got);
+        }
+    }
+    while let Some(got) = a.recv(Duration::from_millis(300)).await {
+        note(&mut seen, "A", got);
+    }
+    let own = seen.get("A").cloned().unwrap_or_default();
+    assert!(
+        own.keys().all(|n| *n < 120),
+        "A saw only its own frames: {:?}",
+        own.keys().collect::<Vec<_>>()
+    );
+    let late: Vec<u16> = (30..120).collect();
+    check_delivery(&seen, "A", &late, 0.9);
+    assert!(!seen.contains_key("B"), "B never sees the preview");
+    while let Some(msg) = b.next_message(Duration::from_millis(100)).await {
+        assert!(
+            !matches!(msg, ServerMessage::ParticipantJoined { .. }),
+            "B hears nothing of the preview: {msg:?}"
+        );
+    }
+
+    let metrics = crate::support::http_get(&format!("{}metrics", server.url())).await;
+    let figure = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(figure("facerelay_rooms "), "1", "the preview is no room");
+    assert_eq!(figure("facerelay_participants "), "2", "it holds a seat");
+    assert_eq!(figure("facerelay_joins_total{place=\"preview\"}"), "1");
+    a.close().await;
+    let deadline = Instant::now() + TIMEOUT;
+    while server.app.directory.stats().participants != 1 {
+        assert!(Instant::now() < deadline, "the preview's seat is freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}

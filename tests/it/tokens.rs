@@ -94,6 +94,29 @@ async fn join_tokens_admit_by_room_name_and_rights() {
     )
     .await;
     assert_eq!(r.recv().await.unwrap()["type"], "welcome");
+    // A preview takes any valid token (the page previews before the room it was invited to),
+    // and no other.
+    let mut p = RawSocket::connect(&server).await;
+    for (token, code) in [
+        (None, "token_required"),
+        (Some(forged.clone()), "bad_token"),
+        (Some(expired("lab")), "token_expired"),
+    ] {
+        let mut msg = serde_json::json!({"type": "preview"});
+        if let Some(t) = token {
+            msg["token"] = t.into();
+        }
+        p.send(msg.to_string()).await;
+        p.expect_error(code).await;
+    }
+    p.send(serde_json::json!({"type": "preview", "token": roulette_token}).to_string())
+        .await;
+    let welcome = p.recv().await.unwrap();
+    assert_eq!(
+        (welcome["type"].as_str(), welcome["room"].as_str()),
+        (Some("welcome"), None),
+        "{welcome}"
+    );
 
     // Without the face right, choosing a face is refused (before any model is asked).
     let no_face = Rights {
