@@ -1,6 +1,10 @@
 // facerelay web client: join a room with camera and microphone, see everyone as the server
 // relays them. Signalling protocol: docs/signalling.md. State is exposed as window.facerelay
-// for the browser tests.
+// for the browser tests. Its words are in text.js.
+
+import { PSEUDO, TEXT, applyText } from "./text.js";
+
+applyText();
 
 const $ = (id) => document.getElementById(id);
 
@@ -17,7 +21,7 @@ const state = {
   faces: new Map(), // participant id → what its video carries (the server says so): swapped, held, blurred, unswapped
   token: null, // authorises the face API for this session
   trackOwners: new Map(), // remote track id -> participant id
-  pendingCandidates: [],
+  pending: [], // server candidates that came before its description
   local: null, // the camera + microphone MediaStream
   leaving: false,
   retries: 0,
@@ -44,41 +48,6 @@ function showError(text) {
   $("error").hidden = !text;
 }
 
-const SERVER_ERRORS = {
-  room_full: "This room is full. Try another room name.",
-  server_full: "The server is full right now. Please try again in a few minutes.",
-  shutting_down: "The server is restarting. Please try again in a minute.",
-  no_h264: "Your browser did not offer H.264 video, which facerelay needs. Try Chrome, Edge or Safari.",
-  invalid_room: "Room names are 1 to 64 characters.",
-  invalid_name: "Names are 1 to 64 characters.",
-  connection_lost: "The video connection was lost.",
-  roulette_full: "The roulette is full right now. Please try again in a few minutes.",
-  no_partner: "There is nobody to report or block right now.",
-  token_required: "This server admits people by invitation: open the link you were sent.",
-  bad_token: "This invitation link is not valid. Ask for a new one.",
-  token_expired: "This invitation link has expired. Ask for a new one.",
-  token_wrong_room: "This invitation link is for another room.",
-  not_allowed: "Your invitation lets you watch and listen: your camera and microphone are not sent.",
-  cluster_unavailable: "The service cannot place calls right now. Please try again in a moment.",
-};
-
-// What the face calls' refusals mean, in plain words (docs/api.md lists the codes).
-const FACE_ERRORS = {
-  not_joined: "Join the call first, then choose a face.",
-  consent_required: "Tick the box to confirm that this face is yours, or that its owner agreed.",
-  not_allowed: "Your invitation does not let you choose a face.",
-  uploads_disabled: "This server lets you choose a face from its gallery only.",
-  image_too_large: "This photo is too large. Please use a smaller one.",
-  upload_timeout: "The photo took too long to arrive. Please try again.",
-  upload_busy: "Your previous photo is still being looked at. Please try again in a moment.",
-  not_an_image: "This file is not a photo that can be read. Please use a JPEG, PNG or WebP photo.",
-  no_face: "No face was found in this photo. Please use a clear photo of one face, from the front.",
-  several_faces: "This photo shows several faces. Please use a photo of one face.",
-  not_in_gallery: "This gallery face is not available any more.",
-  swap_unavailable: "Face swap is not available on this server.",
-  swap_capacity: "All face-swap places on this server are taken. You are in the call with your own face.",
-};
-
 function tile(id, label) {
   let fig = document.querySelector(`figure[data-participant="${CSS.escape(id)}"]`);
   if (!fig) {
@@ -103,7 +72,8 @@ function tile(id, label) {
     const full = document.createElement("button");
     full.type = "button";
     full.className = "fullscreen";
-    full.textContent = "⛶";
+    // Four corners, drawn (no font has to carry the symbol); the label says what it does.
+    full.innerHTML = '<svg viewBox="0 0 16 16" width="16" height="16" aria-hidden="true" fill="none" stroke="currentColor" stroke-width="2"><path d="M1 5V1h4M11 1h4v4M15 11v4h-4M5 15H1v-4"/></svg>';
     full.addEventListener("click", () => {
       if (document.fullscreenElement === fig) document.exitFullscreen();
       else fig.requestFullscreen?.().catch(() => {});
@@ -114,7 +84,7 @@ function tile(id, label) {
   const caption = fig.querySelector("figcaption");
   caption.textContent = label;
   const owner = id === "self" ? state.id : id;
-  const badgeText = BADGES[state.faces.get(owner)];
+  const badgeText = TEXT.tile.badges[state.faces.get(owner)];
   if (badgeText) {
     const badge = document.createElement("span");
     badge.className = "badge";
@@ -128,7 +98,7 @@ function tile(id, label) {
   if (media?.microphone === false) {
     const muted = document.createElement("span");
     muted.className = "muted";
-    muted.textContent = "muted";
+    muted.textContent = TEXT.tile.muted;
     caption.append(muted);
   }
   let initials = fig.querySelector(".initials");
@@ -138,15 +108,15 @@ function tile(id, label) {
       initials.className = "initials";
       fig.append(initials);
     }
-    const name = state.names.get(id) ?? "Guest";
+    const name = state.names.get(id) ?? TEXT.tile.guest;
     initials.textContent = name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("");
-    initials.setAttribute("aria-label", `${name}'s camera is off`);
+    initials.setAttribute("aria-label", TEXT.tile.cameraIsOff(name));
     initials.setAttribute("role", "img");
   } else {
     initials?.remove();
   }
-  fig.querySelector("video").setAttribute("aria-label", `Video of ${label}`);
-  fig.querySelector(".fullscreen").setAttribute("aria-label", `Full screen: ${label}`);
+  fig.querySelector("video").setAttribute("aria-label", TEXT.tile.video(label));
+  fig.querySelector(".fullscreen").setAttribute("aria-label", TEXT.tile.fullScreen(label));
   return fig.querySelector("video");
 }
 
@@ -205,7 +175,7 @@ function show(section) {
   document.body.classList.toggle("roulette", section === "call" && state.mode === "roulette");
   document.body.classList.toggle("in-call", section === "call");
   if (section === "call") requestAnimationFrame(layoutGrid);
-  $("leave").textContent = state.mode === "roulette" ? "Stop" : "Leave";
+  $("leave").textContent = state.mode === "roulette" ? TEXT.call.stop : TEXT.call.leave;
 }
 
 // One notice at a time, in order. A confirmation the person must be able to read (a report,
@@ -255,13 +225,13 @@ function removePartners() {
 function mediaError(e) {
   switch (e.name) {
     case "NotAllowedError":
-      return "Camera and microphone access was blocked. Allow it in your browser (the camera icon in the address bar) and try again.";
+      return TEXT.errors.media.blocked;
     case "NotFoundError":
-      return "No camera or microphone was found. Connect one and try again.";
+      return TEXT.errors.media.notFound;
     case "NotReadableError":
-      return "Your camera is in use by another program. Close it and try again.";
+      return TEXT.errors.media.inUse;
     default:
-      return `The camera could not start (${e.name}).`;
+      return TEXT.errors.media.other(e.name);
   }
 }
 
@@ -269,7 +239,7 @@ async function startCamera() {
   // The invitation's preview already holds the camera: the call uses it.
   if (state.local?.getTracks().some((t) => t.readyState === "live")) return listDevices();
   if (!navigator.mediaDevices?.getUserMedia) {
-    throw new Error("This page needs a secure connection (https) to use the camera.");
+    throw new Error(TEXT.errors.media.insecure);
   }
   try {
     state.local = await navigator.mediaDevices.getUserMedia({
@@ -287,7 +257,8 @@ async function listDevices() {
   for (const [kind, select] of [["videoinput", $("cam-select")], ["audioinput", $("mic-select")]]) {
     const current = state.local?.getTracks().find((t) => `${t.kind}input` === kind)?.getSettings().deviceId;
     select.replaceChildren(...devices.filter((d) => d.kind === kind).map((d, i) => {
-      const o = new Option(d.label || `${kind === "videoinput" ? "Camera" : "Microphone"} ${i + 1}`, d.deviceId);
+      const unnamed = kind === "videoinput" ? TEXT.call.cameraNumber(i + 1) : TEXT.call.microphoneNumber(i + 1);
+      const o = new Option(d.label || unnamed, d.deviceId);
       o.selected = d.deviceId === current;
       return o;
     }));
@@ -318,7 +289,9 @@ function toggle(kind, button) {
   if (!track) return;
   track.enabled = !track.enabled;
   button.setAttribute("aria-pressed", String(track.enabled));
-  button.textContent = `${kind === "audio" ? "Microphone" : "Camera"} ${track.enabled ? "on" : "off"}`;
+  button.textContent = kind === "audio"
+    ? (track.enabled ? TEXT.call.microphoneOn : TEXT.call.microphoneOff)
+    : (track.enabled ? TEXT.call.cameraOn : TEXT.call.cameraOff);
   sendMedia();
 }
 
@@ -333,7 +306,7 @@ function preferH264(transceiver) {
   const caps = RTCRtpReceiver.getCapabilities?.("video");
   if (!caps || !transceiver.setCodecPreferences) return;
   const h264 = caps.codecs.filter((c) => c.mimeType === "video/H264" && /packetization-mode=1/.test(c.sdpFmtpLine ?? ""));
-  if (h264.length === 0) throw new Error(SERVER_ERRORS.no_h264);
+  if (h264.length === 0) throw new Error(TEXT.errors.server.no_h264);
   h264.sort((a, b) => /42e01f/.test(b.sdpFmtpLine) - /42e01f/.test(a.sdpFmtpLine));
   transceiver.setCodecPreferences(h264);
 }
@@ -345,6 +318,7 @@ function linkParams() {
   const q = new URLSearchParams();
   if (state.mode === "roulette") q.set("roulette", "1"); else q.set("room", state.room);
   if (joinToken) q.set("token", joinToken);
+  if (PSEUDO) q.set("pseudo-text", ""); // the pseudo-translation stays on (text.js)
   return q;
 }
 
@@ -383,10 +357,15 @@ function send(msg) {
   if (state.ws?.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg));
 }
 
-function connect() {
-  setStatus(state.retries ? "Reconnecting…" : "Connecting…");
+/** The signalling socket of the node this page talks to. */
+function socket() {
   const server = new URL(state.server ?? location.href);
-  const ws = new WebSocket(`${server.protocol === "https:" ? "wss" : "ws"}://${server.host}/ws`);
+  return new WebSocket(`${server.protocol === "https:" ? "wss" : "ws"}://${server.host}/ws`);
+}
+
+function connect() {
+  setStatus(state.retries ? TEXT.status.reconnecting : TEXT.status.connecting);
+  const ws = socket();
   state.ws = ws;
   ws.onopen = () => send(joinMessage());
   ws.onmessage = (e) => onMessage(JSON.parse(e.data)).catch((err) => showError(err.message));
@@ -420,7 +399,7 @@ function connect() {
 function reconnectLater() {
   const delay = Math.min(30, 2 ** state.retries);
   state.retries += 1;
-  setStatus(`Connection lost. Reconnecting in ${delay} s…`);
+  setStatus(TEXT.status.reconnectingIn(delay));
   state.reconnectTimer = setTimeout(connect, delay * 1000);
 }
 
@@ -441,7 +420,7 @@ function joinMessage() {
 async function reapplyFace(again) {
   const chosen = state.chosen;
   if (!chosen) return;
-  $("face-state").textContent = again ? "Putting your face back on…" : "Putting your face on…";
+  $("face-state").textContent = again ? TEXT.face.puttingBackOn : TEXT.face.puttingOn;
   try {
     const result = chosen.photo
       ? await faceRequest("POST", "/api/face?consent=true", chosen.photo)
@@ -452,10 +431,10 @@ async function reapplyFace(again) {
     markGallery();
     noteFace(state.id, "none");
     $("face-preview").hidden = true;
-    $("face-state").textContent = "You appear as yourself.";
+    $("face-state").textContent = TEXT.face.asYourself;
     relabel(state.id);
-    const what = again ? "could not be put back on after the reconnection" : "could not be put on";
-    showError(`Your face ${what} (${err.message.replace(/\.$/, "")}). The others see your own face.`);
+    const reason = err.message.replace(/\.$/, "");
+    showError(again ? TEXT.face.notPutBackOn(reason) : TEXT.face.notPutOn(reason));
   }
 }
 
@@ -467,13 +446,13 @@ async function onMessage(msg) {
       if (!(await goTo(msg.url))) {
         const delay = Math.min(5, 1 + state.retries);
         state.retries += 1;
-        setStatus(`The room's server does not answer. Trying again in ${delay} s…`);
+        setStatus(TEXT.status.roomServerSilent(delay));
         state.reconnectTimer = setTimeout(() => send(joinMessage()), delay * 1000);
       }
       break;
     case "roulette-move":
       state.move = { url: msg.url, ticket: msg.ticket };
-      setStatus("Someone is waiting for you on another server. Moving there…");
+      setStatus(TEXT.status.rouletteMove);
       break;
     case "welcome":
       state.retries = 0;
@@ -488,23 +467,23 @@ async function onMessage(msg) {
       state.welcomed = true;
       await startPeer(msg.iceServers);
       sendMedia();
-      setStatus(state.mode === "roulette" ? "Roulette · connecting media…" : `Room “${msg.room}” · connecting media…`);
+      setStatus(state.mode === "roulette" ? TEXT.status.rouletteConnectingMedia : TEXT.status.roomConnectingMedia(msg.room));
       break;
     case "roulette-waiting":
       removePartners();
       state.rouletteStatus = msg.online > 1
-        ? `Waiting for someone… ${msg.online} people in the roulette`
-        : "Waiting for someone… you are the only one in the roulette right now";
+        ? TEXT.roulette.waitingWithOthers(msg.online)
+        : TEXT.roulette.waitingAlone;
       setStatus(state.rouletteStatus);
       rouletteButtons();
       break;
     case "roulette-paired":
       noteParticipant(msg.partner);
-      state.rouletteStatus = `Talking with ${msg.partner.name}`;
+      state.rouletteStatus = TEXT.roulette.talkingWith(msg.partner.name);
       setStatus(state.rouletteStatus);
       // With nobody else waiting, the roulette pairs the same two again: say so.
       notice(msg.partner.id === state.lastPartner?.id
-        ? `Nobody else is waiting right now, so you are with ${msg.partner.name} again.`
+        ? TEXT.roulette.sameAgain(msg.partner.name)
         : "");
       state.partner = msg.partner;
       rouletteButtons();
@@ -514,25 +493,12 @@ async function onMessage(msg) {
       state.lastPartner = state.partner ?? state.lastPartner;
       state.partner = null;
       rouletteButtons();
-      notice({
-        next: "Your partner moved on. Finding someone new…",
-        stop: "Your partner left the roulette. Finding someone new…",
-        disconnected: "Your partner's connection dropped. Finding someone new…",
-      }[msg.reason] ?? "The chat ended. Finding someone new…");
+      notice(TEXT.roulette.ended[msg.reason] ?? TEXT.roulette.endedOtherwise);
       break;
     case "answer":
-      await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
-      await flushCandidates();
-      break;
     case "offer":
-      await state.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
-      await state.pc.setLocalDescription(await state.pc.createAnswer());
-      send({ type: "answer", sdp: state.pc.localDescription.sdp });
-      await flushCandidates();
-      break;
     case "candidate":
-      if (state.pc?.remoteDescription) await state.pc.addIceCandidate(msg.candidate);
-      else state.pendingCandidates.push(msg.candidate);
+      await negotiate(state, msg, send);
       break;
     case "participant-joined":
       noteParticipant(msg.participant);
@@ -558,10 +524,10 @@ async function onMessage(msg) {
       }
       // A roulette request the server could not aim at anyone: its confirmation was wrong.
       if (msg.code === "no_partner") clearNotice();
-      showError(SERVER_ERRORS[msg.code] ?? msg.message);
+      showError(TEXT.errors.server[msg.code] ?? msg.message);
       break;
     case "bye":
-      showError(`The server ended the call: ${msg.reason}.`);
+      showError(TEXT.errors.serverEnded(msg.reason));
       break;
   }
 }
@@ -576,23 +542,15 @@ function noteFace(id, face) {
   if (face && face !== "none") state.faces.set(id, face); else state.faces.delete(id);
 }
 
-// The badge on a tile, by what the video carries: a held frame is still the swapped face.
-const BADGES = {
-  swapped: "face-swapped",
-  held: "face-swapped",
-  blurred: "face hidden",
-  unswapped: "not swapped",
-};
-
 // What the wearer is told about its own face, by state and reason.
 function faceStateText(face, reason) {
-  const why = reason === "busy" ? "Swap paused: the server is busy." : "Your face is not found:";
+  const busy = reason === "busy";
   switch (face) {
-    case "swapped": return "This is the face the others see on you.";
-    case "held": return `${why} the others see your last swapped frame.`;
-    case "blurred": return reason ? `${why} the others see you blurred.` : "Starting the swap: the others see you blurred until it works.";
-    case "unswapped": return "Your face is not being swapped: the others see your own face.";
-    default: return "You appear as yourself.";
+    case "swapped": return TEXT.face.swapped;
+    case "held": return busy ? TEXT.face.heldBusy : TEXT.face.heldLost;
+    case "blurred": return !reason ? TEXT.face.blurredStarting : busy ? TEXT.face.blurredBusy : TEXT.face.blurredLost;
+    case "unswapped": return TEXT.face.unswapped;
+    default: return TEXT.face.asYourself;
   }
 }
 
@@ -601,20 +559,21 @@ function relabel(id) {
   const self = id === state.id;
   const fig = document.querySelector(`figure[data-participant="${CSS.escape(self ? "self" : id)}"]`);
   if (!fig) return;
-  const label = self ? fig.querySelector("figcaption").firstChild?.textContent ?? "" : state.names.get(id) ?? "Guest";
+  const label = self ? fig.querySelector("figcaption").firstChild?.textContent ?? "" : state.names.get(id) ?? TEXT.tile.guest;
   tile(self ? "self" : id, label);
 }
 
 // ------------------------------------------------------------------------- face picker
 
-async function faceRequest(method, path, body) {
+// A call to the face API for the call's session, or for the one `token` names (the preview's).
+async function faceRequest(method, path, body, token = state.token) {
   const response = await fetch(new URL(path, state.server ?? location.href), {
     method,
     body,
-    headers: { Authorization: `Bearer ${state.token}` },
+    headers: { Authorization: `Bearer ${token}` },
   });
   const json = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(FACE_ERRORS[json.code] ?? json.message ?? `The server answered ${response.status}.`);
+  if (!response.ok) throw new Error(TEXT.errors.face[json.code] ?? json.message ?? TEXT.errors.serverAnswered(response.status));
   return json;
 }
 
@@ -640,44 +599,34 @@ async function pickFace(method, path, body, busy, chosen = null) {
     markGallery();
   } catch (err) {
     $("face-state").textContent = state.faces.has(state.id)
-      ? "Your previous face is still on."
-      : "You appear as yourself.";
+      ? TEXT.face.previousStillOn
+      : TEXT.face.asYourself;
     showError(err.message);
   }
 }
 
-// What each swapper the server may run does, in one sentence for the face panel.
-const SWAPPERS = {
-  mesh: "This server uses its mesh swapper: the face in your photo is fitted onto your face as you move; your own eyes and mouth show through.",
-  inswapper: "This server uses the inswapper_128 model: it redraws your face with the identity of the face in your photo.",
-};
-
 async function loadGallery() {
-  let info;
-  try {
-    info = await (await fetch("/api/gallery")).json();
-  } catch {
-    info = { available: false, faces: [] };
-  }
+  const info = await galleryInfo();
   $("face-unavailable").hidden = info.available;
   $("face-choices").hidden = !info.available;
   // A server that takes gallery faces only shows no upload.
   $("face-upload").hidden = info.uploads === false;
-  const swapper = SWAPPERS[info.swapper];
+  const swapper = TEXT.face.swappers[info.swapper];
   $("face-swapper").hidden = !info.available || !swapper;
   $("face-swapper").textContent = swapper ?? "";
   fillGallery($("gallery"), info.faces, (name) =>
-    pickFace("POST", `/api/face/gallery/${encodeURIComponent(name)}`, null, "Looking for the face…", { gallery: name }));
+    pickFace("POST", `/api/face/gallery/${encodeURIComponent(name)}`, null, TEXT.face.lookingGallery, { gallery: name }));
 }
 
 // A list of gallery faces, each with its picture and name; `pick(name)` on a click.
 function fillGallery(list, faces, pick) {
   list.replaceChildren(...faces.map((name) => {
+    const item = document.createElement("div");
+    item.setAttribute("role", "listitem");
     const b = document.createElement("button");
     b.type = "button";
-    b.setAttribute("role", "listitem");
     b.dataset.face = name;
-    b.setAttribute("aria-label", `Wear the gallery face ${name}`);
+    b.setAttribute("aria-label", TEXT.face.wear(name));
     const img = document.createElement("img");
     img.src = `/api/gallery/${encodeURIComponent(name)}`;
     img.alt = "";
@@ -686,7 +635,8 @@ function fillGallery(list, faces, pick) {
     caption.textContent = name;
     b.append(img, caption);
     b.addEventListener("click", () => pick(name));
-    return b;
+    item.append(b);
+    return item;
   }));
   markGallery();
 }
@@ -698,47 +648,74 @@ function markGallery() {
   }
 }
 
-async function startPeer(iceServers) {
+// A connection that sends the camera and microphone to the server (the call's or the preview's);
+// `say` sends a signalling message on its socket. The offer goes out once `ontrack` is set.
+function mediaConnection(iceServers, say) {
   const pc = new RTCPeerConnection({ iceServers });
+  pc.onicecandidate = (e) => say({ type: "candidate", candidate: e.candidate ? e.candidate.toJSON() : null });
+  for (const track of state.local.getTracks()) {
+    const t = pc.addTransceiver(track, { direction: "sendrecv", streams: [state.local] });
+    if (track.kind === "video") preferH264(t);
+  }
+  return pc;
+}
+
+async function sendOffer(pc, say) {
+  await pc.setLocalDescription(await pc.createOffer());
+  say({ type: "offer", sdp: pc.localDescription.sdp });
+}
+
+// The server's side of a negotiation (`answer`, `offer`, `candidate`) for `conn`, the call
+// (`state`) or the preview: each holds `pc` and the candidates that came before its
+// description (`pending`).
+async function negotiate(conn, msg, say) {
+  const pc = conn.pc;
+  if (!pc) return;
+  if (msg.type === "candidate") {
+    if (pc.remoteDescription) await pc.addIceCandidate(msg.candidate);
+    else conn.pending.push(msg.candidate);
+    return;
+  }
+  await pc.setRemoteDescription({ type: msg.type, sdp: msg.sdp });
+  if (msg.type === "offer") {
+    await pc.setLocalDescription(await pc.createAnswer());
+    say({ type: "answer", sdp: pc.localDescription.sdp });
+  }
+  for (const c of conn.pending.splice(0)) await pc.addIceCandidate(c);
+}
+
+async function startPeer(iceServers) {
+  const pc = mediaConnection(iceServers, send);
   state.pc = pc;
-  pc.onicecandidate = (e) => send({ type: "candidate", candidate: e.candidate ? e.candidate.toJSON() : null });
   pc.ontrack = (e) => {
     const stream = e.streams[0];
     if (!stream) return;
     state.trackOwners.set(e.track.id, stream.id);
     const self = stream.id === state.id;
     const video = self
-      ? tile("self", `${state.name} (you, as others see you)`)
-      : tile(stream.id, state.names.get(stream.id) ?? "Guest");
+      ? tile("self", TEXT.tile.youAsOthersSeeYou(state.name))
+      : tile(stream.id, state.names.get(stream.id) ?? TEXT.tile.guest);
     if (video.srcObject !== stream) video.srcObject = stream;
     if (self) video.muted = true;
   };
   pc.onconnectionstatechange = () => {
     const s = pc.connectionState;
-    if (state.mode === "room") setStatus(`Room “${state.room}” · ${s}`);
-    else if (s === "failed" || s === "disconnected") setStatus(`Roulette · ${s}`);
+    const said = TEXT.status.connection[s] ?? s;
+    if (state.mode === "room") setStatus(TEXT.status.room(state.room, said));
+    else if (s === "failed" || s === "disconnected") setStatus(TEXT.status.roulette(said));
     else if (state.rouletteStatus) setStatus(state.rouletteStatus);
   };
-  for (const track of state.local.getTracks()) {
-    const t = pc.addTransceiver(track, { direction: "sendrecv", streams: [state.local] });
-    if (track.kind === "video") preferH264(t);
-  }
-  await pc.setLocalDescription(await pc.createOffer());
-  send({ type: "offer", sdp: pc.localDescription.sdp });
-}
-
-async function flushCandidates() {
-  for (const c of state.pendingCandidates.splice(0)) await state.pc.addIceCandidate(c);
+  await sendOffer(pc, send);
 }
 
 function closePeer() {
   state.pc?.close();
   state.pc = null;
-  state.pendingCandidates = [];
+  state.pending = [];
   state.trackOwners.clear();
   for (const fig of document.querySelectorAll("figure:not([data-participant=self])")) fig.remove();
   // Until the server's self-view is back, show the raw camera.
-  if (state.local) tile("self", `${state.name} (you)`).srcObject = state.local;
+  if (state.local) tile("self", TEXT.tile.you(state.name)).srcObject = state.local;
 }
 
 // ------------------------------------------------------------------------------ stats
@@ -757,10 +734,12 @@ async function updateStats() {
     const overlay = document.querySelector(`figure[data-participant="${CSS.escape(id ?? "")}"] .overlay`);
     if (!overlay) return;
     const last = state.lastBytes.get(s.id);
+    // Two reads close together see the same sample: nothing new to show.
+    if (last && s.timestamp <= last.t) return;
     state.lastBytes.set(s.id, { bytes: s.bytesReceived, t: s.timestamp });
     const kbps = last ? Math.round(((s.bytesReceived - last.bytes) * 8) / (s.timestamp - last.t)) : 0;
     const fps = Math.round(s.framesPerSecond ?? 0);
-    overlay.textContent = `${fps} fps · ${kbps} kb/s${rtt != null ? ` · ${Math.round(rtt * 1000)} ms` : ""}`;
+    overlay.textContent = TEXT.tile.stats(fps, kbps, rtt != null ? Math.round(rtt * 1000) : null);
   });
 }
 
@@ -799,8 +778,8 @@ async function watchTiles() {
     }
     if (q.dataset.level !== level) {
       q.dataset.level = level;
-      q.setAttribute("aria-label", `connection ${level}`);
-      q.title = `Connection ${level}`;
+      q.setAttribute("aria-label", TEXT.tile.quality[level]);
+      q.title = TEXT.tile.qualityTitle[level];
     }
   });
 }
@@ -819,11 +798,12 @@ async function join(room, name) {
   state.leaving = false;
   localStorage.setItem("facerelay-name", name);
   if (room !== null) history.replaceState(null, "", `?${linkParams().toString()}`);
-  setStatus("Starting camera…");
+  setStatus(TEXT.status.startingCamera);
   await startCamera();
+  stopPreview();
   show("call");
-  tile("self", `${name} (you)`).srcObject = state.local;
-  tile("self", `${name} (you)`).muted = true;
+  tile("self", TEXT.tile.you(name)).srcObject = state.local;
+  tile("self", TEXT.tile.you(name)).muted = true;
   connect();
   state.statsTimer = setInterval(updateStats, 1000);
   state.tilesTimer = setInterval(watchTiles, 250);
@@ -851,35 +831,51 @@ function leave() {
   $("face-panel").hidden = true;
   $("face").setAttribute("aria-expanded", "false");
   $("face-preview").hidden = true;
-  $("face-state").textContent = "You appear as yourself.";
+  $("face-state").textContent = TEXT.face.asYourself;
+  for (const [id, on] of [["mic", TEXT.call.microphoneOn], ["cam", TEXT.call.cameraOn]]) {
+    $(id).setAttribute("aria-pressed", "true");
+    $(id).textContent = on;
+  }
   $("grid").replaceChildren();
+  // The camera is off again: the preview screen waits to be asked for.
+  stopPreview();
+  $("invite-preview").srcObject = null;
+  $("invite-camera-view").hidden = $("invite-face").hidden = true;
+  $("invite-face-state").textContent = TEXT.invitation.asYourself;
+  offerTryFace();
   show("landing");
-  setStatus("Not connected");
+  setStatus(TEXT.status.notConnected);
+}
+
+// "Try on a face first", where the server has gallery faces to try.
+async function offerTryFace() {
+  const info = await galleryInfo();
+  $("try-face").hidden = !(info.available && info.faces.length > 0) || !$("invite-camera-view").hidden;
 }
 
 // A link to a room (?room=NAME) is an invitation: the page says so, asks only for a name and,
 // where the server swaps faces, which face to wear, which goes on before any video is sent.
-async function invitation(room) {
-  $("landing-title").textContent = `You are invited to room “${room}”`;
-  $("join").textContent = `Join room “${room}”`;
+function invitation(room) {
+  $("landing-title").textContent = TEXT.invitation.title(room);
+  $("join").textContent = TEXT.invitation.join(room);
   $("room-field").hidden = true;
   $("or").hidden = true;
   $("roulette").hidden = true;
-  // Your camera before you join (it is sent only once you do).
+  previewScreen();
+}
+
+// Your camera and the gallery before you join: on an invitation at once, on the landing page
+// when you ask ("Try on a face first"). A face chosen here goes on before any video is sent.
+async function previewScreen() {
+  $("try-face").hidden = true;
   $("invite-camera-view").hidden = false;
+  $("invite-camera").textContent = TEXT.invitation.cameraStarting;
   startCamera().then(() => {
-    $("invite-preview").srcObject = state.local;
-    $("invite-preview").hidden = false;
-    $("invite-camera").textContent = "Your camera. Nothing is sent until you join.";
+    if (!preview.pc) showOwnCamera();
   }, (err) => {
     $("invite-camera").textContent = err.message;
   });
-  let info;
-  try {
-    info = await (await fetch("/api/gallery")).json();
-  } catch {
-    return;
-  }
+  const info = await galleryInfo();
   if (!info.available || info.faces.length === 0) return;
   $("invite-face").hidden = false;
   fillGallery($("invite-gallery"), info.faces, (name) => {
@@ -887,15 +883,104 @@ async function invitation(room) {
     state.chosen = state.chosen?.gallery === name ? null : { gallery: name };
     markGallery();
     $("invite-face-state").textContent = state.chosen
-      ? `You will wear ${name}'s face. It goes on before your video is sent.`
-      : "You will appear as yourself.";
+      ? TEXT.invitation.wearing(name)
+      : TEXT.invitation.asYourself;
+    if (state.chosen) startPreview();
+    else stopPreview();
   });
+}
+
+async function galleryInfo() {
+  try {
+    return await (await fetch("/api/gallery")).json();
+  } catch {
+    return { available: false, faces: [] };
+  }
+}
+
+function showOwnCamera() {
+  if (!state.local) return;
+  $("invite-preview").srcObject = state.local;
+  $("invite-preview").hidden = false;
+  $("invite-camera").textContent = TEXT.invitation.cameraReady;
+}
+
+// ------------------------------------------------------------------------------ preview
+
+// Before joining, with a gallery face chosen: the camera goes to the server in a preview of its
+// own (signalling `preview`: nobody else sees it) and comes back with the face on, as the others
+// will see it. Without a face nothing is sent: the preview is the camera itself.
+const preview = { ws: null, pc: null, token: null, pending: [] };
+state.preview = preview;
+
+async function startPreview() {
+  const face = state.chosen?.gallery;
+  if (!face) return;
+  $("invite-camera").textContent = TEXT.invitation.previewStarting(face);
+  if (preview.token) return previewFace();
+  if (preview.ws) return; // the welcome puts the face on
+  const ws = socket();
+  preview.ws = ws;
+  const say = (msg) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); };
+  ws.onopen = () => say({ type: "preview", ...(joinToken ? { token: joinToken } : {}) });
+  ws.onmessage = (e) => onPreviewMessage(JSON.parse(e.data), say).catch((err) => previewFailed(err.message));
+  ws.onclose = () => { if (preview.ws === ws) previewFailed(TEXT.invitation.previewLost); };
+}
+
+async function onPreviewMessage(msg, say) {
+  switch (msg.type) {
+    case "welcome":
+      preview.token = msg.token;
+      if (!state.local) await startCamera();
+      await previewFace();
+      preview.pc = mediaConnection(msg.iceServers, say);
+      preview.pc.ontrack = (e) => {
+        const stream = e.streams[0];
+        if (e.track.kind !== "video" || !stream) return;
+        $("invite-preview").srcObject = stream;
+        $("invite-preview").hidden = false;
+        $("invite-camera").textContent = TEXT.invitation.previewing(state.chosen?.gallery ?? "");
+      };
+      await sendOffer(preview.pc, say);
+      break;
+    case "face-state":
+      $("invite-face-state").textContent = faceStateText(msg.state, msg.reason);
+      break;
+    case "error":
+      previewFailed(TEXT.errors.server[msg.code] ?? msg.message);
+      break;
+    default:
+      await negotiate(preview, msg, say);
+  }
+}
+
+// Puts the chosen face on the preview (or takes it off).
+async function previewFace() {
+  const face = state.chosen?.gallery;
+  if (!preview.token || !face) return;
+  await faceRequest("POST", `/api/face/gallery/${encodeURIComponent(face)}`, null, preview.token);
+  if (preview.pc) $("invite-camera").textContent = TEXT.invitation.previewing(face);
+}
+
+// Ends the preview (its seat on the server is freed) and shows the camera itself again.
+function stopPreview() {
+  const { ws, pc } = preview;
+  Object.assign(preview, { ws: null, pc: null, token: null, pending: [] });
+  if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "leave" }));
+  ws?.close();
+  pc?.close();
+  showOwnCamera();
+}
+
+function previewFailed(why) {
+  stopPreview();
+  $("invite-camera").textContent = TEXT.invitation.previewFailed(why.replace(/\.$/, ""));
 }
 
 function start(room) {
   join(room, $("name").value.trim()).catch((err) => {
     showError(err.message);
-    setStatus("Not connected");
+    setStatus(TEXT.status.notConnected);
     show("landing");
   });
 }
@@ -917,14 +1002,14 @@ function endPair(type, text, hold) {
   notice(text, hold);
   send({ type });
 }
-$("next").addEventListener("click", () => endPair("next", "Finding someone new…", false));
+$("next").addEventListener("click", () => endPair("next", TEXT.roulette.findingSomeoneNew, false));
 $("report").addEventListener("click", () => {
-  const who = (state.partner ?? state.lastPartner)?.name ?? "this person";
-  endPair("report", `Reported, thank you. You will not meet ${who} again. Finding someone new…`, true);
+  const who = (state.partner ?? state.lastPartner)?.name ?? TEXT.roulette.thisPerson;
+  endPair("report", TEXT.roulette.reported(who), true);
 });
 $("block").addEventListener("click", () => {
-  const who = (state.partner ?? state.lastPartner)?.name ?? "this person";
-  endPair("block", `Blocked. You will not meet ${who} again. Finding someone new…`, true);
+  const who = (state.partner ?? state.lastPartner)?.name ?? TEXT.roulette.thisPerson;
+  endPair("block", TEXT.roulette.blocked(who), true);
 });
 $("leave").addEventListener("click", leave);
 $("mic").addEventListener("click", (e) => toggle("audio", e.currentTarget));
@@ -951,13 +1036,13 @@ $("face-file").addEventListener("change", (e) => {
   const file = e.target.files[0];
   e.target.value = "";
   if (file && $("face-consent").checked) {
-    pickFace("POST", "/api/face?consent=true", file, "Looking for the face in your photo…", { photo: file });
+    pickFace("POST", "/api/face?consent=true", file, TEXT.face.lookingPhoto, { photo: file });
   }
 });
-$("face-none").addEventListener("click", () => pickFace("DELETE", "/api/face", null, "Removing the face…"));
+$("face-none").addEventListener("click", () => pickFace("DELETE", "/api/face", null, TEXT.face.removing));
 $("copy-link").addEventListener("click", async () => {
   const link = `${location.origin}/?room=${encodeURIComponent(state.room)}`;
-  try { await navigator.clipboard.writeText(link); setStatus(`Link copied: ${link}`); } catch { setStatus(link); }
+  try { await navigator.clipboard.writeText(link); setStatus(TEXT.status.linkCopied(link)); } catch { setStatus(link); }
 });
 
 // A shared link (/?room=NAME) opens that room: straight in when the name is known.
@@ -971,10 +1056,12 @@ if (claims) {
   if (claims.room) $("room").value = claims.room;
   if (claims.name) { $("name").value = claims.name; $("name").readOnly = true; }
 }
+$("try-face").addEventListener("click", () => previewScreen());
 if ($("room").value) {
   invitation($("room").value);
   ($("name").value ? $("join") : $("name")).focus();
 } else {
+  offerTryFace();
   $("name").focus();
 }
 // A page sent here by another node of the cluster (…&join=1) goes straight back into the call.

@@ -2,8 +2,11 @@
 // OBS Browser Source). It plays the stream of /whep/ROOM/PARTICIPANT and starts again whenever
 // the stream stops (the participant left, the connection dropped): every 2 s until it plays.
 // Options: ?transparent (no black background), ?token=… (servers with join tokens),
-// ?sound (unmuted audio; browsers may need a click first).
-"use strict";
+// ?sound (unmuted audio; browsers may need a click first). Its words are in text.js.
+
+import { TEXT, applyText } from "./text.js";
+
+applyText();
 
 const [, , room, who] = location.pathname.split("/").map(decodeURIComponent);
 const params = new URLSearchParams(location.search);
@@ -56,7 +59,7 @@ async function start() {
   };
   pc.onconnectionstatechange = () => {
     if (state.pc !== pc) return;
-    if (pc.connectionState === "failed" || pc.connectionState === "closed") later("Connection lost. Reconnecting…");
+    if (pc.connectionState === "failed" || pc.connectionState === "closed") later(TEXT.watch.connectionLost);
   };
   try {
     await pc.setLocalDescription(await pc.createOffer());
@@ -68,13 +71,15 @@ async function start() {
     });
     if (response.status !== 201) {
       const problem = await response.json().catch(() => ({}));
-      return later(response.status === 404 ? `Waiting for ${who} in room ${room}…` : (problem.message ?? `The server answered ${response.status}.`));
+      return later(response.status === 404
+        ? TEXT.watch.waitingFor(who, room)
+        : (problem.message ?? TEXT.errors.serverAnswered(response.status)));
     }
     state.resource = new URL(response.headers.get("Location"), location.href).href;
     await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
     say("");
   } catch (err) {
-    later(`Cannot reach the server (${err.message}). Trying again…`);
+    later(TEXT.watch.unreachable(err.message));
   }
 }
 
@@ -89,7 +94,7 @@ setInterval(async () => {
     });
   } catch {
     // A closed connection has no statistics: it is gone.
-    if (state.pc === pc) later("Connection lost. Reconnecting…");
+    if (state.pc === pc) later(TEXT.watch.connectionLost);
     return;
   }
   if (frames > state.frames) {
@@ -100,7 +105,7 @@ setInterval(async () => {
   } else if (Date.now() - state.stalledSince > 3000) {
     state.stalledSince = null;
     state.frames = 0;
-    later("The stream stopped. Reconnecting…");
+    later(TEXT.watch.streamStopped);
   }
 }, 1000);
 

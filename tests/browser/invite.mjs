@@ -1,14 +1,25 @@
 // An invitation in Debian Chromium: Bob is in room R; Ann opens the room's link (/?room=R). Her
 // page says she is invited to R and what facerelay does, shows her camera, asks only for her
 // name and a face (the room is fixed, no roulette), and she picks the gallery face "Ada" before
-// joining. Bob's page puts Ann's tile full screen with its button, and back. Bob's
+// joining: her preview then shows her camera through the server with Ada's face on (the stand-in
+// swapper paints the face green; both cameras are the drawn test card), and joining ends the
+// preview's seat. Bob's page puts Ann's tile full screen with its button, and back. Bob's
 // page records the badge on Ann's tile from its first appearance: her face is on before her
 // video arrives, so it never reads as unswapped. Screenshot invite.png.
-// Usage: node tests/browser/invite.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
+// Usage: FAKE_VIDEO=card.y4m node tests/browser/invite.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR FACE_BOX
 
-import { fail, finish, launch, openPage, sleep, until } from "./lib.mjs";
+import { faceCore, fail, finish, green, launch, meanRgb, openPage, sleep, until } from "./lib.mjs";
 
-const [base, dir = "test-artifacts"] = process.argv.slice(2);
+const [base, dir = "test-artifacts", box] = process.argv.slice(2);
+
+// A figure of the server's /metrics, as the page reads it.
+async function figure(page, name) {
+  return page.evaluate(async (n) => {
+    const text = await (await fetch("/metrics")).text();
+    const line = text.split("\n").find((l) => l.startsWith(n));
+    return line ? Number(line.split(" ").pop()) : null;
+  }, name);
+}
 const browser = await launch();
 const room = `invite-${Date.now()}`;
 const link = `${base}?room=${room}`;
@@ -48,9 +59,32 @@ async function run() {
     .waitForFunction(() => document.getElementById("invite-preview").videoWidth > 0, null, { timeout: 10_000 })
     .then(() => true, () => false);
   if (!preview) return fail("the invitation shows Ann's camera", await ann.textContent("#invite-camera"));
+  const core = faceCore(box);
+  const camera = await meanRgb(ann, "#invite-preview", core);
+  if (green(camera)) return fail("before a face is chosen the preview is the camera itself", camera);
+  if ((await figure(ann, 'facerelay_joins_total{place="preview"}')) !== null) return fail("nothing is sent before a face is chosen", null);
   await ann.click("#invite-gallery button[data-face=Ada]");
   const chosen = await ann.textContent("#invite-face-state");
   if (!/Ada's face/.test(chosen)) return fail("the choice is confirmed", chosen);
+  // The preview: Ann's camera back from the server with Ada's face on.
+  const swapped = await ann
+    .waitForFunction(() => {
+      const v = document.getElementById("invite-preview");
+      return v.srcObject !== window.facerelay.local && v.videoWidth > 0 && /through the server/.test(document.getElementById("invite-camera").textContent);
+    }, null, { timeout: 15_000 })
+    .then(() => true, () => false);
+  if (!swapped) return fail("the preview comes through the server", await ann.textContent("#invite-camera"));
+  let face = null;
+  for (let i = 0; i < 50 && !(face && green(face)); i++) {
+    await sleep(200);
+    face = await meanRgb(ann, "#invite-preview", core);
+  }
+  if (!green(face)) return fail("the preview shows the chosen face (the stand-in's green)", { camera, face });
+  // The server's word on what the others see follows the frames (debounced).
+  await ann.waitForFunction(() => /the face the others see on you/.test(document.getElementById("invite-face-state").textContent), null, { timeout: 5_000 }).catch(() => {});
+  const previewState = await ann.textContent("#invite-face-state");
+  if (!/the face the others see on you/.test(previewState)) return fail("the preview says what the others will see", previewState);
+  if ((await figure(ann, 'facerelay_joins_total{place="preview"}')) !== 1) return fail("one preview", null);
   await ann.screenshot({ path: `${dir}/invite.png` });
   await ann.click("#join");
 
@@ -67,7 +101,7 @@ async function run() {
     if (seen.filter((s) => s.width > 0).length >= 10) break;
     await sleep(100);
   }
-  console.log(JSON.stringify({ screen, chosen, badges: [...new Set(seen.map((s) => s.badge))], samples: seen.length }));
+  console.log(JSON.stringify({ screen, chosen, camera, face, previewState, badges: [...new Set(seen.map((s) => s.badge))], samples: seen.length }));
   if (!seen.some((s) => s.width > 0)) return fail("Bob sees Ann's video", seen);
   if (seen.some((s) => s.width > 0 && (s.badge === null || s.badge === "not swapped"))) {
     return fail("Ann's video never arrives without her face badge", seen);
@@ -81,6 +115,13 @@ async function run() {
   await bob.evaluate(() => document.exitFullscreen());
   const annGallery = await ann.evaluate(() => document.querySelector("#gallery button[data-face=Ada]")?.getAttribute("aria-pressed"));
   if (annGallery !== "true") return fail("in the call, Ada is marked as Ann's face", annGallery);
+  // The preview's seat went with the join: Bob and Ann are all the server holds.
+  let seats = null;
+  for (let i = 0; i < 25 && seats !== 2; i++) {
+    seats = await figure(ann, "facerelay_participants ");
+    if (seats !== 2) await sleep(200);
+  }
+  if (seats !== 2) return fail("the preview ends when Ann joins", seats);
   return true;
 }
 

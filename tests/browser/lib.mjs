@@ -107,3 +107,29 @@ export async function finish(browser, run) {
   }
   process.exit(ok ? 0 : 1);
 }
+
+// Mean RGB of a rectangle [x0, y0, x1, y1] of the video `selector` finds, drawn at its natural
+// size.
+export async function meanRgb(page, selector, rect) {
+  return page.evaluate(([sel, [a, b, c, d]]) => {
+    const v = document.querySelector(sel);
+    const canvas = document.createElement("canvas");
+    canvas.width = v.videoWidth;
+    canvas.height = v.videoHeight;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(v, 0, 0);
+    const px = ctx.getImageData(a, b, c - a, d - b).data;
+    const sum = [0, 0, 0];
+    for (let i = 0; i < px.length; i += 4) for (let k = 0; k < 3; k++) sum[k] += px[i + k];
+    return sum.map((s) => Math.round(s / (px.length / 4)));
+  }, [selector, rect]);
+}
+
+// The centre half of a face box "x0,y0,x1,y1" (where the stand-in swapper paints green).
+export function faceCore(box) {
+  const [x0, y0, x1, y1] = box.split(",").map(Number);
+  return [x0 + (x1 - x0) / 4, y0 + (y1 - y0) / 4, x1 - (x1 - x0) / 4, y1 - (y1 - y0) / 4].map(Math.round);
+}
+
+// Whether a mean RGB is the stand-in swapper's green.
+export const green = ([r, g, b]) => g - r > 40 && g - b > 40;

@@ -3,34 +3,20 @@
 // swapped (the stand-in swapper paints it green), the "face-swapped" badge, and the rest as is.
 // Usage: FAKE_VIDEO=card.y4m node tests/browser/live_swap.mjs URL ARTIFACT_DIR PHOTO FACE_BOX
 
-import { annAndBob, launch, waitForBadge } from "./lib.mjs";
+import { annAndBob, faceCore, green, launch, meanRgb, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, box] = process.argv.slice(2);
-const [x0, y0, x1, y1] = box.split(",").map(Number);
 const browser = await launch();
 const link = `${base}?room=live-${Date.now()}`;
 
-// Mean RGB of a rectangle of the remote (not self) video, drawn at its natural size.
-async function sample(page, rect) {
-  return page.evaluate(([a, b, c, d]) => {
-    const v = document.querySelector("figure:not([data-participant=self]) video");
-    const canvas = document.createElement("canvas");
-    canvas.width = v.videoWidth;
-    canvas.height = v.videoHeight;
-    const ctx = canvas.getContext("2d");
-    ctx.drawImage(v, 0, 0);
-    const px = ctx.getImageData(a, b, c - a, d - b).data;
-    const sum = [0, 0, 0];
-    for (let i = 0; i < px.length; i += 4) for (let k = 0; k < 3; k++) sum[k] += px[i + k];
-    return sum.map((s) => Math.round(s / (px.length / 4)));
-  }, rect);
-}
+// A rectangle of the remote (not self) video.
+const sample = (page, rect) => meanRgb(page, "figure:not([data-participant=self]) video", rect);
 
 let ok = false;
 try {
   const { ann, bob } = await annAndBob(browser, link);
   // The centre of the face box, before and after Ann picks a face.
-  const core = [x0 + (x1 - x0) / 4, y0 + (y1 - y0) / 4, x1 - (x1 - x0) / 4, y1 - (y1 - y0) / 4].map(Math.round);
+  const core = faceCore(box);
   const before = await sample(bob, core);
   const corner = await sample(bob, [0, 80, 200, 240]);
   await ann.click("#face");
@@ -41,7 +27,7 @@ try {
   const after = await sample(bob, core);
   const cornerAfter = await sample(bob, [0, 80, 200, 240]);
   console.log(`face centre RGB before ${before}, after ${after}; grid area ${corner} -> ${cornerAfter}`);
-  const greener = after[1] - after[0] > 40 && after[1] - after[2] > 40 && before[1] - before[0] < 20;
+  const greener = green(after) && before[1] - before[0] < 20;
   const restSame = cornerAfter.every((c, i) => Math.abs(c - corner[i]) < 12);
   ok = greener && restSame;
   if (!greener) console.log("FAIL: the face did not turn into the stand-in swapper's green");

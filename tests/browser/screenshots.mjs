@@ -1,7 +1,9 @@
 // Writes the README's screenshots at desktop and phone sizes: landing, invitation (with the
 // gallery when the server has one), a room of two and of four, the roulette, the face picker.
-// Not a test: run it against a running server when the page changes.
-//   target/release/facerelay serve &   node tests/browser/screenshots.mjs http://127.0.0.1:8080/ docs/screenshots
+// Not a test: run it against a running server when the page changes (FAKE_VIDEO: a y4m camera,
+// e.g. test-artifacts/real-face.y4m that tests/it/real_faces.rs writes).
+//   target/release/facerelay serve &
+//   FAKE_VIDEO=test-artifacts/real-face.y4m node tests/browser/screenshots.mjs http://127.0.0.1:8080/ docs/screenshots
 
 import { launch, openPage, until, sleep } from "./lib.mjs";
 
@@ -19,6 +21,13 @@ try {
 
     const a = await openPage(browser, `${base}?room=${room}`, "Sam", viewport);
     await sleep(500);
+    // With a gallery: its first face tried on, the preview through the server.
+    const face = await a.$("#invite-gallery button");
+    if (face) {
+      await face.click();
+      await a.waitForFunction(() => /through the server/.test(document.getElementById("invite-camera").textContent), null, { timeout: 20_000 });
+      await sleep(1500);
+    }
     await a.screenshot({ path: `${dir}/invitation-${label}.png` });
     await a.click("#join");
     const b = await openPage(browser, `${base}?room=${room}`, "Alex", viewport);

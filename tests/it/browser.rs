@@ -193,11 +193,31 @@ async fn the_face_picker_uploads_a_photo_refuses_a_non_image_and_names_the_galle
     assert!(dir.join("face-gallery.png").exists());
 }
 
-/// axe-core finds no serious or critical accessibility violation on any screen.
+/// A live swap on the stand-in models whose gallery holds one face, "Ada" (the test card's
+/// source face), in `test-artifacts/<folder>`.
+fn swap_with_gallery(folder: &str) -> (Config, Swap) {
+    let gallery = root().join("test-artifacts").join(folder);
+    let _ = std::fs::remove_dir_all(&gallery);
+    std::fs::create_dir_all(&gallery).unwrap();
+    std::fs::copy(
+        root().join(fixtures_dir()).join("testcard_source.jpg"),
+        gallery.join("Ada.jpg"),
+    )
+    .unwrap();
+    let mut config = Config::defaults();
+    config.models = config.models.with_fixtures();
+    config.swap.gallery = gallery.to_string_lossy().into_owned();
+    let swap = Swap::from_config(&config).expect("the live swap starts");
+    (config, swap)
+}
+
+/// axe-core finds no serious or critical accessibility violation on any screen (the gallery and
+/// the face panel included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_screen_passes_the_accessibility_check() {
     let _serial = serial().await;
-    run_browser_script("a11y.mjs").await;
+    let (_, swap) = swap_with_gallery("a11y-gallery");
+    run_browser_script_with("a11y.mjs", swap, &[]).await;
 }
 
 /// The call fills the window: the other's video covers half of a desktop window, and on a phone
@@ -217,24 +237,20 @@ async fn the_others_see_a_camera_turned_off_and_a_microphone_muted() {
     assert!(dir.join("camera-off.png").exists());
 }
 
-/// A room link is an invitation: the page says so, and a gallery face chosen before joining is
-/// on before the others see any video.
+/// A room link is an invitation: the page says so, a gallery face chosen before joining shows
+/// in a preview through the server, and is on before the others see any video.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_invitation_names_the_room_and_puts_the_chosen_face_on_before_any_video() {
+async fn an_invitation_names_the_room_previews_the_chosen_face_and_puts_it_on_before_any_video() {
     let _serial = serial().await;
-    let gallery = root().join("test-artifacts/invite-gallery");
-    let _ = std::fs::remove_dir_all(&gallery);
-    std::fs::create_dir_all(&gallery).unwrap();
-    std::fs::copy(
-        root().join(fixtures_dir()).join("testcard_source.jpg"),
-        gallery.join("Ada.jpg"),
+    let (config, swap) = swap_with_gallery("invite-gallery");
+    let (y4m, face_box) = testcard_camera(&config);
+    let dir = run_browser_script_env(
+        "invite.mjs",
+        swap,
+        &[Path::new(&face_box)],
+        &[("FAKE_VIDEO", &y4m)],
     )
-    .unwrap();
-    let mut config = Config::defaults();
-    config.models = config.models.with_fixtures();
-    config.swap.gallery = gallery.to_string_lossy().into_owned();
-    let swap = Swap::from_config(&config).expect("the live swap starts");
-    let dir = run_browser_script_with("invite.mjs", swap, &[]).await;
+    .await;
     assert!(dir.join("invite.png").exists());
 }
 
@@ -260,16 +276,13 @@ fn testcard_y4m(path: &Path) -> facerelay::media::I420Frame {
     frame
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_face_picked_in_chromium_is_swapped_live_for_the_others() {
-    let _serial = serial().await;
-    let mut config = Config::defaults();
-    config.models = config.models.with_fixtures();
+/// The drawn test card as a fake camera file, and where the stand-in swap (of `config`'s
+/// fixture models) pastes the test card's source face on it: "x0,y0,x1,y1" (computed offline).
+fn testcard_camera(config: &Config) -> (PathBuf, String) {
     let artifacts = root().join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let y4m = artifacts.join("testcard.y4m");
     let frame = testcard_y4m(&y4m);
-    // Where the stand-in swap pastes the face on the card (computed offline).
     let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
     let mut engine = Engine::load(&config.models, &config.swap).expect("fixture models load");
     let source = engine
@@ -279,16 +292,34 @@ async fn a_face_picked_in_chromium_is_swapped_live_for_the_others() {
     let report = engine
         .swap_frame(&mut swapped, &source, &facerelay::swap::Selection::Largest)
         .unwrap();
-    drop(engine);
     let [x0, y0, x1, y1] = report.swapped[0].paste_box;
-    let face_box = artifacts.join(format!("{x0},{y0},{x1},{y1}"));
+    (y4m, format!("{x0},{y0},{x1},{y1}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_face_picked_in_chromium_is_swapped_live_for_the_others() {
+    let _serial = serial().await;
+    let mut config = Config::defaults();
+    config.models = config.models.with_fixtures();
+    let (y4m, face_box) = testcard_camera(&config);
+    let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
     let swap = Swap::from_config(&config).expect("the live swap starts");
     let dir = run_browser_script_env(
         "live_swap.mjs",
         swap,
-        &[&photo, Path::new(face_box.file_name().unwrap())],
+        &[&photo, Path::new(&face_box)],
         &[("FAKE_VIDEO", &y4m)],
     )
     .await;
     assert!(dir.join("live-swap.png").exists());
+}
+
+/// Every word of the page comes from web/text.js: with the pseudo-translation (?pseudo-text)
+/// every text and label on every screen is wrapped, but for the user's own names and devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_word_of_the_page_comes_from_its_text_table() {
+    let _serial = serial().await;
+    let (_, swap) = swap_with_gallery("text-gallery");
+    let dir = run_browser_script_with("text.mjs", swap, &[]).await;
+    assert!(dir.join("text-call.png").exists());
 }
