@@ -27,6 +27,10 @@ would `det_10g.onnx`, `w600k_r50.onnx` and `inswapper_128.onnx`:
   a green-leaning colour that depends on the latent. Its LAST initializer is the 512x512 emap
   (named `buff2fs` as in the real file) with the closed form emap[i][j] = sin(0.37 i + 0.11 j)/16,
   so tests can check the values read back without trusting the reader.
+* inswapper_128_batched.onnx: the same stand-in with a symbolic batch dimension `N` on both
+  inputs and the output (the shape a dynamic-batch variant of the real file has), so the live
+  stage's swapper runs several streams' faces in one call; per item it computes exactly what
+  inswapper_128.onnx does.
 
 IR version 6 (opset 11's IR), well under ONNX Runtime's limit of 13.
 """
@@ -221,7 +225,8 @@ def emap():
     return (np.sin(0.37 * i + 0.11 * j) / 16.0).astype(np.float32)
 
 
-def swapper():
+def swapper(batch=1):
+    """The stand-in swapper; `batch`: 1, or a name for a symbolic batch dimension."""
     rng = np.random.default_rng(2)
     wc = rng.normal(0.0, 1.0, (512, 3)).astype(np.float32)
     n = helper.make_node
@@ -237,7 +242,7 @@ def swapper():
     inits = [
         const("style.weight", wc),
         const("style.bias", [-1.5, 1.5, -1.5]),
-        const("colour_shape", [1, 3, 1, 1], np.int64),
+        const("colour_shape", [1 if batch == 1 else -1, 3, 1, 1], np.int64),
         const("keep", [0.3]),
         const("tint", [0.7]),
         # Last initializer: the 512x512 emap, as insightface reads it (graph.initializer[-1]).
@@ -245,9 +250,9 @@ def swapper():
     ]
     graph = helper.make_graph(
         nodes, "inswapper_fixture",
-        [helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 128, 128]),
-         helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
+        [helper.make_tensor_value_info("target", TensorProto.FLOAT, [batch, 3, 128, 128]),
+         helper.make_tensor_value_info("source", TensorProto.FLOAT, [batch, 512])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 3, 128, 128])],
         inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                              producer_name="facerelay tools/gen_test_models.py")
@@ -301,6 +306,7 @@ def main():
     save(detector(), "det_10g.onnx")
     save(recognizer(), "w600k_r50.onnx")
     save(swapper(), "inswapper_128.onnx")
+    save(swapper("N"), "inswapper_128_batched.onnx")
     test_card().save(OUT / "testcard_target.png")
     source_photo().save(OUT / "testcard_source.jpg", quality=92)
     print("emap[1][2] =", float(emap()[1][2]), "expected", math.sin(0.37 + 0.22) / 16)

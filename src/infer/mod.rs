@@ -459,6 +459,14 @@ impl Model {
         check_outlets("output", self.session.outputs(), self.spec.outputs).map_err(wrong)
     }
 
+    /// Whether every input and output has a symbolic first (batch) dimension: the model then
+    /// takes several requests in one run.
+    pub fn dynamic_batch(&self) -> bool {
+        let symbolic = |o: &ort::value::Outlet| matches!(o.dtype(), ValueType::Tensor { shape, .. } if shape.first() == Some(&-1));
+        let s = &self.session;
+        s.inputs().iter().chain(s.outputs()).all(symbolic)
+    }
+
     pub fn role(&self) -> &'static str {
         self.spec.role
     }

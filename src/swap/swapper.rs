@@ -1,5 +1,6 @@
 //! The face swapper (`inswapper_128.onnx`): `target` 1×3×128×128 RGB in [0,1] and `source`
-//! 1×512 latent in, `output` 1×3×128×128 in [0,1] out.
+//! 1×512 latent in, `output` 1×3×128×128 in [0,1] out. A file whose batch dimension is
+//! symbolic (N×…) takes several faces per run.
 
 use ort::value::TensorRef;
 
@@ -42,6 +43,12 @@ impl Swapper {
         })
     }
 
+    /// Whether the file takes several faces in one run (a symbolic batch dimension, as the
+    /// variants `facerelay` tests with have; the public file is fixed at 1).
+    pub fn dynamic_batch(&self) -> bool {
+        self.model.dynamic_batch()
+    }
+
     /// Runs one face: `target` planar RGB 3×128×128 in [0,1], `latent` of 512. Writes the
     /// swapped crop (same layout) into `out`.
     pub fn swap(
@@ -50,9 +57,30 @@ impl Swapper {
         latent: &[f32],
         out: &mut [f32],
     ) -> Result<(), SwapError> {
-        let t = TensorRef::from_array_view(([1usize, 3, SWAP_SIZE, SWAP_SIZE], target))
+        self.swap_many(target, latent, out)
+    }
+
+    /// Runs `n` faces in one call (`n` > 1 only for a model with a dynamic batch dimension):
+    /// `targets` holds `n` crops one after the other, `latents` `n` latents, `out` receives the
+    /// `n` swapped crops in the same order.
+    pub fn swap_many(
+        &mut self,
+        targets: &[f32],
+        latents: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), SwapError> {
+        let crop = 3 * SWAP_SIZE * SWAP_SIZE;
+        let n = latents.len() / EMBEDDING_LEN;
+        if n == 0 || latents.len() != n * EMBEDDING_LEN || targets.len() != n * crop {
+            return Err(SwapError::ModelOutput(format!(
+                "swapper input of {} crop values and {} latent values is not a whole number of faces",
+                targets.len(),
+                latents.len()
+            )));
+        }
+        let t = TensorRef::from_array_view(([n, 3, SWAP_SIZE, SWAP_SIZE], targets))
             .map_err(|e| self.model.run_error(e))?;
-        let s = TensorRef::from_array_view(([1usize, EMBEDDING_LEN], latent))
+        let s = TensorRef::from_array_view(([n, EMBEDDING_LEN], latents))
             .map_err(|e| self.model.run_error(e))?;
         let outputs = self
             .model

@@ -543,3 +543,146 @@ fn a_background_detection_that_fails_drops_the_track() {
     assert_eq!(count(&metrics.swap_errors), 2);
     assert_eq!(count(&metrics.held_frames), 2);
 }
+
+/// A swapper file with a dynamic batch dimension (the stand-in `inswapper_128_batched.onnx`)
+/// swaps several faces in one run, each exactly as the fixed file swaps it alone: at batch 1, 2
+/// and 4 every item's output equals the fixed file's within 1e-4.
+#[test]
+fn a_batched_swapper_gives_each_face_what_it_gets_alone() {
+    use facerelay::swap::Swapper;
+    let _g = lock();
+    let c = config(|_| {});
+    let rt = facerelay::infer::runtime(&c.models).unwrap();
+    let dir = fixtures_dir();
+    let mut fixed = Swapper::load(rt, &c.models, &dir.join("inswapper_128.onnx")).unwrap();
+    let mut batched =
+        Swapper::load(rt, &c.models, &dir.join("inswapper_128_batched.onnx")).unwrap();
+    assert!(!fixed.dynamic_batch() && batched.dynamic_batch());
+    const CROP: usize = 3 * 128 * 128;
+    // Four different faces: crops and latents that differ item by item.
+    let crops: Vec<f32> = (0..4 * CROP)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let latents: Vec<f32> = (0..4 * 512)
+        .map(|i| ((i as f32) * 0.37).sin() / 8.0)
+        .collect();
+    let mut alone = vec![0.0; 4 * CROP];
+    for k in 0..4 {
+        fixed
+            .swap(
+                &crops[k * CROP..(k + 1) * CROP],
+                &latents[k * 512..(k + 1) * 512],
+                &mut alone[k * CROP..(k + 1) * CROP],
+            )
+            .unwrap();
+    }
+    for n in [1, 2, 4] {
+        let mut out = vec![0.0; n * CROP];
+        batched
+            .swap_many(&crops[..n * CROP], &latents[..n * 512], &mut out)
+            .unwrap();
+        let worst = out
+            .iter()
+            .zip(&alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!("batch {n}: largest difference from batch 1 {worst:e}");
+        assert!(worst <= 1e-4, "batch {n}: {worst}");
+    }
+    // A batch that is not a whole number of faces is refused, not run.
+    let mut out = vec![0.0; CROP];
+    assert!(batched
+        .swap_many(&crops[..CROP], &latents[..700], &mut out)
+        .is_err());
+}
+
+/// With a dynamic-batch swapper the live stage's scheduler puts several streams' faces into one
+/// model run (counted by batch size), and each stream's frames come out as a stage that swaps
+/// one face per run makes them.
+#[test]
+fn several_streams_share_swapper_runs_when_the_file_allows_it() {
+    let _g = lock();
+    const STREAMS: usize = 6;
+    const FRAMES: usize = 8;
+    let c = config(|s| {
+        s.label = false;
+        s.swapper_workers = 1;
+        s.max_batch = 8;
+        // Long enough for the streams' requests to meet in one batch on a loaded machine.
+        s.max_wait_ms = 40;
+        s.capacity = STREAMS;
+    });
+    let before = card(&c);
+    // One stream on the fixed file: the frames every stream must get.
+    let (fixed, _) = stage(&c);
+    let s = source(&fixed, &c);
+    fixed.faces().set("p0", s.clone()).unwrap();
+    let mut p = fixed.open(StreamId(100), "p0");
+    let expected: Vec<I420Frame> = (0..FRAMES)
+        .map(|_| {
+            let mut f = before.clone();
+            p.process(&mut f);
+            f
+        })
+        .collect();
+    assert_eq!(
+        fixed.deep().unwrap().swapper.stats().batch_sizes[0],
+        FRAMES as u64
+    );
+    drop((p, fixed));
+
+    let mut b = c.clone();
+    b.models.swapper = "inswapper_128_batched.onnx".into();
+    let (live, metrics) = stage(&b);
+    let barrier = Arc::new(std::sync::Barrier::new(STREAMS));
+    let outputs: Vec<Vec<I420Frame>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..STREAMS)
+            .map(|k| {
+                let owner = format!("p{k}");
+                live.faces().set(&owner, s.clone()).unwrap();
+                let mut p = live.open(StreamId(200 + k as u64), &owner);
+                let (barrier, before) = (barrier.clone(), before.clone());
+                scope.spawn(move || {
+                    (0..FRAMES)
+                        .map(|_| {
+                            barrier.wait();
+                            let mut f = before.clone();
+                            p.process(&mut f);
+                            f
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let stats = live.deep().unwrap().swapper.stats();
+    println!(
+        "swapper runs by batch size (1..=8): {:?}",
+        stats.batch_sizes
+    );
+    let faces: u64 = (1..).zip(&stats.batch_sizes).map(|(n, c)| n * c).sum();
+    assert_eq!(
+        faces,
+        (STREAMS * FRAMES) as u64,
+        "every frame's face ran once"
+    );
+    assert!(
+        stats.batch_sizes[1..].iter().sum::<u64>() > 0,
+        "some runs carried several streams' faces: {:?}",
+        stats.batch_sizes
+    );
+    assert_eq!(count(&metrics.swapped_frames), (STREAMS * FRAMES) as u64);
+    for (k, frames) in outputs.iter().enumerate() {
+        for (i, (got, want)) in frames.iter().zip(&expected).enumerate() {
+            let worst = got
+                .y()
+                .iter()
+                .zip(want.y())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
+            assert!(worst <= 1, "stream {k}, frame {i}: Y differs by {worst}");
+        }
+    }
+}

@@ -190,30 +190,55 @@ pub struct SwapJob {
     pub source: Arc<SourceFace>,
 }
 
-/// A swapper instance for the scheduler: a [`SwapJob`] in, the swapped crop out (in the job's
-/// own buffer, so a stream's crop buffer goes round without allocating).
+/// A swapper instance for the scheduler: [`SwapJob`]s in, each swapped crop out (in the job's
+/// own buffer, so a stream's crop buffer goes round without allocating). A batch of several
+/// jobs is one model run when the model takes it ([`SwapRunner::batched`]).
 pub struct SwapRunner {
     run: SwapFn,
+    max_batch: usize,
+    /// The batch's crops and latents one after the other, and the swapped crops.
+    targets: Vec<f32>,
+    latents: Vec<f32>,
     out: Vec<f32>,
 }
 
 impl SwapRunner {
-    /// Any swap function `(target crop, source latent, output crop)`.
+    /// Any swap function `(target crop, source latent, output crop)`, one face per call.
     pub fn new(
         f: impl FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), SwapError> + Send + 'static,
     ) -> Self {
+        Self::batched(f, 1)
+    }
+
+    /// A swap function that takes up to `max_batch` faces per call: their crops, latents and
+    /// output crops one after the other.
+    pub fn batched(
+        f: impl FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), SwapError> + Send + 'static,
+        max_batch: usize,
+    ) -> Self {
         Self {
             run: Box::new(f),
-            out: vec![0.0; 3 * SWAP * SWAP],
+            max_batch: max_batch.max(1),
+            targets: Vec::new(),
+            latents: Vec::new(),
+            out: Vec::new(),
         }
     }
 
-    pub fn load(models: &ModelsConfig) -> Result<Self, SwapError> {
+    /// The configured swapper file; batches of up to `max_batch` when its batch dimension is
+    /// dynamic, else one face per run.
+    pub fn load(models: &ModelsConfig, max_batch: usize) -> Result<Self, SwapError> {
         let rt = crate::infer::runtime(models)?;
         let mut swapper = Swapper::load(rt, models, &models.swapper_path())?;
-        Ok(Self::new(move |target, latent, out| {
-            swapper.swap(target, latent, out)
-        }))
+        let max_batch = if swapper.dynamic_batch() {
+            max_batch
+        } else {
+            1
+        };
+        Ok(Self::batched(
+            move |targets, latents, out| swapper.swap_many(targets, latents, out),
+            max_batch,
+        ))
     }
 }
 
@@ -222,22 +247,33 @@ impl BatchRunner for SwapRunner {
     type Output = Vec<f32>;
     type Error = SwapError;
 
-    /// `inswapper_128.onnx` is fixed at batch 1: several instances run side by side instead.
+    /// 1 for the public `inswapper_128.onnx` (fixed at batch 1: several instances run side by
+    /// side instead).
     fn max_batch(&self) -> usize {
-        1
+        self.max_batch
     }
 
     fn run(&mut self, batch: Vec<SwapJob>) -> Result<Vec<Vec<f32>>, SwapError> {
-        let mut outputs = Vec::with_capacity(batch.len());
-        for mut job in batch {
-            if job.crop.len() != self.out.len() {
+        const CROP: usize = 3 * SWAP * SWAP;
+        self.targets.clear();
+        self.latents.clear();
+        for job in &batch {
+            if job.crop.len() != CROP {
                 return Err(SwapError::ModelOutput("swap crop of the wrong size".into()));
             }
-            (self.run)(&job.crop, job.source.latent()?, &mut self.out)?;
-            std::mem::swap(&mut job.crop, &mut self.out);
-            outputs.push(job.crop);
+            self.targets.extend_from_slice(&job.crop);
+            self.latents.extend_from_slice(job.source.latent()?);
         }
-        Ok(outputs)
+        self.out.resize(self.targets.len(), 0.0);
+        (self.run)(&self.targets, &self.latents, &mut self.out)?;
+        Ok(batch
+            .into_iter()
+            .zip(self.out.chunks_exact(CROP))
+            .map(|(mut job, swapped)| {
+                job.crop.copy_from_slice(swapped);
+                job.crop
+            })
+            .collect())
     }
 }
 
@@ -385,11 +421,11 @@ impl LiveModels {
             move |_| DetectRunner::load(&m, &s),
         )
         .map_err(spawn_err("detector"))?;
-        let m = models.clone();
+        let (m, max_batch) = (models.clone(), swap.max_batch);
         let swapper = Scheduler::spawn(
             "swapper",
             swap.scheduler_settings(swap.swapper_workers),
-            move |_| SwapRunner::load(&m),
+            move |_| SwapRunner::load(&m, max_batch),
         )
         .map_err(spawn_err("swapper"))?;
         let m = models.clone();
