@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod turn;
+pub use turn::turn_credential;
+
 /// The defaults, documented key by key.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -124,8 +127,13 @@ pub struct IceConfig {
     pub bind_ip: IpAddr,
     /// First and last UDP port for media sockets, inclusive; `[0, 0]` = ephemeral ports.
     pub udp_port_range: [u16; 2],
-    /// STUN/TURN servers handed to browsers.
+    /// STUN/TURN servers handed to browsers (through [`IceConfig::servers_for`]).
     pub servers: Vec<IceServer>,
+    /// Secret shared with the TURN server (coturn's `static-auth-secret`): with it, `turn:`
+    /// entries without their own credentials get time-limited ones per participant. Empty: off.
+    pub turn_secret: String,
+    /// How long such a credential is valid after the join, seconds.
+    pub turn_ttl_secs: u64,
     /// Include loopback candidates (tests and single-machine demos).
     pub include_loopback: bool,
     /// Seconds without ICE traffic before a participant counts as gone.
@@ -286,6 +294,15 @@ impl Config {
             if server.urls.is_empty() {
                 return bad("every ice.servers entry needs at least one URL");
             }
+        }
+        let turn_secret = self.ice.turn_secret.len();
+        if turn_secret > 0 && turn_secret < 16 {
+            return bad(
+                "ice.turn_secret must be empty (no TURN credentials) or at least 16 characters",
+            );
+        }
+        if self.ice.turn_ttl_secs < 60 {
+            return bad("ice.turn_ttl_secs must be at least 60");
         }
         self.models.validate().map_err(ConfigError::Invalid)?;
         self.swap.validate().map_err(ConfigError::Invalid)?;

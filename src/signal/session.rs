@@ -577,7 +577,7 @@ impl Session {
                 Place::Roulette | Place::Preview(_) => None,
             },
             participants,
-            ice_servers: self.app.config.ice.servers.clone(),
+            ice_servers: self.app.config.ice.servers_now(&id),
             token: token.clone(),
             nodes: self.app.router.other_nodes(),
         })

@@ -184,18 +184,50 @@ async fn ice_advertises_the_public_address_and_uses_the_port_range() {
     let mut config = Config::loopback();
     config.ice.public_ip = Some("203.0.113.10".parse().unwrap());
     config.ice.udp_port_range = [port, port];
-    config.ice.servers = vec![facerelay::config::IceServer {
-        urls: vec!["stun:stun.example.org:3478".into()],
-        username: None,
-        credential: None,
-    }];
+    let secret = "a-turn-secret-of-32-characters!!";
+    config.ice.turn_secret = secret.into();
+    config.ice.servers = vec![
+        facerelay::config::IceServer {
+            urls: vec!["stun:stun.example.org:3478".into()],
+            username: None,
+            credential: None,
+        },
+        facerelay::config::IceServer {
+            urls: vec!["turn:turn.example.org:3478?transport=tcp".into()],
+            username: None,
+            credential: None,
+        },
+    ];
     let server = start(config).await;
 
-    // The browser is handed the configured STUN server.
+    // The browser is handed the configured STUN server, and the TURN server with a credential
+    // of its own that expires a day (ice.turn_ttl_secs) after the join.
     let mut watcher = RawSocket::connect(&server).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let welcome = watcher.join("nat", "Watcher").await;
     assert_eq!(
         welcome["iceServers"][0]["urls"][0], "stun:stun.example.org:3478",
+        "{welcome}"
+    );
+    assert!(
+        welcome["iceServers"][0].get("username").is_none(),
+        "{welcome}"
+    );
+    let turn = &welcome["iceServers"][1];
+    let username = turn["username"].as_str().expect("a TURN username");
+    let (expiry, who) = username.split_once(':').unwrap();
+    assert_eq!(who, welcome["id"], "{welcome}");
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(
+        (now + 86_400..=now + 86_402).contains(&expiry),
+        "{expiry} vs {now}"
+    );
+    assert_eq!(
+        turn["credential"],
+        facerelay::config::turn_credential(secret, username),
         "{welcome}"
     );
 
