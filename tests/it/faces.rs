@@ -667,16 +667,19 @@ async fn upload_limits_timeouts_and_slots_hold_and_answer_in_json() {
     server.shutdown().await.unwrap();
 }
 
-/// Every refusal the face API documents (docs/api.md) has a plain-language message in the page.
+/// Every refusal the face API documents (docs/api.md) has a plain-language message in the page's
+/// text table.
 #[test]
 fn the_page_explains_every_face_api_refusal_in_plain_words() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let api = std::fs::read_to_string(root.join("docs/api.md")).unwrap();
-    let page = std::fs::read_to_string(root.join("web/app.js")).unwrap();
-    let table = page
-        .split_once("const FACE_ERRORS = {")
-        .and_then(|(_, rest)| rest.split_once("};"))
-        .expect("FACE_ERRORS in web/app.js")
+    let text = std::fs::read_to_string(root.join("web/text.js")).unwrap();
+    // The page's words are in web/text.js: the face API's under `errors`, `face`.
+    let table = text
+        .split_once("\n  errors: {")
+        .and_then(|(_, rest)| rest.split_once("\n    face: {"))
+        .and_then(|(_, rest)| rest.split_once("\n    },"))
+        .expect("errors.face in web/text.js")
         .0;
     // The face API's table: the one whose first row is `not_joined`.
     let section = api
@@ -691,8 +694,8 @@ fn the_page_explains_every_face_api_refusal_in_plain_words() {
     assert!(codes.len() >= 12, "{codes:?}");
     for code in &codes {
         assert!(
-            table.contains(&format!("\n  {code}: \"")),
-            "web/app.js has no plain message for the face API's {code}"
+            table.contains(&format!("\n      {code}: \"")),
+            "web/text.js has no plain message for the face API's {code}"
         );
     }
 }
