@@ -33,7 +33,8 @@ pub struct Swap {
     pub stage: Arc<dyn FrameStage>,
     pub picker: Option<FacePicker>,
     pub faces: Arc<dyn FaceRegistry>,
-    /// Which swapper runs (`"mesh"`, `"inswapper"`, or `"off"`), for `/healthz` and the page.
+    /// Which swapper runs (`"mesh"`, a deep family such as `"inswapper_128"`, or `"off"`), for
+    /// `/healthz` and the page.
     pub swapper: &'static str,
     /// The live stage, whose metrics `/metrics` serves (none without the swap).
     pub live: Option<Arc<LiveSwap>>,

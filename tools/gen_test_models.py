@@ -31,6 +31,15 @@ would `det_10g.onnx`, `w600k_r50.onnx` and `inswapper_128.onnx`:
   inputs and the output (the shape a dynamic-batch variant of the real file has), so the live
   stage's swapper runs several streams' faces in one call; per item it computes exactly what
   inswapper_128.onnx does.
+* hyperswap_1a_256.onnx and simswap_256.onnx: stand-ins of the 256 px families with their pixel
+  scales (hyperswap: `target` and the output in [-1,1]; simswap: `target` scaled by the ImageNet
+  mean and deviation, output in [0,1]). Their inputs are named `source` and `target`, listed in
+  that order, and the output is called `swapped` (the code takes inputs by name and the first
+  output by position). On the [0,1] scale both return what the inswapper stand-in does,
+  0.3*target + 0.7*sigmoid(source @ Wc + bc), so a wrong scale in or out shows as a wrong colour.
+* crossface_simswap.onnx (simswap's embedding converter): `input` [1,512] -> [1,512],
+  input + b with b[i] = cos(0.3 i)/2, so what the server feeds it (the raw ArcFace output, not
+  the unit vector) shows in the result.
 
 IR version 6 (opset 11's IR), well under ONNX Runtime's limit of 13.
 """
@@ -258,6 +267,68 @@ def swapper(batch=1):
                              producer_name="facerelay tools/gen_test_models.py")
 
 
+SCALES = {
+    # family: (input mean, input deviation, output on the input's scale)
+    "hyperswap": ([0.5] * 3, [0.5] * 3, True),
+    "simswap": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225], False),
+}
+
+
+def swapper_256(family):
+    """A stand-in of a 256 px swapper family (see SCALES)."""
+    mean, std, scaled_out = SCALES[family]
+    rng = np.random.default_rng(2)
+    wc = rng.normal(0.0, 1.0, (512, 3)).astype(np.float32)
+    n = helper.make_node
+    channel = lambda v: np.asarray(v, np.float32).reshape(1, 3, 1, 1)
+    nodes = [
+        n("MatMul", ["source", "style.weight"], ["style"]),
+        n("Add", ["style", "style.bias"], ["style_b"]),
+        n("Sigmoid", ["style_b"], ["colour"]),
+        n("Reshape", ["colour", "colour_shape"], ["colour4"]),
+        # The target back on the [0,1] scale.
+        n("Mul", ["target", "in_std"], ["t_scaled"]),
+        n("Add", ["t_scaled", "in_mean"], ["t01"]),
+        n("Mul", ["t01", "keep"], ["kept"]),
+        n("Mul", ["colour4", "tint"], ["tinted"]),
+        n("Add", ["kept", "tinted"], ["y01"]),
+    ]
+    if scaled_out:
+        nodes += [n("Sub", ["y01", "in_mean"], ["y_centred"]),
+                  n("Div", ["y_centred", "in_std"], ["swapped"])]
+    else:
+        nodes += [n("Identity", ["y01"], ["swapped"])]
+    inits = [
+        const("style.weight", wc),
+        const("style.bias", [-1.5, 1.5, -1.5]),
+        const("colour_shape", [1, 3, 1, 1], np.int64),
+        const("in_std", channel(std)),
+        const("in_mean", channel(mean)),
+        const("keep", [0.3]),
+        const("tint", [0.7]),
+    ]
+    graph = helper.make_graph(
+        nodes, f"{family}_fixture",
+        [helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512]),
+         helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 256, 256])],
+        [helper.make_tensor_value_info("swapped", TensorProto.FLOAT, [1, 3, 256, 256])],
+        inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             producer_name="facerelay tools/gen_test_models.py")
+
+
+def converter():
+    """simswap's embedding converter stand-in: input + b, b[i] = cos(0.3 i)/2."""
+    b = (np.cos(0.3 * np.arange(512, dtype=np.float64)) / 2.0).astype(np.float32).reshape(1, 512)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["input", "shift"], ["converted"])], "crossface_fixture",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor_value_info("converted", TensorProto.FLOAT, [1, 512])],
+        [const("shift", b)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             producer_name="facerelay tools/gen_test_models.py")
+
+
 def draw_face(d, cx, cy, a, skin, eye, mouth):
     """A face-like figure whose magenta nose (side a, centred on cx, cy) the fixture detects."""
     d.ellipse([cx - 1.8 * a, cy - 2.4 * a, cx + 1.8 * a, cy + 2.2 * a], fill=skin)
@@ -307,6 +378,9 @@ def main():
     save(recognizer(), "w600k_r50.onnx")
     save(swapper(), "inswapper_128.onnx")
     save(swapper("N"), "inswapper_128_batched.onnx")
+    save(swapper_256("hyperswap"), "hyperswap_1a_256.onnx")
+    save(swapper_256("simswap"), "simswap_256.onnx")
+    save(converter(), "crossface_simswap.onnx")
     test_card().save(OUT / "testcard_target.png")
     source_photo().save(OUT / "testcard_source.jpg", quality=92)
     print("emap[1][2] =", float(emap()[1][2]), "expected", math.sin(0.37 + 0.22) / 16)

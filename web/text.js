@@ -171,7 +171,11 @@ const ENGLISH = {
     // What each swapper the server may run does, in one sentence.
     swappers: {
       mesh: "This server uses its mesh swapper: the face in your photo is fitted onto your face as you move; your own eyes and mouth show through.",
-      inswapper: "This server uses the inswapper_128 model: it redraws your face with the identity of the face in your photo.",
+      inswapper_128: "This server uses the inswapper_128 model: it redraws your face with the identity of the face in your photo.",
+      hyperswap_1a_256: "This server uses the HyperSwap 1a model: it redraws your face with the identity of the face in your photo.",
+      hyperswap_1b_256: "This server uses the HyperSwap 1b model: it redraws your face with the identity of the face in your photo.",
+      hyperswap_1c_256: "This server uses the HyperSwap 1c model: it redraws your face with the identity of the face in your photo.",
+      simswap_256: "This server uses the SimSwap model: it redraws your face with the identity of the face in your photo.",
     },
     // What the wearer is told about its own face, by state and reason (busy: the server is
     // busy; lost: the face is not found).

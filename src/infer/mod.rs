@@ -37,6 +37,7 @@ pub struct ModelsConfig {
     /// File names inside `dir`.
     pub detector: String,
     pub recognizer: String,
+    /// The deep swapper's file; empty: the one `swap.swapper` names (`<family>.onnx`).
     pub swapper: String,
     /// Folder of the packaged model set (`scripts/install-packaged-models.sh` fills it).
     pub packaged_dir: PathBuf,
@@ -92,10 +93,6 @@ impl ModelsConfig {
         self.dir.join(&self.recognizer)
     }
 
-    pub fn swapper_path(&self) -> PathBuf {
-        self.dir.join(&self.swapper)
-    }
-
     pub fn blazeface_path(&self) -> PathBuf {
         self.packaged_dir.join(&self.blazeface)
     }
@@ -110,15 +107,6 @@ impl ModelsConfig {
 
     pub fn topology_path(&self) -> PathBuf {
         self.packaged_dir.join(&self.topology)
-    }
-
-    /// The deep swapper's three files.
-    pub fn deep_files(&self) -> [PathBuf; 3] {
-        [
-            self.detector_path(),
-            self.recognizer_path(),
-            self.swapper_path(),
-        ]
     }
 
     /// The mesh swapper's files (BlazeFace, mesh, topology; SCRFD is optional).
@@ -138,7 +126,6 @@ impl ModelsConfig {
         for (key, name, dir) in [
             ("detector", &self.detector, "dir"),
             ("recognizer", &self.recognizer, "dir"),
-            ("swapper", &self.swapper, "dir"),
             ("blazeface", &self.blazeface, "packaged_dir"),
             ("scrfd", &self.scrfd, "packaged_dir"),
             ("mesh", &self.mesh, "packaged_dir"),
@@ -149,6 +136,9 @@ impl ModelsConfig {
                     "models.{key} must be a file name inside models.{dir}"
                 ));
             }
+        }
+        if self.swapper.contains('/') {
+            return Err("models.swapper must be empty or a file name inside models.dir".into());
         }
         if self.device_id < 0 {
             return Err("models.device_id must be 0 or more".into());
@@ -162,7 +152,7 @@ impl ModelsConfig {
         c.dir = PathBuf::from("models/fixtures");
         c.detector = "det_10g.onnx".into();
         c.recognizer = "w600k_r50.onnx".into();
-        c.swapper = "inswapper_128.onnx".into();
+        c.swapper = String::new();
         c
     }
 }
@@ -537,7 +527,20 @@ fn check_outlets(
                 .join(", ")
         ));
     }
-    for (i, (outlet, spec)) in actual.iter().zip(expected).enumerate() {
+    // Tensors the code takes by name may come in any order (exporters differ); the others are
+    // taken by position.
+    let by_name = expected.iter().all(|s| s.name.is_some());
+    for (i, spec) in expected.iter().enumerate() {
+        let outlet = match spec.name {
+            Some(want) if by_name => actual.iter().find(|o| o.name() == want).ok_or_else(|| {
+                let names: Vec<&str> = actual.iter().map(|o| o.name()).collect();
+                format!(
+                    "no {kind} named `{want}` (the file has {})",
+                    names.join(", ")
+                )
+            })?,
+            _ => &actual[i],
+        };
         let name = outlet.name();
         if let Some(want) = spec.name {
             if name != want {
@@ -636,7 +639,25 @@ mod tests {
         // A symbolic batch dimension (-1) is fine: we feed 1.
         assert_eq!(ok(outlet("source", &[-1, 512], Float32)), Ok(()));
         let e = ok(outlet("latent", &[1, 512], Float32)).unwrap_err();
-        assert!(e.contains("named `latent`, expected `source`"), "{e}");
+        assert!(
+            e.contains("no input named `source` (the file has latent)"),
+            "{e}"
+        );
+        // Named tensors in another order than the contract's are found by name.
+        static PAIR: [TensorSpec; 2] = [
+            TensorSpec::named("target", &[Dim::Fixed(1), Dim::Fixed(3)]),
+            TensorSpec::named("source", &[Dim::Fixed(1), Dim::Fixed(512)]),
+        ];
+        let pair = [
+            outlet("source", &[1, 512], Float32),
+            outlet("target", &[1, 3], Float32),
+        ];
+        assert_eq!(check_outlets("input", &pair, &PAIR), Ok(()));
+        let swapped = [
+            outlet("source", &[1, 3], Float32),
+            outlet("target", &[1, 512], Float32),
+        ];
+        assert!(check_outlets("input", &swapped, &PAIR).is_err());
         let e = ok(outlet("source", &[1, 256], Float32)).unwrap_err();
         assert!(e.contains("[1, 256]") && e.contains("[1, 512]"), "{e}");
         let e = ok(outlet("source", &[512], Float32)).unwrap_err();

@@ -48,7 +48,7 @@ pub struct App {
     pub roulette: Arc<RouletteHub>,
     /// Turns photos into faces; `None` when this server runs without the swap models.
     pub picker: Option<FacePicker>,
-    /// Which swapper runs (`"mesh"`, `"inswapper"`, `"off"`).
+    /// Which swapper runs (`"mesh"`, a deep family such as `"inswapper_128"`, `"off"`).
     pub swapper: &'static str,
     /// Every subsystem's metrics, served at `/metrics`.
     pub(crate) registry: Registry,

@@ -1,9 +1,13 @@
-//! Identity: the ArcFace embedding (`w600k_r50.onnx`) of an aligned 112 px face, and the
-//! swapper's source latent, `normalise(normalise(embedding) · emap)`, with `emap` the 512x512
-//! matrix stored as the swapper's last initializer.
+//! Identity: the ArcFace embedding (`w600k_r50.onnx`) of an aligned 112 px face, and what the
+//! running swapper takes of it as its `source` input ([`IdentityMap`]): inswapper's latent
+//! `normalise(normalise(embedding) · emap)`, with `emap` the 512x512 matrix stored as the
+//! swapper's last initializer; hyperswap's unit embedding; simswap's converted embedding.
 
 use ort::value::TensorRef;
 
+use std::sync::Mutex;
+
+use super::swapper::{Contract, IdentityKind};
 use super::SwapError;
 use crate::infer::{Dim, Model, ModelSpec, ModelsConfig, Runtime, TensorSpec};
 
@@ -27,9 +31,9 @@ pub static RECOGNIZER_SPEC: ModelSpec = ModelSpec {
     ])],
 };
 
-/// A unit-length identity embedding.
+/// A unit-length identity embedding, with the length of the model output it came from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Embedding(Vec<f32>);
+pub struct Embedding(Vec<f32>, f32);
 
 impl Embedding {
     /// Normalises a raw model output; `None` when it is not 512 finite values with a norm.
@@ -37,11 +41,17 @@ impl Embedding {
         if raw.len() != EMBEDDING_LEN {
             return None;
         }
-        normalised(raw).map(Self)
+        let unit = normalised(raw)?;
+        Some(Self(unit, norm(raw) as f32))
     }
 
     pub fn as_slice(&self) -> &[f32] {
         &self.0
+    }
+
+    /// The model output it came from (the unit vector times its length).
+    pub fn raw(&self) -> Vec<f32> {
+        self.0.iter().map(|v| v * self.1).collect()
     }
 
     /// Cosine similarity (both are unit length).
@@ -50,12 +60,15 @@ impl Embedding {
     }
 }
 
-fn normalised(v: &[f32]) -> Option<Vec<f32>> {
-    let norm = v
-        .iter()
+fn norm(v: &[f32]) -> f64 {
+    v.iter()
         .map(|x| f64::from(*x) * f64::from(*x))
         .sum::<f64>()
-        .sqrt();
+        .sqrt()
+}
+
+fn normalised(v: &[f32]) -> Option<Vec<f32>> {
+    let norm = norm(v);
     if !norm.is_finite() || norm < 1e-12 {
         return None;
     }
@@ -111,6 +124,86 @@ impl Emap {
         }
         let out: Vec<f32> = out.into_iter().map(|v| v as f32).collect();
         normalised(&out)
+    }
+}
+
+/// What the running swapper takes as its `source` input, from a source face's embedding (see
+/// [`IdentityKind`]). Computed once per source face, never per frame.
+pub enum IdentityMap {
+    /// inswapper: `normalise(e · emap)`.
+    Emap(Emap),
+    /// hyperswap: the unit embedding.
+    Embedding,
+    /// simswap: `normalise(converter(ArcFace output))`.
+    Converted(Mutex<Model>),
+}
+
+/// An embedding converter: `input` 1×512 in, 1×512 out.
+static CONVERTER_SPEC: ModelSpec = ModelSpec {
+    role: "embedding converter",
+    inputs: &[TensorSpec::named(
+        "input",
+        &[Dim::Fixed(1), Dim::Fixed(EMBEDDING_LEN as i64)],
+    )],
+    outputs: &[TensorSpec::positional(&[
+        Dim::Fixed(1),
+        Dim::Fixed(EMBEDDING_LEN as i64),
+    ])],
+};
+
+impl IdentityMap {
+    /// What `contract` needs: the emap of the swapper file at `swapper`, nothing, or the
+    /// converter file it names in `models.dir` (loaded and checked here).
+    pub fn load(
+        rt: &Runtime,
+        models: &ModelsConfig,
+        contract: &Contract,
+        swapper: &std::path::Path,
+    ) -> Result<Self, SwapError> {
+        Ok(match contract.identity {
+            IdentityKind::Emap => Self::Emap(Emap::from_model_file(swapper)?),
+            IdentityKind::Embedding => Self::Embedding,
+            IdentityKind::Converted { converter } => {
+                let path = models.dir.join(converter);
+                Self::Converted(Mutex::new(Model::load(rt, models, &path, &CONVERTER_SPEC)?))
+            }
+        })
+    }
+
+    /// The swapper's `source` input for embedding `e`.
+    pub fn source(&self, e: &Embedding) -> Result<Vec<f32>, SwapError> {
+        let zero = || SwapError::Emap("the swapper's identity input of this face is zero".into());
+        match self {
+            Self::Emap(emap) => emap.latent(e).ok_or_else(zero),
+            Self::Embedding => Ok(e.as_slice().to_vec()),
+            Self::Converted(model) => {
+                let mut model = model.lock().unwrap_or_else(|p| p.into_inner());
+                let raw = e.raw();
+                let input = TensorRef::from_array_view(([1usize, EMBEDDING_LEN], raw.as_slice()))
+                    .map_err(|err| model.run_error(err))?;
+                let output = model.output_names()[0].clone();
+                let outputs = model
+                    .session_mut()
+                    .run(ort::inputs!["input" => input])
+                    .map_err(|err| crate::infer::InferError::Run {
+                        role: "embedding converter",
+                        message: err.to_string(),
+                    })?;
+                let value = outputs.get(output.as_str()).ok_or_else(|| {
+                    SwapError::ModelOutput("embedding converter returned no output".into())
+                })?;
+                let (_, data) = value
+                    .try_extract_tensor::<f32>()
+                    .map_err(|err| SwapError::ModelOutput(err.to_string()))?;
+                if data.len() != EMBEDDING_LEN {
+                    return Err(SwapError::ModelOutput(format!(
+                        "embedding converter returned {} values, expected {EMBEDDING_LEN}",
+                        data.len()
+                    )));
+                }
+                normalised(data).ok_or_else(zero)
+            }
+        }
     }
 }
 
@@ -171,7 +264,7 @@ mod tests {
         // 2-D by hand: e = (3, 4)/5 = (0.6, 0.8); emap = [[1, 2], [0, 1]].
         // e·emap = (0.6, 1.2 + 0.8) = (0.6, 2.0); norm = sqrt(0.36 + 4) = 2.088061;
         // latent = (0.287348, 0.957826).
-        let e = Embedding(normalised(&[3.0, 4.0]).unwrap());
+        let e = Embedding(normalised(&[3.0, 4.0]).unwrap(), 5.0);
         assert!((e.0[0] - 0.6).abs() < 1e-7 && (e.0[1] - 0.8).abs() < 1e-7);
         let emap = Emap::new(2, vec![1.0, 2.0, 0.0, 1.0]).unwrap();
         let l = emap.latent(&e).unwrap();
@@ -192,14 +285,28 @@ mod tests {
         assert!(Emap::new(2, vec![1.0; 3]).is_none());
         // A singular emap can map an embedding to zero: no latent.
         let zero = Emap::new(2, vec![0.0; 4]).unwrap();
-        let e = Embedding(normalised(&[1.0, 0.0]).unwrap());
+        let e = Embedding(normalised(&[1.0, 0.0]).unwrap(), 1.0);
         assert!(zero.latent(&e).is_none());
     }
 
     #[test]
+    fn an_embedding_keeps_the_length_of_its_model_output() {
+        let mut raw = vec![0.0; EMBEDDING_LEN];
+        raw[0] = 3.0;
+        raw[1] = 4.0;
+        let e = Embedding::from_raw(&raw).unwrap();
+        assert_eq!(&e.as_slice()[..2], &[0.6, 0.8]);
+        let back = e.raw();
+        assert!(
+            (back[0] - 3.0).abs() < 1e-6 && (back[1] - 4.0).abs() < 1e-6,
+            "{back:?}"
+        );
+    }
+
+    #[test]
     fn similarity_is_cosine() {
-        let a = Embedding(normalised(&[1.0, 0.0]).unwrap());
-        let b = Embedding(normalised(&[1.0, 1.0]).unwrap());
+        let a = Embedding(normalised(&[1.0, 0.0]).unwrap(), 1.0);
+        let b = Embedding(normalised(&[1.0, 1.0]).unwrap(), 1.0);
         assert!((a.similarity(&b) - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
     }
 }

@@ -6,18 +6,20 @@
 //! ```text
 //! I420 frame ──letterbox straight from Y/U/V──▶ detector tensor (3×640×640)
 //!            ──anchors ▸ threshold ▸ NMS──▶ faces (boxes, 5 keypoints, frame pixels)
-//!            ──similarity onto the ArcFace template (128 px, +8 px in x)──▶ crop map
-//!            ──bilinear warp straight from Y/U/V──▶ target tensor (3×128×128, [0,1])
-//!            ──swapper(target, source latent)──▶ swapped crop
+//!            ──similarity onto the swapper's template (inswapper: 128 px, +8 px in x)──▶ crop map
+//!            ──bilinear warp straight from Y/U/V──▶ target crop (3×S×S, [0,1])
+//!            ──swapper(target, source identity), on its own pixel scale──▶ swapped crop
 //!            ──RGB→YUV of the crop, feathered mask, inverse warp of the face box only──▶ Y/U/V
 //! ```
 //!
-//! The source latent (`normalise(normalise(ArcFace(source)) · emap)`) is computed once per
-//! source face ([`Engine::source_face`]) and reused for every frame.
+//! The swapper's source identity (inswapper: `normalise(normalise(ArcFace(source)) · emap)`;
+//! other families: [`swapper`]) is computed once per source face ([`Engine::source_face`]) and
+//! reused for every frame.
 //!
 //! Modules: [`geometry`] (similarity transform, template, letterbox), [`color`] (BT.601,
-//! samplers), [`detect`] (SCRFD), [`identity`] (ArcFace, emap, latent), [`swapper`]
-//! (inswapper), [`paste`] (crop warp, mask, paste-back), [`bench`] (stage timings).
+//! samplers), [`detect`] (SCRFD), [`identity`] (ArcFace, the swappers' identity inputs),
+//! [`swapper`] (the deep swapper families and their contracts), [`paste`] (crop warp, mask,
+//! paste-back), [`bench`] (stage timings).
 
 pub mod color;
 pub mod detect;
@@ -40,9 +42,9 @@ use crate::media::{FrameError, I420Frame};
 use color::Planes;
 pub use detect::{DetectParams, Detection, Detector};
 use geometry::{arcface_template, similarity, Affine, Point};
-pub use identity::{Emap, Embedding, Recognizer};
+pub use identity::{Emap, Embedding, IdentityMap, Recognizer};
 use paste::{Mask, PasteScratch};
-pub use swapper::Swapper;
+pub use swapper::{Contract, Swapper};
 
 /// `[swap]` section of the configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -157,28 +159,67 @@ pub enum DeepMask {
 }
 
 /// `swap.swapper`: which swapper the live stage runs.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SwapperChoice {
-    /// The deep swapper when its files are in `models.dir`, else the mesh swapper.
+    /// A deep swapper when its files are in `models.dir`, else the mesh swapper.
     Auto,
     /// The mesh swapper on the packaged models.
     Mesh,
-    /// The deep swapper `inswapper_128.onnx`.
-    Inswapper,
+    /// A deep swapper by its family's name (`inswapper_128`, `hyperswap_1a_256`, …;
+    /// [`swapper::CONTRACTS`]).
+    Deep(&'static Contract),
+}
+
+impl<'de> Deserialize<'de> for SwapperChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "auto" => Ok(Self::Auto),
+            "mesh" => Ok(Self::Mesh),
+            other => Contract::by_name(other).map(Self::Deep).ok_or_else(|| {
+                let names: Vec<&str> = swapper::CONTRACTS.iter().map(|c| c.name).collect();
+                serde::de::Error::custom(format!(
+                    "unknown swapper {other:?}: expected \"auto\", \"mesh\" or one of {}",
+                    names.join(", ")
+                ))
+            }),
+        }
+    }
 }
 
 impl SwapperChoice {
-    /// What `swap.swapper = "auto"` runs with these models: the deep swapper when any of its
-    /// files is in `models.dir` (then all must be, and right), else the mesh swapper when any
-    /// packaged file is there, else nothing.
+    /// What `swap.swapper = "auto"` runs with these models: a deep swapper when any of its
+    /// files is in `models.dir` (then all must be, and right; with `models.swapper` set, that
+    /// file is inswapper_128's), else the mesh swapper when any packaged file is there, else
+    /// nothing.
     pub fn auto(models: &ModelsConfig) -> Option<Self> {
-        if models.deep_files().iter().any(|f| f.exists()) {
-            Some(Self::Inswapper)
+        let inswapper = &swapper::CONTRACTS[0];
+        let deep = if models.swapper.is_empty() {
+            swapper::CONTRACTS.iter().find(|c| c.path(models).exists())
+        } else {
+            None
+        };
+        if let Some(contract) = deep {
+            Some(Self::Deep(contract))
+        } else if inswapper.files(models).iter().any(|f| f.exists()) {
+            Some(Self::Deep(inswapper))
         } else if models.mesh_files().iter().any(|f| f.exists()) {
             Some(Self::Mesh)
         } else {
             None
+        }
+    }
+
+    /// The swapper this choice runs with these models: a deep family, or `None` for the mesh
+    /// swapper (and for "auto" with no file at all).
+    pub fn deep(self, models: &ModelsConfig) -> Option<&'static Contract> {
+        match self {
+            Self::Deep(c) => Some(c),
+            Self::Mesh => None,
+            Self::Auto => match Self::auto(models) {
+                Some(Self::Deep(c)) => Some(c),
+                _ => None,
+            },
         }
     }
 }
@@ -210,7 +251,8 @@ impl SwapConfig {
         if !(-1.0..=1.0).contains(&self.min_similarity) {
             return Err("swap.min_similarity must be within -1..1".into());
         }
-        if self.mask_erode_px >= swapper::SWAP_SIZE / 2 - 4 {
+        // In 128 px units whatever the crop (scaled for 256 px swappers).
+        if self.mask_erode_px >= 128 / 2 - 4 {
             return Err("swap.mask_erode_px must be below 60".into());
         }
         if !(0.0..=20.0).contains(&self.mask_blur_px) {
@@ -409,7 +451,7 @@ pub struct SwapReport {
 }
 
 /// What the deep swapper needs of a source face: its ArcFace embedding and the swapper's
-/// latent.
+/// `source` input made of it (inswapper's latent, hyperswap's embedding, …).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub embedding: Embedding,
@@ -428,12 +470,14 @@ pub struct SourceFace {
 }
 
 impl SourceFace {
-    /// The source identity of a detected face from its ArcFace embedding: the swapper's latent
-    /// through `emap`.
-    pub fn new(embedding: Embedding, detection: Detection, emap: &Emap) -> Result<Self, SwapError> {
-        let latent = emap
-            .latent(&embedding)
-            .ok_or_else(|| SwapError::Emap("emap maps this face to a zero latent".into()))?;
+    /// The source identity of a detected face from its ArcFace embedding: the running
+    /// swapper's `source` input through `identity`.
+    pub fn new(
+        embedding: Embedding,
+        detection: Detection,
+        identity: &IdentityMap,
+    ) -> Result<Self, SwapError> {
+        let latent = identity.source(&embedding)?;
         Ok(Self {
             detection,
             identity: Some(Identity { embedding, latent }),
@@ -465,15 +509,15 @@ impl SourceFace {
     }
 }
 
-/// The three models, the emap and the reusable buffers of the pipeline. Single owner: model
-/// runs need `&mut`.
+/// The three models, the swapper's identity map and the reusable buffers of the pipeline.
+/// Single owner: model runs need `&mut`.
 pub struct Engine {
     detector: Detector,
     recognizer: Recognizer,
     swapper: Swapper,
     /// The face mesh and topology for the oval mask (`swap.deep_mask = "oval"`).
     mesh: Option<(mesh::FaceMesh, mesh::Topology)>,
-    emap: Emap,
+    identity: IdentityMap,
     mask: Mask,
     config: SwapConfig,
     crop: Vec<f32>,
@@ -482,20 +526,24 @@ pub struct Engine {
     scratch: PasteScratch,
 }
 
-/// Side of the swapper's crop.
-pub const SWAP: usize = swapper::SWAP_SIZE;
 /// Side of ArcFace's crop.
 pub const ARC: usize = identity::ARCFACE_SIZE;
 
 impl Engine {
-    /// Loads ONNX Runtime (once per process) and the three models named by `models`, checking
-    /// each against its contract.
+    /// Loads ONNX Runtime (once per process) and the models of the deep swapper `swap.swapper`
+    /// names (inswapper_128 for "auto" without any deep file), checking each against its
+    /// contract.
     pub fn load(models: &ModelsConfig, config: &SwapConfig) -> Result<Self, SwapError> {
+        let contract = config
+            .swapper
+            .deep(models)
+            .unwrap_or(&swapper::CONTRACTS[0]);
         let rt = crate::infer::runtime(models)?;
         let detector = Detector::load(rt, models, &models.detector_path(), config.det_size)?;
         let recognizer = Recognizer::load(rt, models, &models.recognizer_path())?;
-        let swapper = Swapper::load(rt, models, &models.swapper_path())?;
-        let emap = Emap::from_model_file(&models.swapper_path())?;
+        let path = contract.path(models);
+        let swapper = Swapper::load(rt, models, &path, contract)?;
+        let identity = IdentityMap::load(rt, models, contract, &path)?;
         let mesh = match config.deep_mask {
             DeepMask::Oval => Some((
                 mesh::FaceMesh::load(rt, models, &models.mesh_path())?,
@@ -508,11 +556,11 @@ impl Engine {
             recognizer,
             swapper,
             mesh,
-            emap,
-            mask: Mask::new(SWAP, config.mask_erode_px, config.mask_blur_px),
+            identity,
+            mask: crop_mask(contract, config),
             config: config.clone(),
-            crop: vec![0.0; 3 * SWAP * SWAP],
-            swapped: vec![0.0; 3 * SWAP * SWAP],
+            crop: vec![0.0; contract.crop_len()],
+            swapped: vec![0.0; contract.crop_len()],
             arc_crop: vec![0.0; 3 * ARC * ARC],
             scratch: PasteScratch::default(),
         })
@@ -548,7 +596,7 @@ impl Engine {
         embedding: Embedding,
         face: Detection,
     ) -> Result<SourceFace, SwapError> {
-        SourceFace::new(embedding, face, &self.emap)
+        SourceFace::new(embedding, face, &self.identity)
     }
 
     /// The identity of the largest face of a source photo; `NoSourceFace` when there is none.
@@ -557,7 +605,7 @@ impl Engine {
         let faces = self.detect(&frame)?;
         let face = largest(&faces).ok_or(SwapError::NoSourceFace(None))?;
         let embedding = self.embed(&frame, &face)?;
-        SourceFace::new(embedding, face, &self.emap)
+        SourceFace::new(embedding, face, &self.identity)
     }
 
     /// A selection of the face most like the face in the photo at `path` (at least
@@ -596,7 +644,7 @@ impl Engine {
             let Some(Aligned {
                 to_crop,
                 paste_box: bx,
-            }) = align_for_swap(frame, &face.kps, &mut self.crop)
+            }) = align_for_swap(frame, &face.kps, self.swapper.contract(), &mut self.crop)
             else {
                 continue;
             };
@@ -627,7 +675,11 @@ impl Engine {
             timings.align += tm.elapsed();
             let mask = oval.as_ref().unwrap_or(&self.mask);
             let t2 = Instant::now();
-            paste::crop_to_yuv(&self.swapped, SWAP, &mut self.scratch);
+            paste::crop_to_yuv(
+                &self.swapped,
+                self.swapper.contract().size,
+                &mut self.scratch,
+            );
             if self.config.deep_colour_match {
                 paste::match_colour(&mut self.scratch, &self.crop, mask);
             }
@@ -689,22 +741,39 @@ pub struct Aligned {
     pub paste_box: [u32; 4],
 }
 
-/// Aligns one face for the swapper: the similarity of its keypoints onto the 128 px template
-/// and the crop (planar RGB in [0,1], 3×128×128) sampled straight from I420 into `crop`.
-/// `None` when the keypoints are degenerate or the face misses the frame (offline the face is
-/// skipped; live, the frame fails closed). Shared by [`Engine::swap_frame`] and the live stage.
-pub fn align_for_swap(frame: &I420Frame, kps: &[Point; 5], crop: &mut [f32]) -> Option<Aligned> {
-    if crop.len() != 3 * SWAP * SWAP {
+/// Aligns one face for the swapper of `contract`: the similarity of its keypoints onto the
+/// swapper's template and the crop (planar RGB in [0,1], 3×S×S) sampled straight from I420
+/// into `crop`. `None` when the keypoints are degenerate or the face misses the frame (offline
+/// the face is skipped; live, the frame fails closed). Shared by [`Engine::swap_frame`] and the
+/// live stage.
+pub fn align_for_swap(
+    frame: &I420Frame,
+    kps: &[Point; 5],
+    contract: &Contract,
+    crop: &mut [f32],
+) -> Option<Aligned> {
+    let size = contract.size;
+    if crop.len() != contract.crop_len() {
         return None;
     }
-    let to_crop = similarity(kps, &arcface_template(SWAP as u32))?;
+    let to_crop = similarity(kps, &contract.template.points(size))?;
     let to_frame = to_crop.invert()?;
-    let bx = paste::paste_box(&to_frame, SWAP, frame.width(), frame.height())?;
-    paste::warp_crop(Planes::of(frame), &to_frame, SWAP, 1.0 / 255.0, 0.0, crop);
+    let bx = paste::paste_box(&to_frame, size, frame.width(), frame.height())?;
+    paste::warp_crop(Planes::of(frame), &to_frame, size, 1.0 / 255.0, 0.0, crop);
     Some(Aligned {
         to_crop,
         paste_box: bx,
     })
+}
+
+/// The square mask of a swapper's crop: `swap.mask_erode_px` and `mask_blur_px` are in 128 px
+/// units, scaled to the crop.
+pub fn crop_mask(contract: &Contract, config: &SwapConfig) -> Mask {
+    Mask::new(
+        contract.size,
+        contract.scale_128(config.mask_erode_px as f32).round() as usize,
+        contract.scale_128(config.mask_blur_px),
+    )
 }
 
 /// Aligns one face for ArcFace: 3×112×112, normalised to (x − 127.5)/127.5, into `crop`.
@@ -869,7 +938,7 @@ impl PictureEngine {
 
     pub fn swapper_name(&self) -> &'static str {
         match self {
-            Self::Deep(_) => "inswapper",
+            Self::Deep(e) => e.swapper.contract().name,
             Self::Mesh(_) => "mesh",
         }
     }

@@ -250,6 +250,7 @@ fn stand_in_stage(
     swapper: Scheduler<SwapRunner>,
 ) -> (LiveSwap, Arc<SwapMetrics>) {
     let models = LiveModels {
+        contract: &facerelay::swap::swapper::INSWAPPER_128,
         detector: Arc::new(detector),
         swapper: Arc::new(swapper),
         recognizer: None,
@@ -554,9 +555,16 @@ fn a_batched_swapper_gives_each_face_what_it_gets_alone() {
     let c = config(|_| {});
     let rt = facerelay::infer::runtime(&c.models).unwrap();
     let dir = fixtures_dir();
-    let mut fixed = Swapper::load(rt, &c.models, &dir.join("inswapper_128.onnx")).unwrap();
-    let mut batched =
-        Swapper::load(rt, &c.models, &dir.join("inswapper_128_batched.onnx")).unwrap();
+    let contract = &facerelay::swap::swapper::INSWAPPER_128;
+    let mut fixed =
+        Swapper::load(rt, &c.models, &dir.join("inswapper_128.onnx"), contract).unwrap();
+    let mut batched = Swapper::load(
+        rt,
+        &c.models,
+        &dir.join("inswapper_128_batched.onnx"),
+        contract,
+    )
+    .unwrap();
     assert!(!fixed.dynamic_batch() && batched.dynamic_batch());
     const CROP: usize = 3 * 128 * 128;
     // Four different faces: crops and latents that differ item by item.

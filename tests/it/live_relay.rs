@@ -265,6 +265,7 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
             })
             .unwrap();
             let models = LiveModels {
+                contract: &facerelay::swap::swapper::INSWAPPER_128,
                 detector: Arc::new(detector),
                 swapper: Arc::new(swapper),
                 recognizer: None,
@@ -275,7 +276,7 @@ async fn failing_streams_never_reach_the_subscriber_with_the_face() {
             let swap = Swap {
                 stage: live.clone(),
                 faces: live.clone(),
-                swapper: "inswapper",
+                swapper: "inswapper_128",
                 live: Some(live.clone()),
                 ..Swap::none()
             };

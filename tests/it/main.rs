@@ -13,5 +13,6 @@ mod relay;
 mod signalling;
 mod support;
 mod swap;
+mod swappers;
 mod tokens;
 mod whip;

@@ -445,7 +445,7 @@ fn deep_models_on_real_faces(tag: &str) -> (Config, PathBuf) {
     }
     let mut c = Config::defaults();
     c.models.dir = tmp.clone();
-    c.swap.swapper = facerelay::swap::SwapperChoice::Inswapper;
+    c.swap.swapper = facerelay::swap::SwapperChoice::Deep(&facerelay::swap::swapper::INSWAPPER_128);
     (c, tmp)
 }
 

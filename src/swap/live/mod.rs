@@ -64,14 +64,14 @@ pub use mesh::{MeshJob, MeshModels, MeshRunner};
 use super::color::{self, Planes};
 use super::detect::{iou, DetectParams, Detection, Detector};
 use super::geometry::Point;
-use super::identity::{Emap, Embedding, Recognizer};
+use super::identity::{Embedding, IdentityMap, Recognizer};
 use super::mesh::render::RenderSettings;
 use super::mesh::{mesh_detection, Roi, Topology};
 use super::paste::{self, Mask, PasteScratch};
-use super::swapper::Swapper;
+use super::swapper::{Contract, Swapper, INSWAPPER_128};
 use super::{
     align_for_identity, align_for_swap, largest, Aligned, DeepMask, SourceFace, StageTimings,
-    SwapConfig, SwapError, SwapperChoice, ARC, SWAP,
+    SwapConfig, SwapError, SwapperChoice, ARC,
 };
 use crate::infer::scheduler::{
     Admission, AdmissionError, AdmissionGuard, BatchRunner, ScheduleError, Scheduler,
@@ -196,6 +196,8 @@ pub struct SwapJob {
 pub struct SwapRunner {
     run: SwapFn,
     max_batch: usize,
+    /// Values of one crop (the swapper's contract).
+    crop_len: usize,
     /// The batch's crops and latents one after the other, and the swapped crops.
     targets: Vec<f32>,
     latents: Vec<f32>,
@@ -203,33 +205,40 @@ pub struct SwapRunner {
 }
 
 impl SwapRunner {
-    /// Any swap function `(target crop, source latent, output crop)`, one face per call.
+    /// Any swap function `(target crop, source latent, output crop)` on 128 px crops, one face
+    /// per call.
     pub fn new(
         f: impl FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), SwapError> + Send + 'static,
     ) -> Self {
-        Self::batched(f, 1)
+        Self::batched(f, 1, &INSWAPPER_128)
     }
 
-    /// A swap function that takes up to `max_batch` faces per call: their crops, latents and
-    /// output crops one after the other.
+    /// A swap function on `contract`'s crops that takes up to `max_batch` faces per call: their
+    /// crops, latents and output crops one after the other.
     pub fn batched(
         f: impl FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), SwapError> + Send + 'static,
         max_batch: usize,
+        contract: &Contract,
     ) -> Self {
         Self {
             run: Box::new(f),
             max_batch: max_batch.max(1),
+            crop_len: contract.crop_len(),
             targets: Vec::new(),
             latents: Vec::new(),
             out: Vec::new(),
         }
     }
 
-    /// The configured swapper file; batches of up to `max_batch` when its batch dimension is
-    /// dynamic, else one face per run.
-    pub fn load(models: &ModelsConfig, max_batch: usize) -> Result<Self, SwapError> {
+    /// The swapper file of `contract`; batches of up to `max_batch` when its batch dimension
+    /// is dynamic, else one face per run.
+    pub fn load(
+        models: &ModelsConfig,
+        contract: &'static Contract,
+        max_batch: usize,
+    ) -> Result<Self, SwapError> {
         let rt = crate::infer::runtime(models)?;
-        let mut swapper = Swapper::load(rt, models, &models.swapper_path())?;
+        let mut swapper = Swapper::load(rt, models, &contract.path(models), contract)?;
         let max_batch = if swapper.dynamic_batch() {
             max_batch
         } else {
@@ -238,6 +247,7 @@ impl SwapRunner {
         Ok(Self::batched(
             move |targets, latents, out| swapper.swap_many(targets, latents, out),
             max_batch,
+            contract,
         ))
     }
 }
@@ -254,11 +264,11 @@ impl BatchRunner for SwapRunner {
     }
 
     fn run(&mut self, batch: Vec<SwapJob>) -> Result<Vec<Vec<f32>>, SwapError> {
-        const CROP: usize = 3 * SWAP * SWAP;
+        let crop = self.crop_len;
         self.targets.clear();
         self.latents.clear();
         for job in &batch {
-            if job.crop.len() != CROP {
+            if job.crop.len() != crop {
                 return Err(SwapError::ModelOutput("swap crop of the wrong size".into()));
             }
             self.targets.extend_from_slice(&job.crop);
@@ -268,7 +278,7 @@ impl BatchRunner for SwapRunner {
         (self.run)(&self.targets, &self.latents, &mut self.out)?;
         Ok(batch
             .into_iter()
-            .zip(self.out.chunks_exact(CROP))
+            .zip(self.out.chunks_exact(crop))
             .map(|(mut job, swapped)| {
                 job.crop.copy_from_slice(swapped);
                 job.crop
@@ -396,12 +406,14 @@ pub fn smooth(previous: Option<&Track>, detection: &Detection, alpha: f32) -> Tr
     }
 }
 
-/// The schedulers a [`LiveSwap`] runs on: the per-frame pair, plus the recognizer and emap
-/// for source faces (absent in tests that only swap).
+/// The schedulers a [`LiveSwap`] runs on: the per-frame pair, plus the recognizer and the
+/// swapper's identity map for source faces (absent in tests that only swap).
 pub struct LiveModels {
+    /// The swapper's family: its crop, template and pixel scale.
+    pub contract: &'static Contract,
     pub detector: Arc<Scheduler<DetectRunner>>,
     pub swapper: Arc<Scheduler<SwapRunner>>,
-    pub recognizer: Option<(Arc<Scheduler<RecognizeRunner>>, Emap)>,
+    pub recognizer: Option<(Arc<Scheduler<RecognizeRunner>>, Arc<IdentityMap>)>,
     /// The face mesh and its topology, for the oval and mouth masks (`swap.deep_mask`).
     pub mesh: Option<(Arc<Scheduler<MeshRunner>>, Arc<Topology>)>,
 }
@@ -421,11 +433,12 @@ impl LiveModels {
             move |_| DetectRunner::load(&m, &s),
         )
         .map_err(spawn_err("detector"))?;
+        let contract = swap.swapper.deep(models).unwrap_or(&INSWAPPER_128);
         let (m, max_batch) = (models.clone(), swap.max_batch);
         let swapper = Scheduler::spawn(
             "swapper",
             swap.scheduler_settings(swap.swapper_workers),
-            move |_| SwapRunner::load(&m, max_batch),
+            move |_| SwapRunner::load(&m, contract, max_batch),
         )
         .map_err(spawn_err("swapper"))?;
         let m = models.clone();
@@ -433,15 +446,17 @@ impl LiveModels {
             RecognizeRunner::load(&m)
         })
         .map_err(spawn_err("recognizer"))?;
-        let emap = Emap::from_model_file(&models.swapper_path())?;
+        let rt = crate::infer::runtime(models).map_err(SwapError::from)?;
+        let identity = IdentityMap::load(rt, models, contract, &contract.path(models))?;
         let mesh = match swap.deep_mask {
             DeepMask::Oval => Some(spawn_mesh(models, swap)?),
             DeepMask::Square => None,
         };
         Ok(Self {
+            contract,
             detector: Arc::new(detector),
             swapper: Arc::new(swapper),
-            recognizer: Some((Arc::new(recognizer), emap)),
+            recognizer: Some((Arc::new(recognizer), Arc::new(identity))),
             mesh,
         })
     }
@@ -613,7 +628,7 @@ impl LiveSwap {
     pub fn load(models: &ModelsConfig, swap: &SwapConfig) -> Result<Self, LiveError> {
         swap.validate().map_err(LiveError::Config)?;
         let tier = match swap.swapper {
-            SwapperChoice::Inswapper => Tier::Deep(LiveModels::load(models, swap)?),
+            SwapperChoice::Deep(_) => Tier::Deep(LiveModels::load(models, swap)?),
             SwapperChoice::Mesh => Tier::Mesh(MeshModels::load(models, swap)?),
             SwapperChoice::Auto => match SwapperChoice::auto(models) {
                 Some(SwapperChoice::Mesh) => Tier::Mesh(MeshModels::load(models, swap)?),
@@ -630,13 +645,19 @@ impl LiveSwap {
 
     /// The stage over either tier's schedulers.
     pub fn with_tier(tier: Tier, swap: &SwapConfig) -> Self {
+        // The deep swapper's square mask (the mesh tier draws its own).
+        let contract = match &tier {
+            Tier::Deep(m) => m.contract,
+            Tier::Mesh(_) => &INSWAPPER_128,
+        };
+        let mask = super::crop_mask(contract, swap);
         Self {
             inner: Arc::new(Inner {
                 listener: RwLock::new(None),
                 tier,
                 faces: LiveFaces::new(Admission::new(swap.capacity)),
                 config: swap.clone(),
-                mask: Mask::new(SWAP, swap.mask_erode_px, swap.mask_blur_px),
+                mask,
                 metrics: Arc::default(),
                 next_source: AtomicU64::new(0),
             }),
@@ -680,10 +701,11 @@ impl LiveSwap {
         }
     }
 
-    /// Which swapper runs: `"mesh"` or `"inswapper"` (logs, `/healthz`, the web page).
+    /// Which swapper runs: `"mesh"` or the deep family's name, e.g. `"inswapper_128"` (logs,
+    /// `/healthz`, the web page).
     pub fn swapper_name(&self) -> &'static str {
         match &self.inner.tier {
-            Tier::Deep(_) => "inswapper",
+            Tier::Deep(m) => m.contract.name,
             Tier::Mesh(_) => "mesh",
         }
     }
@@ -717,12 +739,12 @@ impl LiveSwap {
         let key = self.source_key();
         match &self.inner.tier {
             Tier::Deep(models) => {
-                let (recognizer, emap) =
+                let (recognizer, identity) =
                     models.recognizer.as_ref().ok_or(LiveError::NoRecognizer)?;
                 let mut crop = vec![0.0; 3 * ARC * ARC];
                 align_for_identity(frame, &face.kps, &mut crop)?;
                 let embedding = recognizer.submit(key, crop)?.wait(SOURCE_TIMEOUT)?;
-                Ok(SourceFace::new(embedding, *face, emap)?)
+                Ok(SourceFace::new(embedding, *face, identity)?)
             }
             Tier::Mesh(models) => {
                 let points =
@@ -957,6 +979,7 @@ impl FrameStage for LiveSwap {
             return Box::new(mesh::MeshProcessor::new(stream, owner, self.inner.clone()));
         };
         Box::new(LiveProcessor {
+            contract: deep.contract,
             detector: deep.detector.clone(),
             swapper: deep.swapper.clone(),
             mesh: deep.mesh.clone(),
@@ -990,6 +1013,7 @@ struct PendingDetection {
 
 /// The per-stream half of the stage, on the stream's codec thread.
 struct LiveProcessor {
+    contract: &'static Contract,
     detector: Arc<Scheduler<DetectRunner>>,
     swapper: Arc<Scheduler<SwapRunner>>,
     mesh: Option<(Arc<Scheduler<MeshRunner>>, Arc<Topology>)>,
@@ -1155,9 +1179,9 @@ impl LiveProcessor {
             return Err(Miss::NoFace);
         };
         let t0 = Instant::now();
-        self.crop.resize(3 * SWAP * SWAP, 0.0);
+        self.crop.resize(self.contract.crop_len(), 0.0);
         let Aligned { to_crop, paste_box } =
-            align_for_swap(frame, &track.kps, &mut self.crop).ok_or(Miss::NoFace)?;
+            align_for_swap(frame, &track.kps, self.contract, &mut self.crop).ok_or(Miss::NoFace)?;
         // The face mesh for the oval mask runs beside the swapper (another scheduler).
         let mesh_ticket = self.mesh.as_ref().and_then(|(mesh, _)| {
             let roi = Roi::from_detection(&Detection {
@@ -1198,7 +1222,7 @@ impl LiveProcessor {
             })
         });
         let mask = oval.as_ref().unwrap_or(&self.inner.mask);
-        paste::crop_to_yuv(&swapped, SWAP, &mut self.scratch);
+        paste::crop_to_yuv(&swapped, self.contract.size, &mut self.scratch);
         if self.inner.config.deep_colour_match {
             paste::match_colour(&mut self.scratch, &self.target, mask);
         }

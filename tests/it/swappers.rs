@@ -1,0 +1,259 @@
+//! The deep swapper families behind one interface (`swap.swapper`), each with its contract —
+//! crop, template, pixel scale, identity input — on the stand-ins of models/fixtures/
+//! (`tools/gen_test_models.py`): the swapper alone, the identity each takes, the offline command
+//! and the live stage.
+
+use std::process::Command;
+
+use facerelay::config::Config;
+use facerelay::media::{FrameStage, I420Frame, StreamId};
+use facerelay::swap::color::rgb_to_i420;
+use facerelay::swap::live::LiveSwap;
+use facerelay::swap::swapper::{Contract, INSWAPPER_128, SIMSWAP_256};
+use facerelay::swap::{fixtures_dir, load_image, Emap, Engine, Selection, Swapper, SwapperChoice};
+
+fn family(name: &str) -> &'static Contract {
+    Contract::by_name(name).unwrap()
+}
+
+/// The stand-in configuration running `name`.
+fn config(name: &str) -> Config {
+    let mut c = crate::swap::config();
+    c.swap.swapper = SwapperChoice::Deep(family(name));
+    c.swap.watermark = false;
+    c.swap.label = false;
+    c.swap.timeout_ms = 20_000;
+    c
+}
+
+fn card(c: &Config) -> I420Frame {
+    let img = load_image(&fixtures_dir().join("testcard_target.png"), &c.swap).unwrap();
+    rgb_to_i420(&img).unwrap()
+}
+
+const FAMILIES: [&str; 3] = ["inswapper_128", "hyperswap_1a_256", "simswap_256"];
+
+/// Every stand-in computes 0.3·x + 0.7·colour on the [0,1] scale, whatever scale its file
+/// takes and returns: so out(x) − out(0) = 0.3·x exactly when the swapper scales the crop in
+/// and back out as the family's contract says.
+#[test]
+fn each_family_takes_and_returns_its_own_pixel_scale() {
+    let _g = crate::swap::one_at_a_time();
+    let c = crate::swap::config();
+    let rt = facerelay::infer::runtime(&c.models).unwrap();
+    for name in FAMILIES {
+        let contract = family(name);
+        let mut swapper =
+            Swapper::load(rt, &c.models, &contract.path(&c.models), contract).unwrap();
+        let n = contract.crop_len();
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 997) as f32 / 997.0).collect();
+        let source: Vec<f32> = (0..512).map(|i| ((i as f32) * 0.37).sin() / 16.0).collect();
+        let (mut out, mut base) = (vec![0.0; n], vec![0.0; n]);
+        swapper.swap(&x, &source, &mut out).unwrap();
+        swapper.swap(&vec![0.0; n], &source, &mut base).unwrap();
+        let worst = (0..n)
+            .map(|i| (out[i] - base[i] - 0.3 * x[i]).abs())
+            .fold(0.0f32, f32::max);
+        println!(
+            "{name}: {}px crop, largest deviation from 0.3·x {worst:e}",
+            contract.size
+        );
+        assert!(worst < 1e-4, "{name}: {worst}");
+    }
+}
+
+/// A file is checked against the family it is loaded as: the 256 px stand-in is not an
+/// inswapper, nor the inswapper stand-in a hyperswap.
+#[test]
+fn a_file_of_another_family_is_refused_at_load() {
+    let c = crate::swap::config();
+    let rt = facerelay::infer::runtime(&c.models).unwrap();
+    let dir = fixtures_dir();
+    let e = Swapper::load(
+        rt,
+        &c.models,
+        &dir.join("hyperswap_1a_256.onnx"),
+        &INSWAPPER_128,
+    )
+    .err()
+    .expect("a 256 px file is no inswapper_128");
+    assert!(e.to_string().contains("128"), "{e}");
+    let e = Swapper::load(
+        rt,
+        &c.models,
+        &dir.join("inswapper_128.onnx"),
+        family("hyperswap_1a_256"),
+    )
+    .err()
+    .expect("the inswapper file is no hyperswap");
+    assert!(e.to_string().contains("256"), "{e}");
+    // And a family whose identity needs a converter will not start without it.
+    let mut c = config("simswap_256");
+    c.models.dir = tempdir_with(&["det_10g.onnx", "w600k_r50.onnx", "simswap_256.onnx"]);
+    let e = Engine::load(&c.models, &c.swap)
+        .err()
+        .expect("no converter");
+    assert!(e.to_string().contains("crossface_simswap.onnx"), "{e}");
+}
+
+/// The identity each family takes from the same source photo: inswapper the emap latent,
+/// hyperswap the unit embedding, simswap the converter's output (of the raw embedding)
+/// normalised.
+#[test]
+fn each_family_takes_its_own_identity_input() {
+    let _g = crate::swap::one_at_a_time();
+    let photo_path = fixtures_dir().join("testcard_source.jpg");
+    let mut inputs = Vec::new();
+    for name in FAMILIES {
+        let c = config(name);
+        let mut engine = Engine::load(&c.models, &c.swap).unwrap();
+        let photo = load_image(&photo_path, &c.swap).unwrap();
+        let face = engine.source_face(&photo).unwrap();
+        let e = face.embedding().unwrap().clone();
+        let input = face.latent().unwrap().to_vec();
+        let expected: Vec<f32> = match name {
+            "inswapper_128" => Emap::from_model_file(&fixtures_dir().join("inswapper_128.onnx"))
+                .unwrap()
+                .latent(&e)
+                .unwrap(),
+            "hyperswap_1a_256" => e.as_slice().to_vec(),
+            _ => {
+                // The stand-in converter adds cos(0.3 i)/2 to what it is given.
+                let v: Vec<f32> = e
+                    .raw()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| r + ((0.3 * i as f64).cos() / 2.0) as f32)
+                    .collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter().map(|x| x / norm).collect()
+            }
+        };
+        let worst = input
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert_eq!(input.len(), 512, "{name}");
+        assert!(worst < 1e-5, "{name}: identity input off by {worst}");
+        inputs.push(input);
+    }
+    // Three different inputs from one face.
+    assert_ne!(inputs[0], inputs[1]);
+    assert_ne!(inputs[1], inputs[2]);
+}
+
+/// The offline command and the live stage swap the test card's face with each 256 px family:
+/// the face changes, nothing outside the paste box does, the live stage's first frame is the
+/// engine's result, and SimSwap's template places the crop differently from hyperswap's.
+#[test]
+fn the_offline_command_and_the_live_stage_run_each_family() {
+    let _g = crate::swap::one_at_a_time();
+    let mut boxes = Vec::new();
+    for name in ["hyperswap_1a_256", "simswap_256"] {
+        let c = config(name);
+        let before = card(&c);
+        let mut engine = Engine::load(&c.models, &c.swap).unwrap();
+        let photo = load_image(&fixtures_dir().join("testcard_source.jpg"), &c.swap).unwrap();
+        let source = engine.source_face(&photo).unwrap();
+        let mut offline = before.clone();
+        let report = engine
+            .swap_frame(&mut offline, &source, &Selection::Largest)
+            .unwrap();
+        assert_eq!(report.swapped.len(), 1, "{name}");
+        let bx = report.swapped[0].paste_box.map(|v| v as usize);
+        let w = before.width() as usize;
+        let outside = (0..before.y().len())
+            .filter(|&i| {
+                let (x, y) = (i % w, i / w);
+                before.y()[i] != offline.y()[i]
+                    && !(x >= bx[0] && x < bx[2] && y >= bx[1] && y < bx[3])
+            })
+            .count();
+        assert_eq!(outside, 0, "{name}: pixels changed outside the paste box");
+        let centre = |f: &I420Frame| {
+            let (cx, cy) = ((bx[0] + bx[2]) / 2, (bx[1] + bx[3]) / 2);
+            f.y()[cy * w + cx]
+        };
+        assert_ne!(
+            centre(&offline),
+            centre(&before),
+            "{name}: the face changed"
+        );
+        boxes.push(bx);
+
+        let live = LiveSwap::load(&c.models, &c.swap).unwrap();
+        let s = std::sync::Arc::new(live.source_face(&photo).unwrap());
+        assert_eq!(s.latent().unwrap(), source.latent().unwrap(), "{name}");
+        live.faces().set("p1", s).unwrap();
+        let mut p = live.open(StreamId(3), "p1");
+        let mut f = before.clone();
+        p.process(&mut f);
+        assert_eq!(
+            f, offline,
+            "{name}: the live stage swaps as the engine does"
+        );
+        assert_eq!(live.deep().unwrap().contract.name, name);
+
+        // The command line: `facerelay swap --fixtures` with this family.
+        let dir = std::env::temp_dir().join(format!("facerelay-families-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join(format!("{name}.png"));
+        let o = Command::new(env!("CARGO_BIN_EXE_facerelay"))
+            .args(["swap", "--fixtures", "--face"])
+            .arg(fixtures_dir().join("testcard_source.jpg"))
+            .arg("--input")
+            .arg(fixtures_dir().join("testcard_target.png"))
+            .arg("--output")
+            .arg(&out)
+            .env("FACERELAY_SWAP__SWAPPER", name)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let written = rgb_to_i420(&image::open(&out).unwrap().to_rgb8()).unwrap();
+        let diff = (centre(&written) as i32 - centre(&offline) as i32).abs();
+        assert!(
+            diff <= 2,
+            "{name}: the command's face centre differs by {diff}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    assert_ne!(boxes[0], boxes[1], "different templates, different crops");
+    assert_eq!(SIMSWAP_256.size, 256);
+}
+
+/// `swap.swapper = "auto"` picks the first family whose file is in models.dir.
+#[test]
+fn auto_picks_the_family_whose_file_is_there() {
+    let mut c = crate::swap::config();
+    c.models.dir = tempdir_with(&["det_10g.onnx", "w600k_r50.onnx", "hyperswap_1a_256.onnx"]);
+    assert_eq!(
+        SwapperChoice::auto(&c.models),
+        Some(SwapperChoice::Deep(family("hyperswap_1a_256")))
+    );
+    c.models.dir = tempdir_with(&["det_10g.onnx", "w600k_r50.onnx"]);
+    // The shared files alone: inswapper_128, whose missing file then fails loudly.
+    assert_eq!(
+        SwapperChoice::auto(&c.models),
+        Some(SwapperChoice::Deep(&INSWAPPER_128))
+    );
+    let e = Config::load_with_env(
+        None,
+        [("FACERELAY_SWAP__SWAPPER".into(), "ghost_1_256".into())],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("hyperswap_1a_256"), "{e}");
+}
+
+/// A folder holding copies of these fixture files.
+fn tempdir_with(files: &[&str]) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("facerelay-fam-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in files {
+        std::fs::copy(fixtures_dir().join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
