@@ -436,6 +436,77 @@ fn broken_cuda_libraries_beside_onnx_runtime_are_a_start_up_error() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `scripts/gpu-check.sh` on a machine whose ONNX Runtime has no CUDA provider refuses loudly
+/// (exit 3, the provider's own error in its summary) and measures nothing on the CPU instead;
+/// its rehearsal runs every measuring step on the CPU and writes the summary it would write on
+/// a GPU, marked as a rehearsal.
+#[test]
+fn the_gpu_check_refuses_without_a_gpu_provider_and_rehearses_on_the_cpu() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cpu_lib = config().models.library_path().canonicalize().unwrap();
+    let run = |out: &Path, env: &[(&str, &str)]| {
+        Command::new("bash")
+            .arg(root.join("scripts/gpu-check.sh"))
+            .arg(out)
+            .current_dir(root)
+            .env("FACERELAY", env!("CARGO_BIN_EXE_facerelay"))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = tempdir("gpu-check");
+    let o = run(
+        &out,
+        &[("ORT_GPU_DIR", cpu_lib.parent().unwrap().to_str().unwrap())],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(
+        summary.starts_with("REFUSED: the CUDA execution provider did not register")
+            && summary.contains("Refusing to fall back to the CPU"),
+        "{summary}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert!(json["refused"].as_str().is_some(), "{json}");
+    let measured: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("swap-") || n.starts_with("live"))
+        .collect();
+    assert!(measured.is_empty(), "nothing measured: {measured:?}");
+
+    let out = tempdir("gpu-check-rehearsal");
+    let o = run(
+        &out,
+        &[
+            ("GPU_CHECK_REHEARSAL", "1"),
+            ("GPU_CHECK_SESSIONS", "1"),
+            ("GPU_CHECK_SECONDS", "1"),
+            ("GPU_CHECK_FRAMES", "1"),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["rehearsal"], true);
+    assert_eq!(json["live"][0]["sessions"], 1, "{json}");
+    assert!(
+        json["swap"]["cpu"][0]["median_ms"]["total"]
+            .as_f64()
+            .is_some(),
+        "{json}"
+    );
+    let text = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(text.starts_with("REHEARSAL"), "{text}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 #[test]
 fn config_selects_the_provider_from_the_environment() {
     let c = Config::load_with_env(None, [("FACERELAY_MODELS__PROVIDER".into(), "cuda".into())])
