@@ -54,6 +54,9 @@ pub struct ModelsConfig {
     pub intra_threads: usize,
     /// Let ONNX Runtime's CPU worker threads spin-wait between parallel sections.
     pub spin_wait: bool,
+    /// Run the verified variants `facerelay models prepare` wrote (`dir/prepared.json`) when
+    /// they still match their originals: the dynamic-batch one, the fp16 one on GPU providers.
+    pub prepared: bool,
 }
 
 /// Where ONNX Runtime runs the models.

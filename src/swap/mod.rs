@@ -542,7 +542,7 @@ impl Engine {
         let detector = Detector::load(rt, models, &models.detector_path(), config.det_size)?;
         let recognizer = Recognizer::load(rt, models, &models.recognizer_path())?;
         let path = contract.path(models);
-        let swapper = Swapper::load(rt, models, &path, contract)?;
+        let swapper = Swapper::load(rt, models, &contract.runtime_path(models), contract)?;
         let identity = IdentityMap::load(rt, models, contract, &path)?;
         let mesh = match config.deep_mask {
             DeepMask::Oval => Some((

@@ -642,28 +642,7 @@ fn several_streams_share_swapper_runs_when_the_file_allows_it() {
     let mut b = c.clone();
     b.models.swapper = "inswapper_128_batched.onnx".into();
     let (live, metrics) = stage(&b);
-    let barrier = Arc::new(std::sync::Barrier::new(STREAMS));
-    let outputs: Vec<Vec<I420Frame>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..STREAMS)
-            .map(|k| {
-                let owner = format!("p{k}");
-                live.faces().set(&owner, s.clone()).unwrap();
-                let mut p = live.open(StreamId(200 + k as u64), &owner);
-                let (barrier, before) = (barrier.clone(), before.clone());
-                scope.spawn(move || {
-                    (0..FRAMES)
-                        .map(|_| {
-                            barrier.wait();
-                            let mut f = before.clone();
-                            p.process(&mut f);
-                            f
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let outputs = swap_in_streams(&live, &s, &before, STREAMS, FRAMES);
     let stats = live.deep().unwrap().swapper.stats();
     println!(
         "swapper runs by batch size (1..=8): {:?}",
@@ -693,4 +672,37 @@ fn several_streams_share_swapper_runs_when_the_file_allows_it() {
             assert!(worst <= 1, "stream {k}, frame {i}: Y differs by {worst}");
         }
     }
+}
+
+/// Each of `streams` streams, on its own thread, swaps `frames` copies of `frame` with
+/// `source`, all streams submitting each frame at the same moment; their outputs.
+pub(crate) fn swap_in_streams(
+    live: &LiveSwap,
+    source: &Arc<SourceFace>,
+    frame: &I420Frame,
+    streams: usize,
+    frames: usize,
+) -> Vec<Vec<I420Frame>> {
+    let barrier = Arc::new(std::sync::Barrier::new(streams));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..streams)
+            .map(|k| {
+                let owner = format!("p{k}");
+                live.faces().set(&owner, source.clone()).unwrap();
+                let mut p = live.open(StreamId(200 + k as u64), &owner);
+                let barrier = barrier.clone();
+                scope.spawn(move || {
+                    (0..frames)
+                        .map(|_| {
+                            barrier.wait();
+                            let mut f = frame.clone();
+                            p.process(&mut f);
+                            f
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }

@@ -245,6 +245,107 @@ fn auto_picks_the_family_whose_file_is_there() {
     assert!(e.to_string().contains("hyperswap_1a_256"), "{e}");
 }
 
+/// `facerelay models prepare --fp16` on the stand-in swapper writes a dynamic-batch and an fp16
+/// variant, each checked against the original and recorded with both sha256s; the live stage
+/// then runs the batch variant (several streams share runs) as long as the original is the one
+/// prepared, and the fp16 one stays within its tolerance.
+#[test]
+fn prepared_variants_are_checked_recorded_and_run_while_they_match() {
+    let _g = crate::swap::one_at_a_time();
+    let dir = tempdir_with(&["det_10g.onnx", "w600k_r50.onnx", "inswapper_128.onnx"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_facerelay"))
+        .args(["models", "prepare", "--fp16"])
+        .env("FACERELAY_MODELS__DIR", &dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    println!("{said}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("prepared.json")).unwrap()).unwrap();
+    let variants = record["variants"].as_array().unwrap();
+    let kinds: Vec<&str> = variants
+        .iter()
+        .map(|v| v["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["dynamic-batch", "fp16"]);
+    for v in variants {
+        assert!(v["max_difference"].as_f64().unwrap() <= v["tolerance"].as_f64().unwrap());
+        let file = dir.join(v["file"].as_str().unwrap());
+        assert_eq!(
+            facerelay::infer::manifest::sha256_file(&file).unwrap(),
+            v["sha256"].as_str().unwrap()
+        );
+    }
+
+    // The fp16 variant loads with the inswapper contract and stays within 2e-2.
+    let mut c = crate::swap::config();
+    c.models.dir = dir.clone();
+    let rt = facerelay::infer::runtime(&c.models).unwrap();
+    let mut full = Swapper::load(
+        rt,
+        &c.models,
+        &dir.join("inswapper_128.onnx"),
+        &INSWAPPER_128,
+    )
+    .unwrap();
+    let mut half = Swapper::load(
+        rt,
+        &c.models,
+        &dir.join("inswapper_128.batch.fp16.onnx"),
+        &INSWAPPER_128,
+    )
+    .unwrap();
+    let n = INSWAPPER_128.crop_len();
+    let x: Vec<f32> = (0..n).map(|i| ((i * 31) % 101) as f32 / 101.0).collect();
+    let source: Vec<f32> = (0..512).map(|i| ((i as f32) * 0.11).cos() / 16.0).collect();
+    let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+    full.swap(&x, &source, &mut a).unwrap();
+    half.swap(&x, &source, &mut b).unwrap();
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 2e-2, "fp16 off by {worst}");
+
+    // The live stage runs the batch variant (on the CPU: not the fp16 one).
+    c.swap.swapper_workers = 1;
+    c.swap.max_batch = 8;
+    c.swap.max_wait_ms = 40;
+    c.swap.capacity = 6;
+    c.swap.timeout_ms = 20_000;
+    let batched_runs = |c: &Config| {
+        let live = LiveSwap::load(&c.models, &c.swap).unwrap();
+        let photo = load_image(&fixtures_dir().join("testcard_source.jpg"), &c.swap).unwrap();
+        let s = std::sync::Arc::new(live.source_face(&photo).unwrap());
+        crate::live::swap_in_streams(&live, &s, &card(c), 6, 4);
+        let sizes = live.deep().unwrap().swapper.stats().batch_sizes;
+        println!("runs by batch size: {sizes:?}");
+        sizes[1..].iter().sum::<u64>()
+    };
+    assert!(batched_runs(&c) > 0, "several streams share swapper runs");
+    // With models.prepared off, once the original is not the file prepared, or once the
+    // variant changed, the file runs as it is.
+    c.models.prepared = false;
+    assert_eq!(batched_runs(&c), 0);
+    c.models.prepared = true;
+    let record_path = dir.join("prepared.json");
+    let good = std::fs::read_to_string(&record_path).unwrap();
+    let source_sha = variants[0]["source_sha256"].as_str().unwrap();
+    std::fs::write(&record_path, good.replace(source_sha, &"0".repeat(64))).unwrap();
+    assert_eq!(batched_runs(&c), 0, "the original changed");
+    std::fs::write(&record_path, &good).unwrap();
+    std::fs::write(dir.join("inswapper_128.batch.onnx"), b"changed").unwrap();
+    assert_eq!(batched_runs(&c), 0, "the variant changed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A folder holding copies of these fixture files.
 fn tempdir_with(files: &[&str]) -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -230,15 +230,16 @@ impl SwapRunner {
         }
     }
 
-    /// The swapper file of `contract`; batches of up to `max_batch` when its batch dimension
-    /// is dynamic, else one face per run.
+    /// The swapper file at `path`, of `contract`'s family; batches of up to `max_batch` when
+    /// its batch dimension is dynamic, else one face per run.
     pub fn load(
         models: &ModelsConfig,
         contract: &'static Contract,
+        path: &std::path::Path,
         max_batch: usize,
     ) -> Result<Self, SwapError> {
         let rt = crate::infer::runtime(models)?;
-        let mut swapper = Swapper::load(rt, models, &contract.path(models), contract)?;
+        let mut swapper = Swapper::load(rt, models, path, contract)?;
         let max_batch = if swapper.dynamic_batch() {
             max_batch
         } else {
@@ -435,10 +436,11 @@ impl LiveModels {
         .map_err(spawn_err("detector"))?;
         let contract = swap.swapper.deep(models).unwrap_or(&INSWAPPER_128);
         let (m, max_batch) = (models.clone(), swap.max_batch);
+        let path = contract.runtime_path(models);
         let swapper = Scheduler::spawn(
             "swapper",
             swap.scheduler_settings(swap.swapper_workers),
-            move |_| SwapRunner::load(&m, contract, max_batch),
+            move |_| SwapRunner::load(&m, contract, &path, max_batch),
         )
         .map_err(spawn_err("swapper"))?;
         let m = models.clone();
