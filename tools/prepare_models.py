@@ -26,7 +26,6 @@ versions pinned in tools/requirements-*.txt.
 """
 
 import argparse
-import hashlib
 import json
 import pathlib
 import sys
@@ -36,17 +35,11 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from packaged_models import sha256_file as sha256
+
 BATCH_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2
 BATCHES = (1, 2, 4)
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def session(path_or_bytes):
