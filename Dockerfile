@@ -47,8 +47,9 @@ RUN scripts/install-onnxruntime.sh "${ORT_FLAVOUR}" && rm -rf /root/.cache
 COPY --from=build /src/target/release/facerelay /usr/local/bin/facerelay
 COPY web ./web
 COPY config ./config
+# /app/.deps writable: `facerelay models prepare` sets up its Python packages there.
 RUN useradd --system --uid 10001 --create-home --home-dir /home/facerelay facerelay \
-    && mkdir -p /models && chown facerelay /models
+    && mkdir -p /models && chown facerelay /models /app/.deps
 VOLUME ["/models"]
 ENV FACERELAY_MODELS__DIR=/models \
     FACERELAY_SERVER__LISTEN=0.0.0.0:8080 \

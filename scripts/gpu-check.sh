@@ -8,10 +8,12 @@
 # scripts/install-onnxruntime.sh gpu); a probe that the CUDA execution provider registers, which
 # ends the check (exit 3, "REFUSED" in summary.txt and summary.json) when it does not: nothing is
 # ever measured on the CPU in its place; the benchmark models (scripts/gen-bench-models.sh, or
-# BENCH_MODELS=DIR made elsewhere); `facerelay bench swap` on `cuda` and `tensorrt`; `facerelay
-# bench live` with the benchmark models for GPU_CHECK_SESSIONS sessions at 640x480@30, with the
-# GPU's memory sampled every second; then the largest session count that held 30 fps with a p95
-# server-added latency under 50 ms.
+# BENCH_MODELS=DIR made elsewhere) and their prepared variants (`facerelay models prepare
+# --fp16`: dynamic batch, float16); `facerelay bench swap` on `cuda` and `tensorrt`, at fp32 (the
+# file itself) and fp16 (the prepared variant); `facerelay bench live` with the benchmark models
+# for GPU_CHECK_SESSIONS sessions at 640x480@30, as the file is (batch 1, fp32) and prepared
+# (batched, fp16), with the GPU's memory sampled every second; then the largest session count
+# that held 30 fps with a p95 server-added latency under 50 ms.
 #
 # Environment:
 #   ORT_GPU_DIR          folder holding libonnxruntime.so with its CUDA provider and CUDA
@@ -27,8 +29,9 @@
 #                        probe); summary.json says "rehearsal": true, and its figures are no GPU
 #                        figures
 #
-# Not measured yet: fp16 variants and dynamic-batch variants of the real files (`facerelay models
-# prepare` is not built); summary.txt says so.
+# `models prepare` needs its Python packages (tools/requirements-prepare.txt) in
+# .deps/venv-models; where they cannot be installed the check goes on without the prepared runs
+# and summary.txt says so.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:?usage: scripts/gpu-check.sh OUT_DIR}"
@@ -96,7 +99,10 @@ fi
 
 # 4. The benchmark models (the architecture and cost of the public files, random weights).
 if [[ "$rehearsal" == 1 ]]; then
-    models="$root/models/fixtures"
+    # A copy: prepare writes beside the files.
+    models="$out/rehearsal-models"
+    mkdir -p "$models"
+    cp "$root"/models/fixtures/{det_10g,w600k_r50,inswapper_128}.onnx "$models/"
 else
     models="${BENCH_MODELS:-$out/bench-models}"
 fi
@@ -104,6 +110,13 @@ if [[ "$rehearsal" != 1 && -z "${BENCH_MODELS:-}" ]]; then
     say "generating the benchmark models into $models"
     "$root/scripts/gen-bench-models.sh" "$models" >>"$log" 2>&1 || refuse "the benchmark models could not be made (see log.txt)"
 fi
+
+say "models prepare --fp16 (dynamic batch, float16)"
+prepared=1
+(cd "$root" && FACERELAY_MODELS__DIR="$models" "$facerelay" models prepare --fp16) >>"$log" 2>&1 || {
+    prepared=0
+    say "models prepare failed (see log.txt): no fp16 or batched runs"
+}
 
 # The GPU's memory, every second, while the measurements run.
 memory_pid=""
@@ -114,35 +127,51 @@ fi
 trap '[[ -n "$memory_pid" ]] && kill "$memory_pid" 2>/dev/null || true' EXIT
 
 # 5. Per-stage times of one face on each GPU provider.
+# The file itself (fp32), and prepared: the variant the server runs, fp16 on the GPU providers
+# (the batch variant on the CPU of a rehearsal).
+variants=(file)
+[[ "$prepared" == 1 ]] && variants+=(prepared)
 for provider in "${providers[@]}"; do
-    say "bench swap on $provider"
-    if (cd "$root" && FACERELAY_MODELS__PROVIDER=$provider FACERELAY_MODELS__DIR="$models" \
-        "$facerelay" bench swap --frames "$frames") >"$out/swap-$provider.txt" 2>>"$log"; then
-        sed -n '/^\[/,$p' "$out/swap-$provider.txt" >"$out/swap-$provider.json"
-    else
-        say "bench swap on $provider failed (see log.txt)"
-    fi
+    for variant in "${variants[@]}"; do
+        run="swap-$provider-$variant"
+        use=$([[ "$variant" == prepared ]] && echo true || echo false)
+        say "bench swap on $provider, $variant"
+        if (cd "$root" && FACERELAY_MODELS__PROVIDER=$provider FACERELAY_MODELS__DIR="$models" \
+            FACERELAY_MODELS__PREPARED=$use "$facerelay" bench swap --frames "$frames") \
+            >"$out/$run.txt" 2>>"$log"; then
+            sed -n '/^\[/,$p' "$out/$run.txt" >"$out/$run.json"
+        else
+            say "bench swap on $provider, $variant failed (see log.txt)"
+        fi
+    done
 done
 
 # 6. Live sessions through decode, swap and encode.
-say "bench live on $live_ep: sessions $sessions, $seconds s each"
-(cd "$root" && "$facerelay" bench live --ep "$live_ep" --models "$models" --sessions "$sessions" \
-    --seconds "$seconds" --resolution 640x480 --fps 30) >"$out/live.txt" 2>>"$log" \
-    || say "bench live failed (see log.txt)"
-tail -n1 "$out/live.txt" | grep '^\[' >"$out/live.json" || true
+# As the file is (one face per run), then prepared (batched across streams; fp16 on the GPU).
+for variant in "${variants[@]}"; do
+    use=$([[ "$variant" == prepared ]] && echo true || echo false)
+    say "bench live on $live_ep, $variant: sessions $sessions, $seconds s each"
+    (cd "$root" && FACERELAY_MODELS__PREPARED=$use "$facerelay" bench live --ep "$live_ep" \
+        --models "$models" --sessions "$sessions" --seconds "$seconds" --resolution 640x480 \
+        --fps 30) >"$out/live-$variant.txt" 2>>"$log" || say "bench live ($variant) failed (see log.txt)"
+    tail -n1 "$out/live-$variant.txt" | grep '^\[' >"$out/live-$variant.json" || true
+done
 
 # 7. The summary.
-python3 - "$out" "$started" "$rehearsal" "${providers[@]}" <<'PY'
+python3 - "$out" "$started" "$rehearsal" "$prepared" "${providers[@]}" <<'PY'
 import json, pathlib, sys, time
-out, started, rehearsal, providers = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4:]
+out, started = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+rehearsal, prepared, providers = sys.argv[3] == "1", sys.argv[4] == "1", sys.argv[5:]
 def load(name):
     p = out / name
     try:
         return json.loads(p.read_text())
     except (OSError, ValueError):
         return None
-live = load("live.json") or []
-held = [r["sessions"] for r in live if r["fps_median"] >= 29.5 and r["latency_ms"]["p95"] < 50.0]
+lives = {v: load(f"live-{v}.json") or [] for v in ("file", "prepared")}
+def largest(runs):
+    held = [r["sessions"] for r in runs if r["fps_median"] >= 29.5 and r["latency_ms"]["p95"] < 50.0]
+    return max(held) if held else None
 memory = []
 try:
     for line in (out / "gpu-memory.csv").read_text().splitlines():
@@ -152,12 +181,12 @@ except (OSError, ValueError):
 summary = {
     "rehearsal": rehearsal,
     "gpu": (out / "gpu.txt").read_text().strip(),
-    "swap": {p: load(f"swap-{p}.json") for p in providers},
-    "live": live,
-    "largest_sessions_at_30fps_p95_under_50ms": max(held) if held else None,
-    "swapper_batches": {r["sessions"]: r["swapper_batches"] for r in live},
+    "swap": {f"{p}-{q}": load(f"swap-{p}-{q}.json") for p in providers for q in ("file", "prepared")},
+    "live": lives,
+    "largest_sessions_at_30fps_p95_under_50ms": {v: largest(runs) for v, runs in lives.items()},
+    "swapper_batches": {v: {r["sessions"]: r["swapper_batches"] for r in runs} for v, runs in lives.items()},
     "gpu_memory_max_mib": max(memory) if memory else None,
-    "not_measured": "fp16 and dynamic-batch variants of the real files (facerelay models prepare is not built)",
+    "not_measured": None if prepared else "the prepared variants (models prepare failed: see log.txt)",
     "seconds": int(time.time()) - started,
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -168,11 +197,14 @@ for p, runs in summary["swap"].items():
         lines.append(f"bench swap {p}: " + ", ".join(f"{r['width']}x{r['height']} {r['median_ms']['total']} ms/frame (swapper {r['median_ms']['swap_run']} ms)" for r in runs))
     else:
         lines.append(f"bench swap {p}: no figures (see log.txt)")
-for r in live:
-    lines.append(f"live {r['sessions']:>3} sessions: fps median {r['fps_median']}, p95 {r['latency_ms']['p95']} ms, swapped {r['swapped_share']:.0%}, swapper batches {r['swapper_batches']}")
-lines.append(f"largest N at 30 fps with p95 < 50 ms: {summary['largest_sessions_at_30fps_p95_under_50ms']}")
+for v, runs in lives.items():
+    for r in runs:
+        lines.append(f"live ({v}) {r['sessions']:>3} sessions: fps median {r['fps_median']}, p95 {r['latency_ms']['p95']} ms, swapped {r['swapped_share']:.0%}, swapper batches {r['swapper_batches']}")
+    if runs:
+        lines.append(f"largest N at 30 fps with p95 < 50 ms ({v}): {largest(runs)}")
 lines.append(f"GPU memory, most used: {summary['gpu_memory_max_mib']} MiB")
-lines.append(f"not measured: {summary['not_measured']}")
+if summary["not_measured"]:
+    lines.append(f"not measured: {summary['not_measured']}")
 lines.append(f"took {summary['seconds']} s")
 (out / "summary.txt").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -54,6 +54,9 @@ pub struct ModelsConfig {
     pub intra_threads: usize,
     /// Let ONNX Runtime's CPU worker threads spin-wait between parallel sections.
     pub spin_wait: bool,
+    /// Folder where the TensorRT provider keeps the engines it builds (empty: no cache; each
+    /// start then builds them again, which takes minutes).
+    pub tensorrt_cache: PathBuf,
     /// Run the verified variants `facerelay models prepare` wrote (`dir/prepared.json`) when
     /// they still match their originals: the dynamic-batch one, the fp16 one on GPU providers.
     pub prepared: bool,
@@ -413,7 +416,7 @@ impl Model {
             path: path.to_owned(),
             message: message.trim_end_matches('.').to_owned(),
         };
-        let eps = execution_providers(config.provider, config.device_id);
+        let eps = execution_providers(config);
         if !eps.is_empty() {
             rt.preload_gpu_libraries().map_err(provider_err)?;
             builder = builder
@@ -489,11 +492,10 @@ impl Model {
 }
 
 /// The providers to register for a session. Each registers with `error_on_failure`, so a GPU
-/// that is absent (or an ONNX Runtime built without CUDA) fails session creation.
-fn execution_providers(
-    provider: Provider,
-    device_id: i32,
-) -> Vec<ort::ep::ExecutionProviderDispatch> {
+/// that is absent (or an ONNX Runtime built without CUDA) fails session creation. TensorRT keeps
+/// the engines it builds in `models.tensorrt_cache`, so they are built once per model and GPU.
+fn execution_providers(config: &ModelsConfig) -> Vec<ort::ep::ExecutionProviderDispatch> {
+    let (provider, device_id) = (config.provider, config.device_id);
     let cuda = || {
         ort::ep::CUDA::default()
             .with_device_id(device_id)
@@ -503,14 +505,27 @@ fn execution_providers(
     match provider {
         Provider::Cpu => Vec::new(),
         Provider::Cuda => vec![cuda()],
-        Provider::Tensorrt => vec![
-            ort::ep::TensorRT::default()
-                .with_device_id(device_id)
-                .build()
-                .error_on_failure(),
-            cuda(),
-        ],
+        Provider::Tensorrt => vec![tensorrt(config).build().error_on_failure(), cuda()],
     }
+}
+
+/// The TensorRT provider's options: the device, and the engine and timing caches in
+/// `models.tensorrt_cache` (created when missing) unless it is empty.
+fn tensorrt(config: &ModelsConfig) -> ort::ep::TensorRT {
+    let trt = ort::ep::TensorRT::default().with_device_id(config.device_id);
+    let cache = &config.tensorrt_cache;
+    if cache.as_os_str().is_empty() {
+        return trt;
+    }
+    if let Err(e) = std::fs::create_dir_all(cache) {
+        tracing::warn!(dir = %cache.display(), error = %e, "cannot create the TensorRT engine cache: engines are built at every start");
+        return trt;
+    }
+    let dir = cache.display().to_string();
+    trt.with_engine_cache(true)
+        .with_engine_cache_path(&dir)
+        .with_timing_cache(true)
+        .with_timing_cache_path(&dir)
 }
 
 fn check_outlets(

@@ -495,13 +495,11 @@ fn the_gpu_check_refuses_without_a_gpu_provider_and_rehearses_on_the_cpu() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(json["rehearsal"], true);
-    assert_eq!(json["live"][0]["sessions"], 1, "{json}");
-    assert!(
-        json["swap"]["cpu"][0]["median_ms"]["total"]
-            .as_f64()
-            .is_some(),
-        "{json}"
-    );
+    for variant in ["file", "prepared"] {
+        assert_eq!(json["live"][variant][0]["sessions"], 1, "{json}");
+        let swap = &json["swap"][format!("cpu-{variant}")];
+        assert!(swap[0]["median_ms"]["total"].as_f64().is_some(), "{json}");
+    }
     let text = std::fs::read_to_string(out.join("summary.txt")).unwrap();
     assert!(text.starts_with("REHEARSAL"), "{text}");
     std::fs::remove_dir_all(&out).unwrap();
