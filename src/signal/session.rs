@@ -522,7 +522,10 @@ impl Session {
         let (tx, rx) = mpsc::channel(EVENT_DEPTH);
         let (id, present) = match &place {
             Place::Room(room) | Place::Preview(room) => {
-                let j = (self.app.directory.join(room, name, tx))
+                let j = self
+                    .app
+                    .directory
+                    .join(room, name, tx)
                     .map_err(|e| (e.code(), e.to_string()))?;
                 (j.id, j.present)
             }

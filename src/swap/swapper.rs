@@ -293,6 +293,8 @@ impl Contract {
 
 pub struct Swapper {
     model: Model,
+    /// The output read: `output` for inswapper, the first output otherwise.
+    output: String,
     contract: &'static Contract,
     /// The batch's crops on the model's scale (when it is not [0,1]).
     input: Vec<f32>,
@@ -306,8 +308,10 @@ impl Swapper {
         path: &std::path::Path,
         contract: &'static Contract,
     ) -> Result<Self, SwapError> {
+        let model = Model::load(rt, config, path, contract.spec)?;
         Ok(Self {
-            model: Model::load(rt, config, path, contract.spec)?,
+            output: model.output_names()[0].clone(),
+            model,
             contract,
             input: Vec::new(),
         })
@@ -364,7 +368,6 @@ impl Swapper {
             .map_err(|e| self.model.run_error(e))?;
         let s = TensorRef::from_array_view(([n, EMBEDDING_LEN], sources))
             .map_err(|e| self.model.run_error(e))?;
-        let output = self.model.output_names()[0].clone();
         let outputs = self
             .model
             .session_mut()
@@ -373,9 +376,9 @@ impl Swapper {
                 role: "swapper",
                 message: e.to_string(),
             })?;
-        let value = outputs
-            .get(output.as_str())
-            .ok_or_else(|| SwapError::ModelOutput(format!("swapper returned no `{output}`")))?;
+        let value = outputs.get(self.output.as_str()).ok_or_else(|| {
+            SwapError::ModelOutput(format!("swapper returned no `{}`", self.output))
+        })?;
         let (_, data) = value
             .try_extract_tensor::<f32>()
             .map_err(|e| SwapError::ModelOutput(e.to_string()))?;

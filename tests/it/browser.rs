@@ -176,17 +176,11 @@ async fn the_face_picker_uploads_a_photo_refuses_a_non_image_and_names_the_galle
     let _serial = serial().await;
     let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
     // A gallery of one face and one image without a face, which the start-up check leaves out.
-    let gallery = root().join("test-artifacts/face-gallery");
-    let _ = std::fs::remove_dir_all(&gallery);
-    std::fs::create_dir_all(&gallery).unwrap();
-    std::fs::copy(&photo, gallery.join("Ada.jpg")).unwrap();
+    let gallery = gallery_of_ada("face-gallery");
     image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]))
         .save(gallery.join("Blank.png"))
         .unwrap();
-    let mut config = Config::defaults();
-    config.models = config.models.with_fixtures();
-    config.swap.gallery = gallery.to_string_lossy().into_owned();
-    let swap = Swap::from_config(&config).expect("the live swap starts");
+    let (_, swap) = swap_over(&gallery);
     let dir = run_browser_script_with("faces.mjs", swap, &[&photo]).await;
     assert!(dir.join("face-picked.png").exists());
     assert!(dir.join("face-error.png").exists());
@@ -196,6 +190,11 @@ async fn the_face_picker_uploads_a_photo_refuses_a_non_image_and_names_the_galle
 /// A live swap on the stand-in models whose gallery holds one face, "Ada" (the test card's
 /// source face), in `test-artifacts/<folder>`.
 fn swap_with_gallery(folder: &str) -> (Config, Swap) {
+    swap_over(&gallery_of_ada(folder))
+}
+
+/// A fresh gallery folder `test-artifacts/<folder>` holding "Ada" (the test card's source face).
+fn gallery_of_ada(folder: &str) -> PathBuf {
     let gallery = root().join("test-artifacts").join(folder);
     let _ = std::fs::remove_dir_all(&gallery);
     std::fs::create_dir_all(&gallery).unwrap();
@@ -204,6 +203,11 @@ fn swap_with_gallery(folder: &str) -> (Config, Swap) {
         gallery.join("Ada.jpg"),
     )
     .unwrap();
+    gallery
+}
+
+/// A live swap on the stand-in models with the gallery in `gallery`.
+fn swap_over(gallery: &Path) -> (Config, Swap) {
     let mut config = Config::defaults();
     config.models = config.models.with_fixtures();
     config.swap.gallery = gallery.to_string_lossy().into_owned();
