@@ -184,7 +184,8 @@ summary = {
     "swap": {f"{p}-{q}": load(f"swap-{p}-{q}.json") for p in providers for q in ("file", "prepared")},
     "live": lives,
     "largest_sessions_at_30fps_p95_under_50ms": {v: largest(runs) for v, runs in lives.items()},
-    "swapper_batches": {v: {r["sessions"]: r["swapper_batches"] for r in runs} for v, runs in lives.items()},
+    "batches": {v: {r["sessions"]: {"detector": r["detector_batches"], "swapper": r["swapper_batches"]}
+                    for r in runs} for v, runs in lives.items()},
     "gpu_memory_max_mib": max(memory) if memory else None,
     "not_measured": None if prepared else "the prepared variants (models prepare failed: see log.txt)",
     "seconds": int(time.time()) - started,
@@ -199,7 +200,7 @@ for p, runs in summary["swap"].items():
         lines.append(f"bench swap {p}: no figures (see log.txt)")
 for v, runs in lives.items():
     for r in runs:
-        lines.append(f"live ({v}) {r['sessions']:>3} sessions: fps median {r['fps_median']}, p95 {r['latency_ms']['p95']} ms, swapped {r['swapped_share']:.0%}, swapper batches {r['swapper_batches']}")
+        lines.append(f"live ({v}) {r['sessions']:>3} sessions: fps median {r['fps_median']}, p95 {r['latency_ms']['p95']} ms, swapped {r['swapped_share']:.0%}, runs by batch size: detector {r['detector_batches']}, swapper {r['swapper_batches']}")
     if runs:
         lines.append(f"largest N at 30 fps with p95 < 50 ms ({v}): {largest(runs)}")
 lines.append(f"GPU memory, most used: {summary['gpu_memory_max_mib']} MiB")

@@ -177,18 +177,17 @@ def detector():
             n("Unsqueeze", [p + "ky"], [p + "ky5"], axes=[2]),
             n("Concat", [p + "kx5", p + "ky5"], [p + "kxy"], axis=2),  # [1,5,2,h,w]
             n("Transpose", [p + "kxy"], [p + "kxy_t"], perm=[0, 3, 4, 1, 2]),  # [1,h,w,5,2]
-            n("Reshape", [p + "kxy_t", "shape_10"], [p + "kps_cell"]),
+            n("Unsqueeze", [p + "kxy_t"], [p + "kxy_a"], axes=[3]),  # [1,h,w,1,5,2]
+            n("Concat", [p + "kxy_a", p + "kxy_a"], [p + "kps_2"], axis=3),  # [1,h,w,2,5,2]
         ]
-        # Two anchors per cell, position-major (as SCRFD's [1, 2*C, h, w] head transposed).
-        nodes += [
-            n("Transpose", [p + "score_map"], [p + "score_t"], perm=[0, 2, 3, 1]),
-            n("Reshape", [p + "score_t", "shape_1"], [p + "score_cell"]),
-            n("Concat", [p + "score_cell", p + "score_cell"], [p + "score_2"], axis=1),
-            n("Transpose", [p + "box_map"], [p + "box_t"], perm=[0, 2, 3, 1]),
-            n("Reshape", [p + "box_t", "shape_4"], [p + "box_cell"]),
-            n("Concat", [p + "box_cell", p + "box_cell"], [p + "box_2"], axis=1),
-            n("Concat", [p + "kps_cell", p + "kps_cell"], [p + "kps_2"], axis=1),
-        ]
+        # Two anchors per cell as SCRFD's heads give them, [1, 2*C, h, w] transposed to
+        # [1, h, w, 2*C], so that the output Reshape to [-1, C] is position-major and every
+        # operation before it keeps the batch dimension apart.
+        for src, dst in (("score_map", "score_2"), ("box_map", "box_2")):
+            nodes += [
+                n("Concat", [p + src, p + src], [p + src + "_2"], axis=1),
+                n("Transpose", [p + src + "_2"], [p + dst], perm=[0, 2, 3, 1]),
+            ]
         scores.append((p + "score_2", "shape_1"))
         boxes.append((p + "box_2", "shape_4"))
         kpss.append((p + "kps_2", "shape_10"))

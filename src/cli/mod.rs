@@ -4,5 +4,6 @@
 //! in the library imports this module.
 
 pub mod bench;
+pub mod prepare;
 pub mod swap;
 pub mod token;

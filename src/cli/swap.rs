@@ -112,10 +112,11 @@ pub enum ModelsAction {
     Check,
     /// Download missing or damaged model files from their public sources (resumable).
     Fetch,
-    /// Write verified variants of the deep swapper's file beside it: a dynamic batch dimension
-    /// (the live stage then batches faces of several streams) and, with --fp16, a float16 one
-    /// for the GPU providers; recorded with sha256 in models.dir/prepared.json. Runs
-    /// tools/prepare_models.py in .deps/venv-models (from the project folder).
+    /// Write verified variants of the deep swapper's and the detector's files beside them: a
+    /// dynamic batch dimension (the live stage then batches frames and faces of several
+    /// streams) and, with --fp16, a float16 swapper for the GPU providers; recorded with sha256
+    /// in models.dir/prepared.json. Runs tools/prepare_models.py in .deps/venv-models (from
+    /// the project folder).
     Prepare {
         /// Also write and verify the float16 variant.
         #[arg(long)]
@@ -182,52 +183,7 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
                 Some(_) => println!("facerelay serve runs the mesh swapper"),
             }
         }
-        ModelsAction::Prepare { fp16 } => {
-            let contract = config
-                .swap
-                .swapper
-                .deep(&config.models)
-                .unwrap_or(&INSWAPPER_128);
-            let swapper = contract.path(&config.models);
-            if !swapper.is_file() {
-                bail!(
-                    "{} is not here: place the {} file first (models/README.md)",
-                    swapper.display(),
-                    contract.name
-                );
-            }
-            let (tool, venv) = ("tools/prepare_models.py", "scripts/venv-models.sh");
-            if !std::path::Path::new(tool).is_file() {
-                bail!(
-                    "{tool} is not here: run `facerelay models prepare` from the facerelay folder"
-                );
-            }
-            let status = std::process::Command::new("bash")
-                .args([
-                    venv,
-                    "tools/requirements-models.txt",
-                    "tools/requirements-prepare.txt",
-                ])
-                .status()?;
-            if !status.success() {
-                bail!("{venv} could not set up the Python packages prepare needs");
-            }
-            let name = swapper
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let mut run = std::process::Command::new(".deps/venv-models/bin/python");
-            run.arg(tool)
-                .arg("--dir")
-                .arg(&config.models.dir)
-                .args(["--model", name]);
-            if fp16 {
-                run.arg("--fp16");
-            }
-            if !run.status()?.success() {
-                bail!("a variant did not pass its check against the original (above): it was not written");
-            }
-        }
+        ModelsAction::Prepare { fp16 } => super::prepare::prepare(&config, fp16)?,
         ModelsAction::Fetch => {
             for (name, what) in manifest::fetch(&manifest, dir)? {
                 println!("{name}: {what:?}");

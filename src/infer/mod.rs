@@ -12,6 +12,7 @@
 
 pub mod manifest;
 pub mod onnx_proto;
+pub mod prepared;
 pub mod scheduler;
 
 use std::path::{Path, PathBuf};

@@ -272,15 +272,24 @@ pub struct DetectParams {
     pub nms_threshold: f32,
 }
 
+/// One frame letterboxed into the detector's input (3×size×size), as the detector feeds it.
+pub fn letterboxed(planes: Planes, size: u32) -> Vec<f32> {
+    let lb = Letterbox::new(planes.width as u32, planes.height as u32, size);
+    let mut input = vec![PAD_VALUE; 3 * size as usize * size as usize];
+    fill_letterbox(planes, &lb, &mut input);
+    input
+}
+
 /// The SCRFD detector with its reusable input buffer.
 pub struct Detector {
     model: Model,
     input_name: String,
     output_names: Vec<String>,
     size: u32,
+    /// One letterboxed frame after the other (3×size×size each).
     input: Vec<f32>,
-    /// The letterbox the padding in `input` was laid out for.
-    padded_for: Option<Letterbox>,
+    /// The letterbox each frame's padding in `input` was laid out for.
+    padded_for: Vec<Option<Letterbox>>,
 }
 
 impl Detector {
@@ -297,9 +306,20 @@ impl Detector {
             output_names: model.output_names().to_vec(),
             model,
             size,
-            input: vec![PAD_VALUE; 3 * size as usize * size as usize],
-            padded_for: None,
+            input: Vec::new(),
+            padded_for: Vec::new(),
         })
+    }
+
+    /// The name of the model's input.
+    pub fn input_name(&self) -> &str {
+        &self.input_name
+    }
+
+    /// Whether the file takes several frames in one run (a variant `facerelay models prepare`
+    /// wrote; the public file is fixed at 1).
+    pub fn dynamic_batch(&self) -> bool {
+        self.model.dynamic_batch()
     }
 
     /// Detects faces in a frame: boxes and keypoints in frame pixels, best score first.
@@ -309,18 +329,48 @@ impl Detector {
         params: &DetectParams,
         timings: &mut StageTimings,
     ) -> Result<Vec<Detection>, SwapError> {
-        let t0 = Instant::now();
-        let lb = Letterbox::new(planes.width as u32, planes.height as u32, self.size);
-        if self.padded_for != Some(lb) {
-            self.input.fill(PAD_VALUE);
-            self.padded_for = Some(lb);
+        let mut found = self.detect_many(&[planes], params, timings)?;
+        Ok(found.pop().unwrap_or_default())
+    }
+
+    /// Detects faces in several frames: one model run when the file takes a batch, else one
+    /// run per frame. Each frame's faces as [`Detector::detect`] gives them.
+    pub fn detect_many(
+        &mut self,
+        frames: &[Planes],
+        params: &DetectParams,
+        timings: &mut StageTimings,
+    ) -> Result<Vec<Vec<Detection>>, SwapError> {
+        let n = frames.len();
+        if n == 0 {
+            return Ok(Vec::new());
         }
-        fill_letterbox(planes, &lb, &mut self.input);
+        if n > 1 && !self.dynamic_batch() {
+            return frames
+                .iter()
+                .map(|p| self.detect(*p, params, timings))
+                .collect();
+        }
+        let t0 = Instant::now();
+        let s = self.size as usize;
+        let item = 3 * s * s;
+        self.input.resize(n * item, PAD_VALUE);
+        self.padded_for.resize(n, None);
+        let mut boxes = Vec::with_capacity(n);
+        for (k, planes) in frames.iter().enumerate() {
+            let lb = Letterbox::new(planes.width as u32, planes.height as u32, self.size);
+            let input = &mut self.input[k * item..(k + 1) * item];
+            if self.padded_for[k] != Some(lb) {
+                input.fill(PAD_VALUE);
+                self.padded_for[k] = Some(lb);
+            }
+            fill_letterbox(*planes, &lb, input);
+            boxes.push(lb);
+        }
         let t1 = Instant::now();
         timings.letterbox += t1 - t0;
 
-        let s = self.size as usize;
-        let tensor = TensorRef::from_array_view(([1usize, 3, s, s], &self.input[..]))
+        let tensor = TensorRef::from_array_view(([n, 3, s, s], &self.input[..]))
             .map_err(|e| self.model.run_error(e))?;
         let session = self.model.session_mut();
         let outputs = session
@@ -340,23 +390,36 @@ impl Detector {
             let (_, data) = value
                 .try_extract_tensor::<f32>()
                 .map_err(|e| SwapError::DetectorOutput(e.to_string()))?;
+            if data.len() % n != 0 {
+                return Err(SwapError::DetectorOutput(format!(
+                    "output `{name}` has {} values, not a whole number for each of {n} frames",
+                    data.len()
+                )));
+            }
             raw.push(data);
         }
-        let strides: Vec<StrideOutput> = (0..3)
-            .map(|k| StrideOutput {
-                stride: STRIDES[k],
-                scores: raw[k],
-                boxes: raw[3 + k],
-                kps: raw[6 + k],
-            })
-            .collect();
-        let found = decode(&strides, self.size, params.score_threshold)?;
+        let mut result = Vec::with_capacity(n);
+        for (k, lb) in boxes.iter().enumerate() {
+            // Frame k's part of output j.
+            let part = |j: usize| {
+                let per = raw[j].len() / n;
+                &raw[j][k * per..(k + 1) * per]
+            };
+            let strides: Vec<StrideOutput> = (0..3)
+                .map(|j| StrideOutput {
+                    stride: STRIDES[j],
+                    scores: part(j),
+                    boxes: part(3 + j),
+                    kps: part(6 + j),
+                })
+                .collect();
+            let found = decode(&strides, self.size, params.score_threshold)?;
+            let kept = nms(found, params.nms_threshold);
+            result.push(kept.iter().map(|d| to_frame(d, lb)).collect());
+        }
         // Hand ONNX Runtime its output buffers back inside the measured span.
-        drop(strides);
         drop(raw);
         drop(outputs);
-        let kept = nms(found, params.nms_threshold);
-        let result = kept.iter().map(|d| to_frame(d, &lb)).collect();
         timings.detect_post += t2.elapsed();
         Ok(result)
     }

@@ -222,72 +222,18 @@ impl Contract {
     }
 }
 
-/// `models.dir/prepared.json`, as `facerelay models prepare` writes it.
-#[derive(Debug, serde::Deserialize)]
-struct Prepared {
-    variants: Vec<PreparedVariant>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct PreparedVariant {
-    /// `dynamic-batch` or `fp16`.
-    kind: String,
-    file: String,
-    source: String,
-    source_sha256: String,
-    sha256: String,
-}
-
 impl Contract {
-    /// The file the swapper runs: with `models.prepared`, a variant of its file that
-    /// `facerelay models prepare` wrote and verified, when `prepared.json` lists one whose
-    /// sha256 and whose original's still match (the fp16 one on the GPU providers, else the
-    /// dynamic-batch one); otherwise the file itself. Says in the log which, and why a listed
-    /// variant is passed over.
+    /// Crops in [0,1] (planar RGB, one after the other) onto the model's input scale, in place.
+    pub fn to_model_scale(&self, crops: &mut [f32]) {
+        if (self.mean, self.std) != UNIT {
+            for_channels(crops, self.size, |v, ch| (v - self.mean[ch]) / self.std[ch]);
+        }
+    }
+
+    /// The file the swapper runs: its own, or a variant `facerelay models prepare` wrote and
+    /// verified ([`crate::infer::prepared::runtime_path`]).
     pub fn runtime_path(&self, models: &ModelsConfig) -> std::path::PathBuf {
-        let original = self.path(models);
-        if !models.prepared {
-            return original;
-        }
-        let Ok(text) = std::fs::read_to_string(models.dir.join("prepared.json")) else {
-            return original;
-        };
-        let prepared: Prepared = match serde_json::from_str(&text) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "models.dir/prepared.json does not read: the swapper runs its own file");
-                return original;
-            }
-        };
-        let name = original.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let gpu = models.provider != crate::infer::Provider::Cpu;
-        let mut listed: Vec<&PreparedVariant> = prepared
-            .variants
-            .iter()
-            .filter(|v| {
-                v.source == name && (v.kind == "dynamic-batch" || (gpu && v.kind == "fp16"))
-            })
-            .collect();
-        // fp16 first where it applies.
-        listed.sort_by_key(|v| v.kind != "fp16");
-        if listed.is_empty() {
-            return original;
-        }
-        let sha = |p: &std::path::Path| crate::infer::manifest::sha256_file(p).ok();
-        if sha(&original).as_deref() != Some(listed[0].source_sha256.as_str()) {
-            tracing::warn!(file = %original.display(), "the swapper file changed since `facerelay models prepare`: it runs as it is (prepare it again)");
-            return original;
-        }
-        for v in listed {
-            let path = models.dir.join(&v.file);
-            if v.file.contains('/') || sha(&path).as_deref() != Some(v.sha256.as_str()) {
-                tracing::warn!(file = %path.display(), "a prepared variant is missing or changed: passed over");
-                continue;
-            }
-            tracing::info!(file = %path.display(), kind = %v.kind, "the swapper runs the prepared variant");
-            return path;
-        }
-        original
+        crate::infer::prepared::runtime_path(models, self.path(models), "swapper")
     }
 }
 
@@ -361,7 +307,7 @@ impl Swapper {
         if !unit {
             self.input.clear();
             self.input.extend_from_slice(targets);
-            for_channels(&mut self.input, size, |v, ch| (v - c.mean[ch]) / c.std[ch]);
+            c.to_model_scale(&mut self.input);
         }
         let pixels = if unit { targets } else { &self.input };
         let t = TensorRef::from_array_view(([n, 3, size, size], pixels))

@@ -7,10 +7,13 @@ use std::process::Command;
 
 use facerelay::config::Config;
 use facerelay::media::{FrameStage, I420Frame, StreamId};
-use facerelay::swap::color::rgb_to_i420;
+use facerelay::swap::color::{rgb_to_i420, Planes};
+use facerelay::swap::detect::{DetectParams, Detection, Detector};
 use facerelay::swap::live::LiveSwap;
 use facerelay::swap::swapper::{Contract, INSWAPPER_128, SIMSWAP_256};
-use facerelay::swap::{fixtures_dir, load_image, Emap, Engine, Selection, Swapper, SwapperChoice};
+use facerelay::swap::{
+    fixtures_dir, load_image, Emap, Engine, Selection, StageTimings, Swapper, SwapperChoice,
+};
 
 fn family(name: &str) -> &'static Contract {
     Contract::by_name(name).unwrap()
@@ -27,8 +30,11 @@ fn config(name: &str) -> Config {
 }
 
 fn card(c: &Config) -> I420Frame {
-    let img = load_image(&fixtures_dir().join("testcard_target.png"), &c.swap).unwrap();
-    rgb_to_i420(&img).unwrap()
+    rgb_to_i420(&photo_of(c, "testcard_target.png")).unwrap()
+}
+
+fn photo_of(c: &Config, fixture: &str) -> image::RgbImage {
+    load_image(&fixtures_dir().join(fixture), &c.swap).unwrap()
 }
 
 const FAMILIES: [&str; 3] = ["inswapper_128", "hyperswap_1a_256", "simswap_256"];
@@ -245,20 +251,32 @@ fn auto_picks_the_family_whose_file_is_there() {
     assert!(e.to_string().contains("hyperswap_1a_256"), "{e}");
 }
 
-/// `facerelay models prepare --fp16` on the stand-in swapper writes a dynamic-batch and an fp16
-/// variant, each checked against the original and recorded with both sha256s; the live stage
-/// then runs the batch variant (several streams share runs) as long as the original is the one
-/// prepared, and the fp16 one stays within its tolerance.
+/// `facerelay models prepare --fp16` on the stand-in swapper and detector writes a dynamic-batch
+/// variant of each and an fp16 swapper, each checked against the original on random inputs and
+/// on real ones (the photos of the packaged folder: here the test cards, where the stand-in
+/// detector finds its faces) and recorded with both sha256s; the live stage then runs the batch
+/// variants (several streams share detector and swapper runs) as long as the original is the
+/// one prepared, and the fp16 one stays within its tolerance.
 #[test]
 fn prepared_variants_are_checked_recorded_and_run_while_they_match() {
     let _g = crate::swap::one_at_a_time();
     let dir = tempdir_with(&["det_10g.onnx", "w600k_r50.onnx", "inswapper_128.onnx"]);
-    let o = Command::new(env!("CARGO_BIN_EXE_facerelay"))
+    let photos = dir.join("packaged/photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for f in ["testcard_source.jpg", "testcard_target.png"] {
+        std::fs::copy(fixtures_dir().join(f), photos.join(f)).unwrap();
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_facerelay"))
         .args(["models", "prepare", "--fp16"])
         .env("FACERELAY_MODELS__DIR", &dir)
+        .env("FACERELAY_MODELS__PACKAGED_DIR", dir.join("packaged"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -269,19 +287,31 @@ fn prepared_variants_are_checked_recorded_and_run_while_they_match() {
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("prepared.json")).unwrap()).unwrap();
     let variants = record["variants"].as_array().unwrap();
-    let kinds: Vec<&str> = variants
+    let kinds: Vec<(&str, &str)> = variants
         .iter()
-        .map(|v| v["kind"].as_str().unwrap())
+        .map(|v| (v["source"].as_str().unwrap(), v["kind"].as_str().unwrap()))
         .collect();
-    assert_eq!(kinds, ["dynamic-batch", "fp16"]);
+    assert_eq!(
+        kinds,
+        [
+            ("inswapper_128.onnx", "dynamic-batch"),
+            ("inswapper_128.onnx", "fp16"),
+            ("det_10g.onnx", "dynamic-batch")
+        ]
+    );
     for v in variants {
         assert!(v["max_difference"].as_f64().unwrap() <= v["tolerance"].as_f64().unwrap());
+        assert_eq!(v["inputs"], serde_json::json!(["random", "real"]), "{v}");
         let file = dir.join(v["file"].as_str().unwrap());
         assert_eq!(
             facerelay::infer::manifest::sha256_file(&file).unwrap(),
             v["sha256"].as_str().unwrap()
         );
     }
+    // The real inputs were in a scratch folder of their own, gone with the command.
+    assert!(!std::env::temp_dir()
+        .join(format!("facerelay-prepare-{pid}"))
+        .exists());
 
     // The fp16 variant loads with the inswapper contract and stays within 2e-2.
     let mut c = crate::swap::config();
@@ -314,35 +344,81 @@ fn prepared_variants_are_checked_recorded_and_run_while_they_match() {
         .fold(0.0f32, f32::max);
     assert!(worst <= 2e-2, "fp16 off by {worst}");
 
-    // The live stage runs the batch variant (on the CPU: not the fp16 one).
+    // The detector's batch variant gives each frame of a batch the faces the file gives it alone.
+    let params = DetectParams {
+        score_threshold: c.swap.score_threshold,
+        nms_threshold: c.swap.nms_threshold,
+    };
+    let source = rgb_to_i420(&photo_of(&c, "testcard_source.jpg")).unwrap();
+    let frames = [card(&c), source.clone(), card(&c), source];
+    let planes: Vec<Planes> = frames.iter().map(Planes::of).collect();
+    let mut alone =
+        Detector::load(rt, &c.models, &dir.join("det_10g.onnx"), c.swap.det_size).unwrap();
+    let mut batched = Detector::load(
+        rt,
+        &c.models,
+        &dir.join("det_10g.batch.onnx"),
+        c.swap.det_size,
+    )
+    .unwrap();
+    assert!(!alone.dynamic_batch() && batched.dynamic_batch());
+    let mut t = StageTimings::default();
+    let each: Vec<Vec<Detection>> = planes
+        .iter()
+        .map(|p| alone.detect(*p, &params, &mut t).unwrap())
+        .collect();
+    assert!(each.iter().all(|faces| !faces.is_empty()));
+    assert_ne!(each[0], each[1]);
+    for n in [1, 2, 4, 3] {
+        assert_eq!(
+            batched.detect_many(&planes[..n], &params, &mut t).unwrap(),
+            each[..n],
+            "batch {n}"
+        );
+    }
+
+    // The live stage runs the batch variants (on the CPU: not the fp16 one).
     c.swap.swapper_workers = 1;
+    c.swap.detector_workers = 1;
     c.swap.max_batch = 8;
     c.swap.max_wait_ms = 40;
     c.swap.capacity = 6;
     c.swap.timeout_ms = 20_000;
+    // Runs of more than one request: (detector, swapper).
     let batched_runs = |c: &Config| {
         let live = LiveSwap::load(&c.models, &c.swap).unwrap();
         let photo = load_image(&fixtures_dir().join("testcard_source.jpg"), &c.swap).unwrap();
         let s = std::sync::Arc::new(live.source_face(&photo).unwrap());
         crate::live::swap_in_streams(&live, &s, &card(c), 6, 4);
-        let sizes = live.deep().unwrap().swapper.stats().batch_sizes;
-        println!("runs by batch size: {sizes:?}");
-        sizes[1..].iter().sum::<u64>()
+        let deep = live.deep().unwrap();
+        let (det, swap) = (deep.detector.stats(), deep.swapper.stats());
+        println!(
+            "runs by batch size: detector {:?}, swapper {:?}",
+            det.batch_sizes, swap.batch_sizes
+        );
+        let more_than_one = |sizes: &[u64]| sizes[1..].iter().sum::<u64>();
+        (
+            more_than_one(&det.batch_sizes),
+            more_than_one(&swap.batch_sizes),
+        )
     };
-    assert!(batched_runs(&c) > 0, "several streams share swapper runs");
+    let (det, swap) = batched_runs(&c);
+    assert!(det > 0, "several streams share detector runs");
+    assert!(swap > 0, "several streams share swapper runs");
     // With models.prepared off, once the original is not the file prepared, or once the
     // variant changed, the file runs as it is.
     c.models.prepared = false;
-    assert_eq!(batched_runs(&c), 0);
+    assert_eq!(batched_runs(&c), (0, 0));
     c.models.prepared = true;
     let record_path = dir.join("prepared.json");
     let good = std::fs::read_to_string(&record_path).unwrap();
     let source_sha = variants[0]["source_sha256"].as_str().unwrap();
     std::fs::write(&record_path, good.replace(source_sha, &"0".repeat(64))).unwrap();
-    assert_eq!(batched_runs(&c), 0, "the original changed");
+    assert_eq!(batched_runs(&c).1, 0, "the swapper file changed");
     std::fs::write(&record_path, &good).unwrap();
     std::fs::write(dir.join("inswapper_128.batch.onnx"), b"changed").unwrap();
-    assert_eq!(batched_runs(&c), 0, "the variant changed");
+    std::fs::write(dir.join("det_10g.batch.onnx"), b"changed").unwrap();
+    assert_eq!(batched_runs(&c), (0, 0), "the variants changed");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -111,34 +111,58 @@ impl LiveError {
     }
 }
 
-type DetectFn = Box<dyn FnMut(&I420Frame) -> Result<Vec<Detection>, SwapError> + Send>;
+type DetectFn = Box<dyn FnMut(&[I420Frame]) -> Result<Vec<Vec<Detection>>, SwapError> + Send>;
 type SwapFn = Box<dyn FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), SwapError> + Send>;
 type EmbedFn = Box<dyn FnMut(&[f32]) -> Result<Embedding, SwapError> + Send>;
 
 /// A detector instance for the scheduler: a frame in, its faces (frame pixels, best first) out.
 pub struct DetectRunner {
     run: DetectFn,
+    max_batch: usize,
 }
 
 impl DetectRunner {
-    /// Any detection function (tests use stand-ins that fail or count).
+    /// Any detection function, one frame per call (tests use stand-ins that fail or count).
     pub fn new(
-        f: impl FnMut(&I420Frame) -> Result<Vec<Detection>, SwapError> + Send + 'static,
+        mut f: impl FnMut(&I420Frame) -> Result<Vec<Detection>, SwapError> + Send + 'static,
     ) -> Self {
-        Self { run: Box::new(f) }
+        Self::batched(move |frames| frames.iter().map(&mut f).collect(), 1)
     }
 
-    /// Loads the configured detector (checked against its contract).
+    /// A detection function that takes up to `max_batch` frames per call.
+    pub fn batched(
+        f: impl FnMut(&[I420Frame]) -> Result<Vec<Vec<Detection>>, SwapError> + Send + 'static,
+        max_batch: usize,
+    ) -> Self {
+        Self {
+            run: Box::new(f),
+            max_batch: max_batch.max(1),
+        }
+    }
+
+    /// Loads the configured detector (checked against its contract), or the dynamic-batch
+    /// variant `facerelay models prepare` wrote for it: frames of up to `swap.max_batch`
+    /// streams then go through in one run.
     pub fn load(models: &ModelsConfig, swap: &SwapConfig) -> Result<Self, SwapError> {
         let rt = crate::infer::runtime(models)?;
-        let mut detector = Detector::load(rt, models, &models.detector_path(), swap.det_size)?;
+        let path = crate::infer::prepared::runtime_path(models, models.detector_path(), "detector");
+        let mut detector = Detector::load(rt, models, &path, swap.det_size)?;
         let params = DetectParams {
             score_threshold: swap.score_threshold,
             nms_threshold: swap.nms_threshold,
         };
-        Ok(Self::new(move |frame| {
-            detector.detect(Planes::of(frame), &params, &mut StageTimings::default())
-        }))
+        let max_batch = if detector.dynamic_batch() {
+            swap.max_batch
+        } else {
+            1
+        };
+        Ok(Self::batched(
+            move |frames| {
+                let planes: Vec<Planes> = frames.iter().map(Planes::of).collect();
+                detector.detect_many(&planes, &params, &mut StageTimings::default())
+            },
+            max_batch,
+        ))
     }
 }
 
@@ -174,13 +198,13 @@ impl BatchRunner for DetectRunner {
     type Output = Vec<Detection>;
     type Error = SwapError;
 
-    /// The detector's contract (`det_10g.onnx`) is fixed at batch 1.
+    /// 1 for the public file (fixed at batch 1); `swap.max_batch` for a prepared variant.
     fn max_batch(&self) -> usize {
-        1
+        self.max_batch
     }
 
     fn run(&mut self, batch: Vec<I420Frame>) -> Result<Vec<Vec<Detection>>, SwapError> {
-        batch.iter().map(|f| (self.run)(f)).collect()
+        (self.run)(&batch)
     }
 }
 
