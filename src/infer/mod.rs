@@ -10,6 +10,7 @@
 //! its role is an error with a message that says what to fix, never a panic or a silent fall-back
 //! to the CPU.
 
+pub mod bound;
 pub mod manifest;
 pub mod onnx_proto;
 pub mod prepared;

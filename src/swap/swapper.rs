@@ -19,7 +19,10 @@ use ort::value::TensorRef;
 use super::geometry::{arcface_template, Point};
 use super::identity::EMBEDDING_LEN;
 use super::SwapError;
-use crate::infer::{Dim, InferError, Model, ModelSpec, ModelsConfig, Runtime, TensorSpec};
+use crate::infer::bound::{BoundIo, HostMemory, Input};
+use crate::infer::{
+    Dim, InferError, Model, ModelSpec, ModelsConfig, Provider, Runtime, TensorSpec,
+};
 
 /// The five-point template a swapper's crop is aligned to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +247,8 @@ pub struct Swapper {
     contract: &'static Contract,
     /// The batch's crops on the model's scale (when it is not [0,1]).
     input: Vec<f32>,
+    /// Bound host buffers (GPU providers), else a plain run.
+    bound: Option<BoundIo>,
 }
 
 impl Swapper {
@@ -255,12 +260,24 @@ impl Swapper {
         contract: &'static Contract,
     ) -> Result<Self, SwapError> {
         let model = Model::load(rt, config, path, contract.spec)?;
-        Ok(Self {
+        let mut swapper = Self {
             output: model.output_names()[0].clone(),
             model,
             contract,
             input: Vec::new(),
-        })
+            bound: None,
+        };
+        if config.provider != Provider::Cpu {
+            swapper.bind_host_memory(HostMemory::CudaPinned(config.device_id))?;
+        }
+        Ok(swapper)
+    }
+
+    /// Runs through buffers of `memory` bound to the model's inputs and output
+    /// ([`crate::infer::bound`]); `load` does this with pinned memory on the GPU providers.
+    pub fn bind_host_memory(&mut self, memory: HostMemory) -> Result<(), SwapError> {
+        self.bound = Some(BoundIo::new(&self.model, memory)?);
+        Ok(())
     }
 
     pub fn contract(&self) -> &'static Contract {
@@ -310,32 +327,49 @@ impl Swapper {
             c.to_model_scale(&mut self.input);
         }
         let pixels = if unit { targets } else { &self.input };
-        let t = TensorRef::from_array_view(([n, 3, size, size], pixels))
-            .map_err(|e| self.model.run_error(e))?;
-        let s = TensorRef::from_array_view(([n, EMBEDDING_LEN], sources))
-            .map_err(|e| self.model.run_error(e))?;
-        let outputs = self
-            .model
-            .session_mut()
-            .run(ort::inputs!["target" => t, "source" => s])
-            .map_err(|e| InferError::Run {
-                role: "swapper",
-                message: e.to_string(),
+        if let Some(bound) = &mut self.bound {
+            let crops = [n, 3, size, size];
+            let inputs = [
+                Input {
+                    name: "target",
+                    shape: &crops,
+                    data: pixels,
+                },
+                Input {
+                    name: "source",
+                    shape: &[n, EMBEDDING_LEN],
+                    data: sources,
+                },
+            ];
+            bound.run(&mut self.model, n, &inputs, &self.output, &crops, out)?;
+        } else {
+            let t = TensorRef::from_array_view(([n, 3, size, size], pixels))
+                .map_err(|e| self.model.run_error(e))?;
+            let s = TensorRef::from_array_view(([n, EMBEDDING_LEN], sources))
+                .map_err(|e| self.model.run_error(e))?;
+            let outputs = self
+                .model
+                .session_mut()
+                .run(ort::inputs!["target" => t, "source" => s])
+                .map_err(|e| InferError::Run {
+                    role: "swapper",
+                    message: e.to_string(),
+                })?;
+            let value = outputs.get(self.output.as_str()).ok_or_else(|| {
+                SwapError::ModelOutput(format!("swapper returned no `{}`", self.output))
             })?;
-        let value = outputs.get(self.output.as_str()).ok_or_else(|| {
-            SwapError::ModelOutput(format!("swapper returned no `{}`", self.output))
-        })?;
-        let (_, data) = value
-            .try_extract_tensor::<f32>()
-            .map_err(|e| SwapError::ModelOutput(e.to_string()))?;
-        if data.len() != out.len() {
-            return Err(SwapError::ModelOutput(format!(
-                "swapper returned {} values, expected {}",
-                data.len(),
-                out.len()
-            )));
+            let (_, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| SwapError::ModelOutput(e.to_string()))?;
+            if data.len() != out.len() {
+                return Err(SwapError::ModelOutput(format!(
+                    "swapper returned {} values, expected {}",
+                    data.len(),
+                    out.len()
+                )));
+            }
+            out.copy_from_slice(data);
         }
-        out.copy_from_slice(data);
         if c.output_scaled {
             for_channels(out, size, |v, ch| v * c.std[ch] + c.mean[ch]);
         }
