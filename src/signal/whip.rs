@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use super::participant::Receives;
 use super::protocol::{ClientMessage, ServerMessage};
 use super::{token, App};
+use crate::config::IceServer;
 use crate::room::RoomId;
 use crate::rtc::IceCandidate;
 
@@ -269,9 +270,11 @@ async fn negotiate(app: Arc<App>, open: Open, headers: &HeaderMap, body: Bytes) 
         })
         .await;
     // The join: a welcome, a redirect (another node hosts the room) or a refusal.
-    let face_token = loop {
+    let (face_token, ice_servers) = loop {
         match next(&mut server).await {
-            Some(ServerMessage::Welcome { token, .. }) => break token,
+            Some(ServerMessage::Welcome {
+                token, ice_servers, ..
+            }) => break (token, ice_servers),
             Some(ServerMessage::Redirect { url }) => {
                 let location = format!("{}{}", url.trim_end_matches('/'), open.collection);
                 return (
@@ -355,7 +358,34 @@ async fn negotiate(app: Arc<App>, open: Open, headers: &HeaderMap, body: Bytes) 
             response.headers_mut().insert(TOKEN_HEADER, value);
         }
     }
+    for link in ice_links(&ice_servers) {
+        response.headers_mut().append(header::LINK, link);
+    }
     response
+}
+
+/// The session's STUN/TURN servers (those a browser gets in its `welcome`, TURN credentials
+/// included) as WHIP and WHEP give them to a client: one `Link` header per URL with
+/// `rel="ice-server"`, and `username`, `credential` and `credential-type="password"` where the
+/// server has them.
+fn ice_links(servers: &[IceServer]) -> Vec<HeaderValue> {
+    let quoted = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut links = Vec::new();
+    for server in servers {
+        for url in &server.urls {
+            let mut link = format!("<{url}>; rel=\"ice-server\"");
+            if let (Some(user), Some(credential)) = (&server.username, &server.credential) {
+                link.push_str(&format!(
+                    "; username={}; credential={}; credential-type=\"password\"",
+                    quoted(user),
+                    quoted(credential)
+                ));
+            }
+            // A URL or credential no header can carry is left out, not sent broken.
+            links.extend(HeaderValue::from_str(&link).ok());
+        }
+    }
+    links
 }
 
 async fn next(server: &mut mpsc::Receiver<ServerMessage>) -> Option<ServerMessage> {
@@ -549,6 +579,43 @@ mod tests {
         );
         assert!(
             same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("ab", "abc")
+        );
+    }
+
+    #[test]
+    fn ice_servers_become_link_headers_one_per_url() {
+        let servers = [
+            IceServer {
+                urls: vec!["stun:stun.example.net:3478".into()],
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                urls: vec![
+                    "turn:turn.example.net:3478?transport=udp".into(),
+                    "turns:turn.example.net:5349".into(),
+                ],
+                username: Some("1700000000:ann".into()),
+                credential: Some(r#"a"b\c"#.into()),
+            },
+            IceServer {
+                urls: vec!["turn:bad\nline".into()],
+                username: None,
+                credential: None,
+            },
+        ];
+        let links: Vec<String> = ice_links(&servers)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let turn = r#"; rel="ice-server"; username="1700000000:ann"; credential="a\"b\\c"; credential-type="password""#;
+        assert_eq!(
+            links,
+            [
+                r#"<stun:stun.example.net:3478>; rel="ice-server""#.to_owned(),
+                format!("<turn:turn.example.net:3478?transport=udp>{turn}"),
+                format!("<turns:turn.example.net:5349>{turn}"),
+            ]
         );
     }
 }

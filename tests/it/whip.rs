@@ -221,11 +221,28 @@ async fn whip_and_whep_answer_as_the_protocols_say_and_free_everything() {
 /// and the participant is called what the token says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_with_join_tokens_wants_a_token_that_may_publish() {
+    use facerelay::config::IceServer;
     use facerelay::signal::token::{self, Rights};
     let _serial = serial().await;
     const SECRET: &str = "a-join-token-secret-of-32-chars!";
+    const TURN_SECRET: &str = "shared-with-coturn";
     let mut config = Config::loopback();
     config.server.token_secret = SECRET.into();
+    // The STUN/TURN servers a browser gets in its welcome reach a WHIP client as Link headers.
+    config.ice.servers = vec![
+        IceServer {
+            urls: vec!["stun:stun.example.net:3478".into()],
+            username: None,
+            credential: None,
+        },
+        IceServer {
+            urls: vec!["turn:turn.example.net:3478?transport=udp".into()],
+            username: None,
+            credential: None,
+        },
+    ];
+    config.ice.turn_secret = TURN_SECRET.into();
+    config.ice.turn_ttl_secs = 600;
     let server = RunningServer::start_with_swap(config, Swap::none())
         .await
         .unwrap();
@@ -265,6 +282,34 @@ async fn whip_with_join_tokens_wants_a_token_that_may_publish() {
     assert_eq!((s, code(&body)), (403, "not_allowed".into()));
     let (s, headers, _) = post(Some(issue("live", true))).await;
     assert_eq!(s, 201);
+    let links: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k == "link")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(links.len(), 2, "{headers:?}");
+    assert_eq!(
+        links[0],
+        r#"<stun:stun.example.net:3478>; rel="ice-server""#
+    );
+    let turn = links[1];
+    let field = |name: &str| {
+        let start = turn.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        turn[start..start + turn[start..].find('"').unwrap()].to_owned()
+    };
+    let (user, credential) = (field("username"), field("credential"));
+    assert!(turn.starts_with("<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\""));
+    assert!(turn.ends_with(r#"credential-type="password""#), "{turn}");
+    let expiry: u64 = user.split(':').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 590..=now + 610).contains(&expiry), "{user}");
+    assert_eq!(
+        credential,
+        facerelay::config::turn_credential(TURN_SECRET, &user)
+    );
     let mut ann = RawSocket::connect(&server).await;
     ann.send(serde_json::json!({"type": "join", "room": "live", "name": "x", "token": issue("live", false).trim_start_matches("Bearer ")}).to_string()).await;
     let welcome = ann.recv().await.unwrap();
