@@ -338,6 +338,8 @@ async function goTo(nodeUrl) {
   const q = linkParams();
   q.set("name", state.name);
   q.set("join", "1");
+  // A gallery face goes along by name (a photo never leaves this page: it is chosen again).
+  if (state.chosen?.gallery) q.set("face", state.chosen.gallery);
   location.assign(`${new URL("/", nodeUrl)}?${q}`);
   return true;
 }
@@ -1064,8 +1066,10 @@ if ($("room").value) {
   offerTryFace();
   $("name").focus();
 }
-// A page sent here by another node of the cluster (…&join=1) goes straight back into the call.
+// A page sent here by another node of the cluster (…&join=1) goes straight back into the call,
+// wearing the gallery face it wore there (…&face=NAME), put on before its video is relayed.
 if (params.get("join") === "1" && $("name").value) {
+  if (params.get("face")) state.chosen = { gallery: params.get("face") };
   start(params.get("roulette") === "1" ? null : $("room").value);
 }
 show("landing");

@@ -33,7 +33,11 @@ export async function look(page) {
   return page.evaluate(async () => {
     const remote = [...document.querySelectorAll("figure:not([data-participant=self])")].map((f) => {
       const v = f.querySelector("video");
-      return { name: f.querySelector("figcaption")?.textContent, width: v.videoWidth, height: v.videoHeight };
+      // The caption is the name, then the face badge when the server reports one.
+      const caption = f.querySelector("figcaption");
+      const badge = caption?.querySelector(".badge")?.textContent ?? null;
+      const name = caption?.firstChild?.textContent;
+      return { name, badge, width: v.videoWidth, height: v.videoHeight };
     });
     let framesDecoded = 0;
     const stats = await window.facerelay.pc?.getStats();

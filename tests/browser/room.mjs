@@ -1,7 +1,9 @@
 // Two Debian Chromium pages (fake camera) open a room's shared link (/?room=NAME) and must each
 // see the other's video playing: videoWidth > 0 and framesDecoded rising in getStats().
 // Usage: node tests/browser/room.mjs http(s)://127.0.0.1:PORT/ [ARTIFACT_DIR]
-// (SHOT: the screenshot's file name; ROOM and TOKENS: a room and join tokens by name)
+// (SHOT: the screenshot's file name; ROOM and TOKENS: a room and join tokens by name; BOB_FACE:
+// a gallery face Bob picks in his invitation before joining, which he must still wear after a
+// cluster node sent him to another)
 
 import { launch, look, openPage, until, sleep } from "./lib.mjs";
 
@@ -24,6 +26,11 @@ try {
   const alice = await openPage(browser, linkFor("Alice"), "Alice");
   await alice.click("#join");
   const bob = await openPage(browser, linkFor("Bob"), "Bob");
+  const bobFace = process.env.BOB_FACE;
+  if (bobFace) {
+    await bob.waitForSelector(`#invite-gallery button[data-face=${bobFace}]`, { timeout: 10_000 });
+    await bob.click(`#invite-gallery button[data-face=${bobFace}]`);
+  }
   await bob.click("#join");
   const sees = (name) => (s) => s.remote.length === 1 && s.remote[0].name === name && s.remote[0].width > 0 && s.framesDecoded > 0;
   const first = await until([alice, bob], (s) => s.remote.length === 1 && s.remote[0].width > 0 && s.framesDecoded > 0);
@@ -34,6 +41,14 @@ try {
     ok = sees("Bob")(a1) && sees("Alice")(b1) && a1.framesDecoded > a0.framesDecoded && b1.framesDecoded > b0.framesDecoded;
     console.log(`Alice sees ${JSON.stringify(a1.remote)}; frames decoded ${a0.framesDecoded} -> ${a1.framesDecoded}`);
     console.log(`Bob sees ${JSON.stringify(b1.remote)}; frames decoded ${b0.framesDecoded} -> ${b1.framesDecoded}`);
+    if (bobFace) {
+      // The face went with him: his gallery marks it, and Alice's page shows his tile with the
+      // badge of a worn face (swapped, or hidden while the server finds no face to swap).
+      const pressed = await bob.evaluate((f) => document.querySelector(`#gallery button[data-face=${f}]`)?.getAttribute("aria-pressed"), bobFace);
+      const badge = a1.remote[0]?.badge;
+      console.log(`after the move Bob's gallery marks ${bobFace}: ${pressed}; Alice sees Bob's badge "${badge}"`);
+      ok = ok && pressed === "true" && /^(face-swapped|face hidden)$/.test(badge);
+    }
   } else {
     console.log("not both playing within 30 s:", JSON.stringify(first.states));
   }

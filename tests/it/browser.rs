@@ -194,7 +194,7 @@ fn swap_with_gallery(folder: &str) -> (Config, Swap) {
 }
 
 /// A fresh gallery folder `test-artifacts/<folder>` holding "Ada" (the test card's source face).
-fn gallery_of_ada(folder: &str) -> PathBuf {
+pub(crate) fn gallery_of_ada(folder: &str) -> PathBuf {
     let gallery = root().join("test-artifacts").join(folder);
     let _ = std::fs::remove_dir_all(&gallery);
     std::fs::create_dir_all(&gallery).unwrap();

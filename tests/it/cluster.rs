@@ -448,13 +448,25 @@ async fn roulette_across_nodes(pages: &[String]) {
 }
 
 /// Two Chromium pages open different nodes of the cluster with the same room link: the one
-/// whose node does not host the room is sent to the one that does, and they see each other.
+/// whose node does not host the room is sent to the one that does, wearing the gallery face it
+/// picked in its invitation there, and they see each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_chromium_pages_that_open_different_nodes_meet_in_one_room() {
     let _serial = serial().await;
     let redis = Redis::start().await;
-    let first = Node::start(&redis.url(), &[]).await;
-    let second = Node::start(&redis.url(), &[]).await;
+    // The stand-in swapper and a gallery of "Ada", which Bob picks on the node he opens.
+    let gallery = crate::browser::gallery_of_ada("cluster-gallery");
+    let gallery = gallery.to_str().unwrap();
+    let swap = [
+        ("FACERELAY_MODELS__DIR", "models/fixtures"),
+        ("FACERELAY_MODELS__DETECTOR", "det_10g.onnx"),
+        ("FACERELAY_MODELS__RECOGNIZER", "w600k_r50.onnx"),
+        ("FACERELAY_SWAP__SWAPPER", "inswapper_128"),
+        ("FACERELAY_SWAP__DEEP_MASK", "square"),
+        ("FACERELAY_SWAP__GALLERY", gallery),
+    ];
+    let first = Node::start(&redis.url(), &swap).await;
+    let second = Node::start(&redis.url(), &swap).await;
     tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
     let bob_base = std::ffi::OsString::from(&second.url);
     let dir = crate::browser::run_script_at(
@@ -463,6 +475,7 @@ async fn two_chromium_pages_that_open_different_nodes_meet_in_one_room() {
         &[],
         &[
             ("BOB_BASE", bob_base.as_os_str()),
+            ("BOB_FACE", std::ffi::OsStr::new("Ada")),
             ("SHOT", std::ffi::OsStr::new("room-cluster.png")),
         ],
     )
