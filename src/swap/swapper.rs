@@ -327,6 +327,7 @@ impl Swapper {
             c.to_model_scale(&mut self.input);
         }
         let pixels = if unit { targets } else { &self.input };
+        let mut bound_done = false;
         if let Some(bound) = &mut self.bound {
             let crops = [n, 3, size, size];
             let inputs = [
@@ -341,8 +342,17 @@ impl Swapper {
                     data: sources,
                 },
             ];
-            bound.run(&mut self.model, n, &inputs, &self.output, &crops, out)?;
-        } else {
+            match bound.run(&mut self.model, n, &inputs, &self.output, &crops, out) {
+                Ok(()) => bound_done = true,
+                // Bound buffers have run on no GPU yet: one that refuses them is not a reason
+                // to fail every frame. Plain runs from here on, said once.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the swapper's bound host buffers failed: plain runs from now on");
+                    self.bound = None;
+                }
+            }
+        }
+        if !bound_done {
             let t = TensorRef::from_array_view(([n, 3, size, size], pixels))
                 .map_err(|e| self.model.run_error(e))?;
             let s = TensorRef::from_array_view(([n, EMBEDDING_LEN], sources))

@@ -219,6 +219,39 @@ async fn whip_and_whep_answer_as_the_protocols_say_and_free_everything() {
 
 /// With join tokens, WHIP takes a token of the room with the publish right instead of a key,
 /// and the participant is called what the token says.
+/// A full server answers a WHIP publisher 503 `server_full` and takes it once a seat is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_refuses_whip_with_503_until_a_session_ends() {
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    config.server.whip_keys.insert("studio".into(), KEY.into());
+    config.server.max_sessions = 1;
+    let server = RunningServer::start_with_swap(config, Swap::none())
+        .await
+        .unwrap();
+    let auth = format!("Bearer {KEY}");
+    let headers = [SDP, ("Authorization", auth.as_str())];
+    let publish = || http(&server, "POST", "/whip/studio", &headers, BROWSER_OFFER);
+    let mut ann = RawSocket::connect(&server).await;
+    ann.join("studio", "Ann").await;
+    let (s, _, body) = publish().await;
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("server_full"), "{body}");
+    drop(ann);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (s, headers, body) = loop {
+        let answer = publish().await;
+        if answer.0 != 503 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(s, 201, "{body}");
+    let location = header(&headers, "location").unwrap().to_owned();
+    assert_eq!(http(&server, "DELETE", &location, &[], "").await.0, 200);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_with_join_tokens_wants_a_token_that_may_publish() {
     use facerelay::config::IceServer;
