@@ -261,31 +261,7 @@ fn auto_picks_the_family_whose_file_is_there() {
 fn prepared_variants_are_checked_recorded_and_run_while_they_match() {
     let _g = crate::swap::one_at_a_time();
     let dir = tempdir_with(&["det_10g.onnx", "w600k_r50.onnx", "inswapper_128.onnx"]);
-    let photos = dir.join("packaged/photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for f in ["testcard_source.jpg", "testcard_target.png"] {
-        std::fs::copy(fixtures_dir().join(f), photos.join(f)).unwrap();
-    }
-    let child = Command::new(env!("CARGO_BIN_EXE_facerelay"))
-        .args(["models", "prepare", "--fp16"])
-        .env("FACERELAY_MODELS__DIR", &dir)
-        .env("FACERELAY_MODELS__PACKAGED_DIR", dir.join("packaged"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let o = child.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    println!("{said}");
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("prepared.json")).unwrap()).unwrap();
+    let record = prepare(&dir, &["--fp16"], &[]);
     let variants = record["variants"].as_array().unwrap();
     let kinds: Vec<(&str, &str)> = variants
         .iter()
@@ -308,10 +284,6 @@ fn prepared_variants_are_checked_recorded_and_run_while_they_match() {
             v["sha256"].as_str().unwrap()
         );
     }
-    // The real inputs were in a scratch folder of their own, gone with the command.
-    assert!(!std::env::temp_dir()
-        .join(format!("facerelay-prepare-{pid}"))
-        .exists());
 
     // The fp16 variant loads with the inswapper contract and stays within 2e-2.
     let mut c = crate::swap::config();
@@ -420,6 +392,92 @@ fn prepared_variants_are_checked_recorded_and_run_while_they_match() {
     std::fs::write(dir.join("det_10g.batch.onnx"), b"changed").unwrap();
     assert_eq!(batched_runs(&c), (0, 0), "the variants changed");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `facerelay models prepare ARGS` on `dir` with extra environment `env`, the test cards as the
+/// packaged photos (the stand-in detector finds its faces there): its prepared.json, once the
+/// command succeeded and left no scratch folder behind.
+fn prepare(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let photos = dir.join("packaged/photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for f in ["testcard_source.jpg", "testcard_target.png"] {
+        std::fs::copy(fixtures_dir().join(f), photos.join(f)).unwrap();
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_facerelay"))
+        .args(["models", "prepare"])
+        .args(args)
+        .env("FACERELAY_MODELS__DIR", dir)
+        .env("FACERELAY_MODELS__PACKAGED_DIR", dir.join("packaged"))
+        .envs(env.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    println!("{said}");
+    // The real inputs were in a scratch folder of their own, gone with the command.
+    assert!(!std::env::temp_dir()
+        .join(format!("facerelay-prepare-{pid}"))
+        .exists());
+    serde_json::from_str(&std::fs::read_to_string(dir.join("prepared.json")).unwrap()).unwrap()
+}
+
+/// The other families' files are prepared the same way, their real inputs on each family's own
+/// crop size and pixel scale; the live stage then batches with them.
+#[test]
+fn every_family_is_prepared_on_its_own_real_inputs() {
+    let _g = crate::swap::one_at_a_time();
+    for (family, files) in [
+        ("hyperswap_1a_256", &["hyperswap_1a_256.onnx"][..]),
+        (
+            "simswap_256",
+            &["simswap_256.onnx", "crossface_simswap.onnx"][..],
+        ),
+    ] {
+        let mut all = vec!["det_10g.onnx", "w600k_r50.onnx"];
+        all.extend(files);
+        let dir = tempdir_with(&all);
+        let record = prepare(&dir, &[], &[("FACERELAY_SWAP__SWAPPER", family)]);
+        let variants = record["variants"].as_array().unwrap();
+        let made: Vec<(&str, &str)> = variants
+            .iter()
+            .map(|v| {
+                (
+                    v["source"].as_str().unwrap(),
+                    v["inputs"][1].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            made,
+            [(files[0], "real"), ("det_10g.onnx", "real")],
+            "{family}"
+        );
+
+        let mut c = config(family);
+        c.models.dir = dir.clone();
+        c.swap.max_batch = 8;
+        c.swap.max_wait_ms = 40;
+        c.swap.capacity = 6;
+        let live = LiveSwap::load(&c.models, &c.swap).unwrap();
+        let s = std::sync::Arc::new(
+            live.source_face(&photo_of(&c, "testcard_source.jpg"))
+                .unwrap(),
+        );
+        crate::live::swap_in_streams(&live, &s, &card(&c), 6, 4);
+        let sizes = live.deep().unwrap().swapper.stats().batch_sizes;
+        println!("{family}: swapper runs by batch size {sizes:?}");
+        assert!(sizes[1..].iter().sum::<u64>() > 0, "{family}: {sizes:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 /// A folder holding copies of these fixture files.
