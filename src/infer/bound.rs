@@ -1,7 +1,7 @@
-//! Host buffers bound to a model's inputs and output (ONNX Runtime's I/O binding), for the GPU
+//! Host buffers bound to a model's inputs and outputs (ONNX Runtime's I/O binding), for the GPU
 //! providers: page-locked (CUDA pinned) memory, which the GPU copies from and into by DMA, so a
-//! batch is one copy to the device per input and one copy back, with no staging through
-//! pageable memory and no allocation per run. The buffers of each batch size are allocated once
+//! batch is one copy to the device per input and one copy back per output, with no staging
+//! through pageable memory and no allocation per run. The buffers of each batch size are allocated once
 //! and kept.
 //!
 //! On the CPU provider the plain run already reads the caller's buffers in place; the live
@@ -61,31 +61,32 @@ impl BoundIo {
         })
     }
 
-    /// Runs `model` on `inputs` (the first dimension of each shape is the batch), writing its
-    /// output `output` of `output_shape` into `out`.
+    /// Runs `model` on `inputs` (copied into the bound buffers of this `batch` size) and
+    /// returns its `outputs` (name and shape), read from their bound buffers.
     pub fn run(
         &mut self,
         model: &mut Model,
         batch: usize,
         inputs: &[Input],
-        output: &str,
-        output_shape: &[usize],
-        out: &mut [f32],
-    ) -> Result<(), InferError> {
+        outputs: &[(&str, &[usize])],
+    ) -> Result<Vec<&[f32]>, InferError> {
         let err = |e: ort::Error| InferError::Run {
             role: model.spec.role,
             message: e.to_string(),
         };
         if !self.buffers.contains_key(&batch) {
-            let mut made = Vec::with_capacity(inputs.len() + 1);
-            for i in inputs {
-                made.push(Tensor::<f32>::new(&self.allocator, i.shape).map_err(err)?);
+            let mut made = Vec::with_capacity(inputs.len() + outputs.len());
+            for shape in inputs
+                .iter()
+                .map(|i| i.shape)
+                .chain(outputs.iter().map(|o| o.1))
+            {
+                made.push(Tensor::<f32>::new(&self.allocator, shape).map_err(err)?);
             }
-            made.push(Tensor::<f32>::new(&self.allocator, output_shape).map_err(err)?);
             self.buffers.insert(batch, made);
         }
         let buffers = self.buffers.get_mut(&batch).expect("made above");
-        let (outbuf, inbufs) = buffers.split_last_mut().expect("an output buffer");
+        let (inbufs, outbufs) = buffers.split_at_mut(inputs.len());
         self.binding.clear();
         for (i, buffer) in inputs.iter().zip(inbufs.iter_mut()) {
             let (_, data) = buffer.extract_tensor_mut();
@@ -101,20 +102,11 @@ impl BoundIo {
             // Binding copies to the device now, where the model runs elsewhere.
             self.binding.bind_input(i.name, buffer).map_err(err)?;
         }
-        self.binding
-            .bind_output(output, &mut *outbuf)
-            .map_err(err)?;
+        for ((name, _), buffer) in outputs.iter().zip(outbufs.iter_mut()) {
+            self.binding.bind_output(*name, &mut *buffer).map_err(err)?;
+        }
         model.session.run_binding(&self.binding).map_err(err)?;
         self.binding.synchronize_outputs().map_err(err)?;
-        let (_, data) = outbuf.extract_tensor();
-        if data.len() != out.len() {
-            return Err(model.run_error(format!(
-                "output `{output}` of {} values, expected {}",
-                data.len(),
-                out.len()
-            )));
-        }
-        out.copy_from_slice(data);
-        Ok(())
+        Ok(outbufs.iter().map(|b| b.extract_tensor().1).collect())
     }
 }

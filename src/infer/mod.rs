@@ -474,6 +474,15 @@ impl Model {
         &self.input_names
     }
 
+    /// Rank of each output, in the model's order.
+    pub fn output_ranks(&self) -> Vec<usize> {
+        let rank = |o: &ort::value::Outlet| match o.dtype() {
+            ValueType::Tensor { shape, .. } => shape.len(),
+            _ => 0,
+        };
+        self.session.outputs().iter().map(rank).collect()
+    }
+
     /// Names of the outputs, in the model's order.
     pub fn output_names(&self) -> &[String] {
         &self.output_names

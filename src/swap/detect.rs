@@ -9,7 +9,10 @@ use ort::value::TensorRef;
 use super::color::Planes;
 use super::geometry::{Letterbox, Point};
 use super::{StageTimings, SwapError};
-use crate::infer::{Dim, InferError, Model, ModelSpec, ModelsConfig, Runtime, TensorSpec};
+use crate::infer::bound::{BoundIo, HostMemory, Input};
+use crate::infer::{
+    Dim, InferError, Model, ModelSpec, ModelsConfig, Provider, Runtime, TensorSpec,
+};
 
 /// SCRFD's feature strides, in output order.
 pub const STRIDES: [u32; 3] = [8, 16, 32];
@@ -290,6 +293,10 @@ pub struct Detector {
     input: Vec<f32>,
     /// The letterbox each frame's padding in `input` was laid out for.
     padded_for: Vec<Option<Letterbox>>,
+    /// Rank of each output (2: [anchors, C]; 3: with a batch dimension first).
+    output_ranks: Vec<usize>,
+    /// Bound host buffers (GPU providers), else a plain run.
+    bound: Option<BoundIo>,
 }
 
 impl Detector {
@@ -301,14 +308,32 @@ impl Detector {
         size: u32,
     ) -> Result<Self, SwapError> {
         let model = Model::load(rt, config, path, &DETECTOR_SPEC)?;
-        Ok(Self {
+        let mut detector = Self {
             input_name: model.input_names()[0].clone(),
             output_names: model.output_names().to_vec(),
+            output_ranks: model.output_ranks(),
             model,
             size,
             input: Vec::new(),
             padded_for: Vec::new(),
-        })
+            bound: None,
+        };
+        if config.provider != Provider::Cpu {
+            detector.bind_host_memory(HostMemory::CudaPinned(config.device_id))?;
+        }
+        Ok(detector)
+    }
+
+    /// Runs through buffers of `memory` bound to the model's input and outputs
+    /// ([`crate::infer::bound`]); `load` does this with pinned memory on the GPU providers.
+    pub fn bind_host_memory(&mut self, memory: HostMemory) -> Result<(), SwapError> {
+        self.bound = Some(BoundIo::new(&self.model, memory)?);
+        Ok(())
+    }
+
+    /// Whether runs go through bound host buffers (not since they failed, if they did).
+    pub fn is_bound(&self) -> bool {
+        self.bound.is_some()
     }
 
     /// The name of the model's input.
@@ -370,7 +395,49 @@ impl Detector {
         let t1 = Instant::now();
         timings.letterbox += t1 - t0;
 
-        let tensor = TensorRef::from_array_view(([n, 3, s, s], &self.input[..]))
+        let size = self.size;
+        if let Some(bound) = &mut self.bound {
+            let input = [n, 3, s, s];
+            // Each output: [n, anchors, C] for a batch variant (and SCRFD exports with a batch
+            // of 1), [anchors, C] for the public file (n = 1 there).
+            let shapes: Vec<Vec<usize>> = (0..9)
+                .map(|j| {
+                    let cells = (s / STRIDES[j % 3] as usize).pow(2) * ANCHORS;
+                    let width = [1, 4, 10][j / 3];
+                    match self.output_ranks[j] {
+                        3 => vec![n, cells, width],
+                        _ => vec![cells * n, width],
+                    }
+                })
+                .collect();
+            let outputs: Vec<(&str, &[usize])> = self
+                .output_names
+                .iter()
+                .zip(&shapes)
+                .map(|(name, shape)| (name.as_str(), shape.as_slice()))
+                .collect();
+            let inputs = [Input {
+                name: &self.input_name,
+                shape: &input,
+                data: &self.input[..n * item],
+            }];
+            match bound.run(&mut self.model, n, &inputs, &outputs) {
+                Ok(raw) => {
+                    timings.detect_run += t1.elapsed();
+                    let t2 = Instant::now();
+                    let result = faces_of(&raw, &boxes, size, params);
+                    timings.detect_post += t2.elapsed();
+                    return result;
+                }
+                // Bound buffers have run on no GPU yet: one that refuses them is not a reason
+                // to fail every frame. Plain runs from here on, said once.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the detector's bound host buffers failed: plain runs from now on");
+                    self.bound = None;
+                }
+            }
+        }
+        let tensor = TensorRef::from_array_view(([n, 3, s, s], &self.input[..n * item]))
             .map_err(|e| self.model.run_error(e))?;
         let session = self.model.session_mut();
         let outputs = session
@@ -390,39 +457,52 @@ impl Detector {
             let (_, data) = value
                 .try_extract_tensor::<f32>()
                 .map_err(|e| SwapError::DetectorOutput(e.to_string()))?;
-            if data.len() % n != 0 {
-                return Err(SwapError::DetectorOutput(format!(
-                    "output `{name}` has {} values, not a whole number for each of {n} frames",
-                    data.len()
-                )));
-            }
             raw.push(data);
         }
-        let mut result = Vec::with_capacity(n);
-        for (k, lb) in boxes.iter().enumerate() {
-            // Frame k's part of output j.
-            let part = |j: usize| {
-                let per = raw[j].len() / n;
-                &raw[j][k * per..(k + 1) * per]
-            };
-            let strides: Vec<StrideOutput> = (0..3)
-                .map(|j| StrideOutput {
-                    stride: STRIDES[j],
-                    scores: part(j),
-                    boxes: part(3 + j),
-                    kps: part(6 + j),
-                })
-                .collect();
-            let found = decode(&strides, self.size, params.score_threshold)?;
-            let kept = nms(found, params.nms_threshold);
-            result.push(kept.iter().map(|d| to_frame(d, lb)).collect());
-        }
+        let result = faces_of(&raw, &boxes, size, params);
         // Hand ONNX Runtime its output buffers back inside the measured span.
         drop(raw);
         drop(outputs);
         timings.detect_post += t2.elapsed();
-        Ok(result)
+        result
     }
+}
+
+/// Each frame's faces from the nine outputs of a run on `boxes.len()` frames (letterboxed as
+/// `boxes` say into `size` px): every output holds the frames' parts one after the other.
+fn faces_of(
+    raw: &[&[f32]],
+    boxes: &[Letterbox],
+    size: u32,
+    params: &DetectParams,
+) -> Result<Vec<Vec<Detection>>, SwapError> {
+    let n = boxes.len();
+    if let Some(j) = raw.iter().position(|data| data.len() % n != 0) {
+        return Err(SwapError::DetectorOutput(format!(
+            "output {j} has {} values, not a whole number for each of {n} frames",
+            raw[j].len()
+        )));
+    }
+    let mut result = Vec::with_capacity(n);
+    for (k, lb) in boxes.iter().enumerate() {
+        // Frame k's part of output j.
+        let part = |j: usize| {
+            let per = raw[j].len() / n;
+            &raw[j][k * per..(k + 1) * per]
+        };
+        let strides: Vec<StrideOutput> = (0..3)
+            .map(|j| StrideOutput {
+                stride: STRIDES[j],
+                scores: part(j),
+                boxes: part(3 + j),
+                kps: part(6 + j),
+            })
+            .collect();
+        let found = decode(&strides, size, params.score_threshold)?;
+        let kept = nms(found, params.nms_threshold);
+        result.push(kept.iter().map(|d| to_frame(d, lb)).collect());
+    }
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -280,6 +280,11 @@ impl Swapper {
         Ok(())
     }
 
+    /// Whether runs go through bound host buffers (not since they failed, if they did).
+    pub fn is_bound(&self) -> bool {
+        self.bound.is_some()
+    }
+
     pub fn contract(&self) -> &'static Contract {
         self.contract
     }
@@ -342,8 +347,18 @@ impl Swapper {
                     data: sources,
                 },
             ];
-            match bound.run(&mut self.model, n, &inputs, &self.output, &crops, out) {
-                Ok(()) => bound_done = true,
+            match bound.run(&mut self.model, n, &inputs, &[(&self.output, &crops)]) {
+                Ok(data) if data[0].len() == out.len() => {
+                    out.copy_from_slice(data[0]);
+                    bound_done = true;
+                }
+                Ok(data) => {
+                    return Err(SwapError::ModelOutput(format!(
+                        "swapper returned {} values, expected {}",
+                        data[0].len(),
+                        out.len()
+                    )))
+                }
                 // Bound buffers have run on no GPU yet: one that refuses them is not a reason
                 // to fail every frame. Plain runs from here on, said once.
                 Err(e) => {

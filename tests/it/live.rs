@@ -622,6 +622,7 @@ fn a_batched_swapper_gives_each_face_what_it_gets_alone() {
     assert!(batched
         .swap_many(&crops[..CROP], &latents[..700], &mut out)
         .is_err());
+    assert!(batched.is_bound(), "the bound runs did not fall back");
 }
 
 /// With a dynamic-batch swapper the live stage's scheduler puts several streams' faces into one

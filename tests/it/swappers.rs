@@ -348,6 +348,30 @@ fn prepared_variants_are_checked_recorded_and_run_while_they_match() {
             "batch {n}"
         );
     }
+    // The same through bound host buffers (pinned on the GPU providers; the CPU allocator here,
+    // the same code), for the file ([anchors, C] outputs) and the variant ([N, anchors, C]).
+    for d in [&mut alone, &mut batched] {
+        d.bind_host_memory(facerelay::infer::bound::HostMemory::Cpu)
+            .unwrap();
+    }
+    for (k, p) in planes.iter().enumerate() {
+        assert_eq!(
+            alone.detect(*p, &params, &mut t).unwrap(),
+            each[k],
+            "bound, frame {k}"
+        );
+    }
+    for n in [4, 1, 2, 4] {
+        assert_eq!(
+            batched.detect_many(&planes[..n], &params, &mut t).unwrap(),
+            each[..n],
+            "bound, batch {n}"
+        );
+    }
+    assert!(
+        alone.is_bound() && batched.is_bound(),
+        "the bound runs did not fall back"
+    );
 
     // The live stage runs the batch variants (on the CPU: not the fp16 one).
     c.swap.swapper_workers = 1;
