@@ -128,9 +128,15 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     let manifest = Manifest::embedded()?;
     let dir = &config.models.dir;
+    // The deep family whose files check and fetch look at: `swap.swapper`'s, else inswapper's.
+    let family = config
+        .swap
+        .swapper
+        .deep(&config.models)
+        .unwrap_or(&INSWAPPER_128);
     match args.action {
         ModelsAction::Check => {
-            let deep = manifest::check(&manifest, dir)?;
+            let deep = manifest::check(&manifest, dir, family.name)?;
             let packaged = manifest::check_packaged(&manifest, &config.models.packaged_dir)?;
             println!("deep models in {}:", dir.display());
             for s in &deep {
@@ -185,7 +191,12 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
         }
         ModelsAction::Prepare { fp16 } => super::prepare::prepare(&config, fp16)?,
         ModelsAction::Fetch => {
-            for (name, what) in manifest::fetch(&manifest, dir)? {
+            // A file the manifest does not pin is kept only if it is the model its family
+            // expects.
+            let accept = |f: &manifest::ManifestFile, path: &std::path::Path| {
+                family.check_file(&config.models, &f.name, path)
+            };
+            for (name, what) in manifest::fetch(&manifest, dir, family.name, &accept)? {
                 println!("{name}: {what:?}");
             }
         }

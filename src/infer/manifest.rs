@@ -27,10 +27,18 @@ pub struct ManifestFile {
     pub name: String,
     /// Role in the pipeline (detector, recognizer, swapper).
     pub role: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Lower-case hex sha256 of the file.
-    pub sha256: String,
+    /// Size in bytes; absent for a file not pinned (see `sha256`).
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Lower-case hex sha256 of the file. Absent for a file no copy of which was available to
+    /// pin: such a file is fetched from its public URL and kept only if it passes its contract,
+    /// and `check` reports its sha256 for the operator to compare with the publisher's.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The deep swapper family (`swap.swapper`) the file serves; absent: every family (the
+    /// detector and the recognizer).
+    #[serde(default)]
+    pub family: Option<String>,
     /// Public URL of the file, or of the zip archive holding it.
     pub url: String,
     /// Name of the file inside the archive at `url`, when it ships in one.
@@ -73,7 +81,26 @@ impl Manifest {
     }
 
     pub fn parse(text: &str) -> Result<Self, ModelsError> {
-        toml::from_str(text).map_err(|e| ModelsError::Manifest(e.message().to_owned()))
+        let manifest: Self =
+            toml::from_str(text).map_err(|e| ModelsError::Manifest(e.message().to_owned()))?;
+        if let Some(f) = manifest
+            .file
+            .iter()
+            .find(|f| f.size.is_some() != f.sha256.is_some())
+        {
+            return Err(ModelsError::Manifest(format!(
+                "{}: size and sha256 go together (both, or neither for a file not pinned)",
+                f.name
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// The files the deep swapper `family` runs with: its own and those every family shares.
+    pub fn for_family<'a>(&'a self, family: &'a str) -> impl Iterator<Item = &'a ManifestFile> {
+        self.file
+            .iter()
+            .filter(move |f| f.family.as_deref().is_none_or(|x| x == family))
     }
 }
 
@@ -92,7 +119,7 @@ pub enum ModelsError {
     },
     #[error("downloading {url} failed: {message}")]
     Download { url: String, message: String },
-    #[error("{name}: downloaded data does not match the manifest ({detail}); the partial download was deleted, run `facerelay models fetch` again")]
+    #[error("{name}: the downloaded file does not match the manifest or its contract ({detail}); the partial download was deleted, run `facerelay models fetch` again")]
     Corrupt { name: String, detail: String },
     #[error("{archive}: {message}")]
     Archive { archive: PathBuf, message: String },
@@ -110,8 +137,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ModelsError + '_ {
 pub enum FileState {
     Ok,
     Missing,
-    WrongSize { actual: u64 },
-    WrongHash { actual: String },
+    WrongSize {
+        actual: u64,
+    },
+    WrongHash {
+        actual: String,
+    },
+    /// Present, of a file the manifest does not pin.
+    Unpinned {
+        sha256: String,
+    },
 }
 
 /// One line of `facerelay models check`.
@@ -130,6 +165,9 @@ impl std::fmt::Display for FileStatus {
             FileState::Missing => "missing".to_owned(),
             FileState::WrongSize { actual } => format!("wrong size ({actual} bytes)"),
             FileState::WrongHash { actual } => format!("wrong sha256 ({actual})"),
+            FileState::Unpinned { sha256 } => {
+                format!("present, not pinned: sha256 {sha256} (compare with its publisher's)")
+            }
         };
         write!(f, "{:<10} {:<24} {state}", self.role, self.name)
     }
@@ -154,11 +192,15 @@ pub fn check_packaged(manifest: &Manifest, dir: &Path) -> Result<Vec<FileStatus>
         .collect()
 }
 
-/// Checks every manifest file in `dir`: present, right size, right sha256.
-pub fn check(manifest: &Manifest, dir: &Path) -> Result<Vec<FileStatus>, ModelsError> {
+/// Checks the manifest files the deep swapper `family` runs with in `dir`: present, right size,
+/// right sha256 (only present, for a file not pinned).
+pub fn check(
+    manifest: &Manifest,
+    dir: &Path,
+    family: &str,
+) -> Result<Vec<FileStatus>, ModelsError> {
     manifest
-        .file
-        .iter()
+        .for_family(family)
         .map(|f| {
             let path = dir.join(&f.name);
             Ok(FileStatus {
@@ -172,7 +214,13 @@ pub fn check(manifest: &Manifest, dir: &Path) -> Result<Vec<FileStatus>, ModelsE
 }
 
 fn file_state(f: &ManifestFile, path: &Path) -> Result<FileState, ModelsError> {
-    state_of(f.size, &f.sha256, path)
+    match (f.size, &f.sha256) {
+        (Some(size), Some(sha256)) => state_of(size, sha256, path),
+        _ if path.is_file() => Ok(FileState::Unpinned {
+            sha256: sha256_file(path)?,
+        }),
+        _ => Ok(FileState::Missing),
+    }
 }
 
 fn state_of(size: u64, sha256: &str, path: &Path) -> Result<FileState, ModelsError> {
@@ -211,8 +259,15 @@ pub enum Fetched {
     Downloaded,
 }
 
-/// Downloads every manifest file missing or damaged in `dir`. Progress goes to stderr.
-pub fn fetch(manifest: &Manifest, dir: &Path) -> Result<Vec<(String, Fetched)>, ModelsError> {
+/// Downloads the manifest files the deep swapper `family` runs with that are missing or damaged
+/// in `dir`. A pinned file lands under its name only once its size and sha256 match; a file
+/// not pinned, only once `accept` (its contract) takes it. Progress goes to stderr.
+pub fn fetch(
+    manifest: &Manifest,
+    dir: &Path,
+    family: &str,
+    accept: &dyn Fn(&ManifestFile, &Path) -> Result<(), String>,
+) -> Result<Vec<(String, Fetched)>, ModelsError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(15)))
         // No limit on the body: the swapper is 554 MB. A stalled body surfaces as an I/O error.
@@ -223,8 +278,11 @@ pub fn fetch(manifest: &Manifest, dir: &Path) -> Result<Vec<(String, Fetched)>, 
     let mut done = Vec::new();
     // Several files may come from one archive: download each URL once.
     let mut by_url: BTreeMap<&str, Vec<&ManifestFile>> = BTreeMap::new();
-    for f in &manifest.file {
-        if file_state(f, &dir.join(&f.name))? == FileState::Ok {
+    for f in manifest.for_family(family) {
+        if matches!(
+            file_state(f, &dir.join(&f.name))?,
+            FileState::Ok | FileState::Unpinned { .. }
+        ) {
             done.push((f.name.clone(), Fetched::AlreadyPresent));
         } else {
             by_url.entry(f.url.as_str()).or_default().push(f);
@@ -244,14 +302,25 @@ pub fn fetch(manifest: &Manifest, dir: &Path) -> Result<Vec<(String, Fetched)>, 
                 None => fs::copy(&part, &tmp).map(drop).map_err(io_err(&tmp))?,
             }
             let state = file_state(f, &tmp)?;
-            if state != FileState::Ok {
+            let refused = match &state {
+                FileState::Ok => None,
+                FileState::Unpinned { .. } => accept(f, &tmp).err(),
+                other => Some(format!("{other:?}")),
+            };
+            if let Some(detail) = refused {
                 // A wrong download must not be resumed: start over next time.
                 let _ = fs::remove_file(&part);
                 let _ = fs::remove_file(&tmp);
                 return Err(ModelsError::Corrupt {
                     name: f.name.clone(),
-                    detail: format!("{state:?}"),
+                    detail,
                 });
+            }
+            if let FileState::Unpinned { sha256 } = &state {
+                eprintln!(
+                    "{}: not pinned; sha256 {sha256}: compare it with its publisher's",
+                    f.name
+                );
             }
             fs::rename(&tmp, &target).map_err(io_err(&target))?;
             done.push((f.name.clone(), Fetched::Downloaded));
@@ -506,17 +575,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_manifest_lists_the_three_models() {
+    fn embedded_manifest_pins_the_inswapper_set() {
         let m = Manifest::embedded().unwrap();
-        let names: Vec<_> = m.file.iter().map(|f| f.name.as_str()).collect();
+        let pinned: Vec<_> = m
+            .file
+            .iter()
+            .filter(|f| f.sha256.is_some())
+            .map(|f| f.name.as_str())
+            .collect();
         assert_eq!(
-            names,
+            pinned,
             ["det_10g.onnx", "w600k_r50.onnx", "inswapper_128.onnx"]
         );
-        for f in &m.file {
-            assert_eq!(f.sha256.len(), 64, "{}", f.name);
-            assert!(f
-                .sha256
+        for sha256 in m.file.iter().filter_map(|f| f.sha256.as_deref()) {
+            assert_eq!(sha256.len(), 64);
+            assert!(sha256
                 .chars()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }

@@ -139,7 +139,7 @@ pub enum IdentityMap {
 }
 
 /// An embedding converter: `input` 1×512 in, 1×512 out.
-static CONVERTER_SPEC: ModelSpec = ModelSpec {
+pub static CONVERTER_SPEC: ModelSpec = ModelSpec {
     role: "embedding converter",
     inputs: &[TensorSpec::named(
         "input",

@@ -82,7 +82,8 @@ pub struct Contract {
     /// The output is on the input's scale (mapped back with `x · std + mean`); else in [0,1].
     pub output_scaled: bool,
     pub identity: IdentityKind,
-    spec: &'static ModelSpec,
+    /// The file's inputs and outputs, checked at load.
+    pub spec: &'static ModelSpec,
 }
 
 const UNIT: ([f32; 3], [f32; 3]) = ([0.0; 3], [1.0; 3]);
@@ -199,6 +200,38 @@ impl Contract {
         }
     }
 
+    /// Whether the file at `path`, to be this family's file `name` (its swapper or its
+    /// embedding converter), is what the contract expects: loaded on the CPU and checked as
+    /// `serve` checks it at start-up.
+    pub fn check_file(
+        &self,
+        models: &ModelsConfig,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<(), String> {
+        let spec = if name == self.file() {
+            self.spec
+        } else if self.converter() == Some(name) {
+            &super::identity::CONVERTER_SPEC
+        } else {
+            return Err(format!("{name} is no file of {}", self.name));
+        };
+        let mut cpu = models.clone();
+        cpu.provider = Provider::Cpu;
+        let rt = crate::infer::runtime(&cpu).map_err(|e| e.to_string())?;
+        Model::load(rt, &cpu, path, spec)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The embedding converter's file name, for a family whose identity needs one.
+    pub fn converter(&self) -> Option<&'static str> {
+        match self.identity {
+            IdentityKind::Converted { converter } => Some(converter),
+            _ => None,
+        }
+    }
+
     /// Every file this swapper runs on: the detector, the recognizer, the swapper and, where
     /// the identity needs one, the embedding converter.
     pub fn files(&self, models: &ModelsConfig) -> Vec<std::path::PathBuf> {
@@ -207,9 +240,7 @@ impl Contract {
             models.recognizer_path(),
             self.path(models),
         ];
-        if let IdentityKind::Converted { converter } = self.identity {
-            files.push(models.dir.join(converter));
-        }
+        files.extend(self.converter().map(|c| models.dir.join(c)));
         files
     }
 

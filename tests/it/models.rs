@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use facerelay::infer::manifest::{self, Fetched, FileState, Manifest, ManifestFile, ModelsError};
@@ -104,12 +104,20 @@ fn entry(name: &str, bytes: &[u8], url: String, member: Option<&str>) -> Manifes
     ManifestFile {
         name: name.into(),
         role: "test".into(),
-        size: bytes.len() as u64,
-        sha256: sha(bytes),
+        size: Some(bytes.len() as u64),
+        sha256: Some(sha(bytes)),
+        family: None,
         url,
         member: member.map(str::to_owned),
         licence: "test data".into(),
     }
+}
+
+/// `fetch` for the inswapper family, with no file left unpinned to accept.
+fn fetch(m: &Manifest, dir: &Path) -> Result<Vec<(String, Fetched)>, ModelsError> {
+    manifest::fetch(m, dir, "inswapper_128", &|f, _| {
+        Err(format!("{} is pinned: nothing to accept", f.name))
+    })
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -129,17 +137,20 @@ fn fetch_downloads_verifies_and_skips_what_is_present() {
         packaged: Vec::new(),
     };
     assert_eq!(
-        manifest::check(&m, &dir).unwrap()[0].state,
+        manifest::check(&m, &dir, "inswapper_128").unwrap()[0].state,
         FileState::Missing
     );
-    let done = manifest::fetch(&m, &dir).unwrap();
+    let done = fetch(&m, &dir).unwrap();
     assert_eq!(done, [("a.onnx".to_owned(), Fetched::Downloaded)]);
     assert_eq!(std::fs::read(dir.join("a.onnx")).unwrap(), data);
-    assert_eq!(manifest::check(&m, &dir).unwrap()[0].state, FileState::Ok);
+    assert_eq!(
+        manifest::check(&m, &dir, "inswapper_128").unwrap()[0].state,
+        FileState::Ok
+    );
     assert!(!dir.join(".download").exists());
     // Second run: nothing to download.
     assert_eq!(
-        manifest::fetch(&m, &dir).unwrap(),
+        fetch(&m, &dir).unwrap(),
         [("a.onnx".to_owned(), Fetched::AlreadyPresent)]
     );
     assert_eq!(state.lock().unwrap().ranges, [""]);
@@ -160,13 +171,13 @@ fn check_tells_wrong_size_from_wrong_content() {
         packaged: Vec::new(),
     };
     std::fs::write(dir.join("e.onnx"), &data[..999]).unwrap();
-    let s = &manifest::check(&m, &dir).unwrap()[0];
+    let s = &manifest::check(&m, &dir, "inswapper_128").unwrap()[0];
     assert_eq!(s.state, FileState::WrongSize { actual: 999 });
     assert!(s.to_string().contains("wrong size (999 bytes)"), "{s}");
     let mut other = data.clone();
     other[500] ^= 1;
     std::fs::write(dir.join("e.onnx"), &other).unwrap();
-    let s = &manifest::check(&m, &dir).unwrap()[0];
+    let s = &manifest::check(&m, &dir, "inswapper_128").unwrap()[0];
     assert_eq!(
         s.state,
         FileState::WrongHash {
@@ -174,7 +185,10 @@ fn check_tells_wrong_size_from_wrong_content() {
         }
     );
     std::fs::write(dir.join("e.onnx"), &data).unwrap();
-    assert_eq!(manifest::check(&m, &dir).unwrap()[0].state, FileState::Ok);
+    assert_eq!(
+        manifest::check(&m, &dir, "inswapper_128").unwrap()[0].state,
+        FileState::Ok
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -188,7 +202,7 @@ fn an_interrupted_download_resumes_with_a_range_request() {
         file: vec![entry("b.onnx", &data, format!("{base}/b.onnx"), None)],
         packaged: Vec::new(),
     };
-    let e = manifest::fetch(&m, &dir).unwrap_err();
+    let e = fetch(&m, &dir).unwrap_err();
     assert!(
         e.to_string().contains("run `facerelay models fetch` again"),
         "{e}"
@@ -200,7 +214,7 @@ fn an_interrupted_download_resumes_with_a_range_request() {
         "nothing lands before it is verified"
     );
 
-    manifest::fetch(&m, &dir).unwrap();
+    fetch(&m, &dir).unwrap();
     assert_eq!(std::fs::read(dir.join("b.onnx")).unwrap(), data);
     assert_eq!(state.lock().unwrap().ranges, ["", "bytes=400000-"]);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -217,7 +231,7 @@ fn a_complete_part_file_is_not_downloaded_again() {
         file: vec![entry("c.onnx", &data, format!("{base}/c.onnx"), None)],
         packaged: Vec::new(),
     };
-    manifest::fetch(&m, &dir).unwrap();
+    fetch(&m, &dir).unwrap();
     assert_eq!(std::fs::read(dir.join("c.onnx")).unwrap(), data);
     assert_eq!(state.lock().unwrap().ranges, ["bytes=5000-"]);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -229,12 +243,12 @@ fn a_download_with_the_wrong_sha256_is_refused_and_discarded() {
     let (base, _state) = serve(data.clone());
     let dir = tempdir("corrupt");
     let mut e = entry("d.onnx", &data, format!("{base}/d.onnx"), None);
-    e.sha256 = sha(b"something else");
+    e.sha256 = Some(sha(b"something else"));
     let m = Manifest {
         file: vec![e],
         packaged: Vec::new(),
     };
-    let err = manifest::fetch(&m, &dir).unwrap_err();
+    let err = fetch(&m, &dir).unwrap_err();
     assert!(matches!(err, ModelsError::Corrupt { .. }), "{err}");
     assert!(!dir.join("d.onnx").exists());
     assert!(
@@ -294,7 +308,7 @@ fn members_of_one_archive_come_from_one_download() {
         ],
         packaged: Vec::new(),
     };
-    manifest::fetch(&m, &dir).unwrap();
+    fetch(&m, &dir).unwrap();
     assert_eq!(std::fs::read(dir.join("det.onnx")).unwrap(), det);
     assert_eq!(std::fs::read(dir.join("rec.onnx")).unwrap(), rec);
     assert_eq!(state.lock().unwrap().ranges.len(), 1);
@@ -315,11 +329,91 @@ fn an_unreachable_source_says_the_machine_looks_offline() {
             file: vec![entry("det_10g.onnx", b"x", url.into(), None)],
             packaged: Vec::new(),
         };
-        let e = manifest::fetch(&m, &dir).unwrap_err();
+        let e = fetch(&m, &dir).unwrap_err();
         let text = e.to_string();
         assert!(matches!(e, ModelsError::Offline { .. }), "{text}");
         assert!(text.contains("looks offline"), "{text}");
         assert!(text.contains("facerelay models check"), "{text}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A file the manifest does not pin is fetched for its family only, kept only when its contract
+/// accepts it (else deleted, partial download included), and reported with its sha256.
+#[test]
+fn a_file_not_pinned_is_kept_only_when_its_contract_accepts_it() {
+    let data = blob(50_000);
+    let (base, _state) = serve(data.clone());
+    let dir = tempdir("unpinned");
+    let mut unpinned = entry("h.onnx", &data, format!("{base}/h.onnx"), None);
+    unpinned.size = None;
+    unpinned.sha256 = None;
+    unpinned.family = Some("hyperswap_1a_256".into());
+    let mut shared = entry("d.onnx", &data, format!("{base}/d.onnx"), None);
+    shared.family = None;
+    let m = Manifest {
+        file: vec![shared, unpinned],
+        packaged: Vec::new(),
+    };
+    // Another family's file is neither checked nor fetched.
+    let names = |list: Vec<manifest::FileStatus>| -> Vec<String> {
+        list.into_iter().map(|s| s.name).collect()
+    };
+    assert_eq!(
+        names(manifest::check(&m, &dir, "inswapper_128").unwrap()),
+        ["d.onnx"]
+    );
+    assert_eq!(
+        names(manifest::check(&m, &dir, "hyperswap_1a_256").unwrap()),
+        ["d.onnx", "h.onnx"]
+    );
+    // Refused by its contract: not kept, and said why.
+    let refuse = |_: &ManifestFile, _: &Path| Err("not the hyperswap contract".to_owned());
+    let e = manifest::fetch(&m, &dir, "hyperswap_1a_256", &refuse).unwrap_err();
+    assert!(e.to_string().contains("not the hyperswap contract"), "{e}");
+    assert!(!dir.join("h.onnx").exists());
+    assert!(!dir.join(".download/h.onnx.part").exists());
+    // Accepted: kept, and reported present with its sha256.
+    let accept = |f: &ManifestFile, path: &Path| {
+        assert_eq!(f.name, "h.onnx");
+        assert_eq!(std::fs::read(path).unwrap(), blob(50_000));
+        Ok(())
+    };
+    let done = manifest::fetch(&m, &dir, "hyperswap_1a_256", &accept).unwrap();
+    assert!(
+        done.contains(&("h.onnx".to_owned(), Fetched::Downloaded)),
+        "{done:?}"
+    );
+    let states = manifest::check(&m, &dir, "hyperswap_1a_256").unwrap();
+    assert_eq!(states[1].state, FileState::Unpinned { sha256: sha(&data) });
+    assert!(states[1].to_string().contains(&sha(&data)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The committed manifest pins every file it can and names each family's files.
+#[test]
+fn the_manifest_names_every_family_s_files() {
+    let m = Manifest::embedded().unwrap();
+    for family in facerelay::swap::swapper::CONTRACTS.iter() {
+        let files: Vec<&str> = m.for_family(family.name).map(|f| f.name.as_str()).collect();
+        assert!(files.contains(&"det_10g.onnx") && files.contains(&"w600k_r50.onnx"));
+        assert!(
+            files.contains(&family.file().as_str()),
+            "{}: {files:?}",
+            family.name
+        );
+        if let Some(converter) = family.converter() {
+            assert!(files.contains(&converter), "{}: {files:?}", family.name);
+        }
+    }
+    assert!(m
+        .file
+        .iter()
+        .filter(|f| f.sha256.is_none())
+        .all(|f| f.family.is_some()));
+    let e = Manifest::parse(
+        "[[file]]\nname = \"x\"\nrole = \"swapper\"\nsize = 1\nurl = \"u\"\nlicence = \"l\"\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("size and sha256 go together"), "{e}");
 }

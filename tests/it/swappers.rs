@@ -504,6 +504,37 @@ fn every_family_is_prepared_on_its_own_real_inputs() {
     }
 }
 
+/// What `models fetch` keeps of a file the manifest does not pin: only the model its family's
+/// contract expects, under the name it has there.
+#[test]
+fn a_fetched_file_is_checked_against_its_family_contract() {
+    let c = crate::swap::config();
+    let dir = fixtures_dir();
+    let hyperswap = family("hyperswap_1a_256");
+    let simswap = family("simswap_256");
+    let check =
+        |f: &Contract, name: &str, file: &str| f.check_file(&c.models, name, &dir.join(file));
+    assert_eq!(
+        check(hyperswap, "hyperswap_1a_256.onnx", "hyperswap_1a_256.onnx"),
+        Ok(())
+    );
+    assert_eq!(
+        check(simswap, "simswap_256.onnx", "simswap_256.onnx"),
+        Ok(())
+    );
+    assert_eq!(
+        check(simswap, "crossface_simswap.onnx", "crossface_simswap.onnx"),
+        Ok(())
+    );
+    // Another family's model, a model of the wrong role, a file that is no model, a stranger.
+    let e = check(hyperswap, "hyperswap_1a_256.onnx", "inswapper_128.onnx").unwrap_err();
+    assert!(e.contains("swapper"), "{e}");
+    assert!(check(simswap, "crossface_simswap.onnx", "simswap_256.onnx").is_err());
+    assert!(check(hyperswap, "hyperswap_1a_256.onnx", "testcard_source.jpg").is_err());
+    let e = check(hyperswap, "simswap_256.onnx", "simswap_256.onnx").unwrap_err();
+    assert!(e.contains("no file of hyperswap_1a_256"), "{e}");
+}
+
 /// A folder holding copies of these fixture files.
 fn tempdir_with(files: &[&str]) -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
