@@ -3,7 +3,7 @@
 original, and records them in DIR/prepared.json. `facerelay models prepare` runs this (in
 .deps/venv-models, tools/requirements-prepare.txt).
 
-    prepare_models.py --dir DIR --model FILE [--model FILE ...] [--fp16]
+    prepare_models.py --dir DIR --model FILE [--model FILE ...] [--fp16] [--inputs JSON]
 
 For each FILE (a model whose inputs have a leading batch dimension of 1 and whose outputs have
 one too, as `inswapper_128.onnx` and the other deep swappers, or fold it into their first of two
@@ -14,9 +14,10 @@ dimensions, as SCRFD's `det_10g.onnx` does with its [anchors, C] outputs):
   batch apart (see `batched_graph`). Verified on random inputs and on `--inputs` when given: at
   batch 1, 2 and 4 every item's outputs equal the original's for that item alone within 1e-4
   (absolute). A graph that does not pass is not written.
-* with `--fp16`, for swappers (not for detectors), `STEM.batch.fp16.onnx`: the batch variant with float16 weights and arithmetic,
-  its inputs and outputs still float32 (so the server feeds it as it feeds the original), within
-  2e-2 (absolute, on outputs in [0,1] or [-1,1]) of the float32 original at batch 2.
+* with `--fp16`, for swappers (not for detectors), `STEM.batch.fp16.onnx`: the batch variant
+  with float16 weights and arithmetic, its inputs and outputs still float32 (so the server feeds
+  it as it feeds the original), within 2e-2 (absolute, on outputs in [0,1] or [-1,1]) of the
+  float32 original at batch 2, on random inputs and on `--inputs` when given.
 
 prepared.json lists, per variant: its file and sha256, the original's file and sha256, the kind,
 the largest difference measured, the tolerance and the inputs measured on (random, real). The

@@ -1,8 +1,8 @@
 //! Host buffers bound to a model's inputs and outputs (ONNX Runtime's I/O binding), for the GPU
 //! providers: page-locked (CUDA pinned) memory, which the GPU copies from and into by DMA, so a
 //! batch is one copy to the device per input and one copy back per output, with no staging
-//! through pageable memory and no allocation per run. The buffers of each batch size are allocated once
-//! and kept.
+//! through pageable memory and no allocation per run. The buffers of each batch size are
+//! allocated once and kept.
 //!
 //! On the CPU provider the plain run already reads the caller's buffers in place; the live
 //! stage binds only on the GPU providers. [`HostMemory::Cpu`] exists so that the same code runs
@@ -32,10 +32,11 @@ pub struct Input<'a> {
     pub data: &'a [f32],
 }
 
+/// One model's binding and its buffers.
 pub struct BoundIo {
     allocator: Allocator,
     binding: IoBinding,
-    /// By batch size: the inputs' buffers in input order, then the output's.
+    /// By batch size: the inputs' buffers in input order, then the outputs'.
     buffers: HashMap<usize, Vec<Tensor<f32>>>,
 }
 
