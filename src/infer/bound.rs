@@ -14,7 +14,7 @@ use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, Memory
 use ort::session::IoBinding;
 use ort::value::Tensor;
 
-use super::{InferError, Model};
+use super::{InferError, Model, ModelsConfig, Provider};
 
 /// Where the bound buffers live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,15 @@ pub struct BoundIo {
 }
 
 impl BoundIo {
+    /// The buffers `model` runs through under `models.provider`: pinned ones on the GPU
+    /// providers, none on the CPU (whose plain run reads the caller's buffers in place).
+    pub fn for_provider(model: &Model, models: &ModelsConfig) -> Result<Option<Self>, InferError> {
+        match models.provider {
+            Provider::Cpu => Ok(None),
+            _ => Self::new(model, HostMemory::CudaPinned(models.device_id)).map(Some),
+        }
+    }
+
     pub fn new(model: &Model, memory: HostMemory) -> Result<Self, InferError> {
         let session = &model.session;
         let allocator = match memory {

@@ -10,9 +10,7 @@ use super::color::Planes;
 use super::geometry::{Letterbox, Point};
 use super::{StageTimings, SwapError};
 use crate::infer::bound::{BoundIo, HostMemory, Input};
-use crate::infer::{
-    Dim, InferError, Model, ModelSpec, ModelsConfig, Provider, Runtime, TensorSpec,
-};
+use crate::infer::{Dim, InferError, Model, ModelSpec, ModelsConfig, Runtime, TensorSpec};
 
 /// SCRFD's feature strides, in output order.
 pub const STRIDES: [u32; 3] = [8, 16, 32];
@@ -308,20 +306,16 @@ impl Detector {
         size: u32,
     ) -> Result<Self, SwapError> {
         let model = Model::load(rt, config, path, &DETECTOR_SPEC)?;
-        let mut detector = Self {
+        Ok(Self {
             input_name: model.input_names()[0].clone(),
             output_names: model.output_names().to_vec(),
             output_ranks: model.output_ranks(),
+            bound: BoundIo::for_provider(&model, config)?,
             model,
             size,
             input: Vec::new(),
             padded_for: Vec::new(),
-            bound: None,
-        };
-        if config.provider != Provider::Cpu {
-            detector.bind_host_memory(HostMemory::CudaPinned(config.device_id))?;
-        }
-        Ok(detector)
+        })
     }
 
     /// Runs through buffers of `memory` bound to the model's input and outputs

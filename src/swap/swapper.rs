@@ -291,17 +291,13 @@ impl Swapper {
         contract: &'static Contract,
     ) -> Result<Self, SwapError> {
         let model = Model::load(rt, config, path, contract.spec)?;
-        let mut swapper = Self {
+        Ok(Self {
             output: model.output_names()[0].clone(),
+            bound: BoundIo::for_provider(&model, config)?,
             model,
             contract,
             input: Vec::new(),
-            bound: None,
-        };
-        if config.provider != Provider::Cpu {
-            swapper.bind_host_memory(HostMemory::CudaPinned(config.device_id))?;
-        }
-        Ok(swapper)
+        })
     }
 
     /// Runs through buffers of `memory` bound to the model's inputs and output
