@@ -54,6 +54,23 @@ export async function look(page) {
   });
 }
 
+// What a page's call connection carries: each transceiver's mid, direction and received track,
+// and the stream ids the last remote description gave its tracks (a failed check's detail).
+export async function transceivers(page) {
+  return page.evaluate(() => {
+    const pc = window.facerelay.pc;
+    if (!pc) return null;
+    return {
+      signaling: pc.signalingState,
+      transceivers: pc.getTransceivers().map((t) => ({
+        mid: t.mid, direction: t.direction, current: t.currentDirection,
+        kind: t.receiver.track.kind, track: t.receiver.track.id, state: t.receiver.track.readyState,
+      })),
+      msid: (pc.remoteDescription?.sdp ?? "").split("\r\n").filter((l) => l.startsWith("a=msid:")),
+    };
+  });
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Polls `check(page state)` on each page until all pass or `ms` elapse; returns the states. A
@@ -85,7 +102,10 @@ export async function annAndBob(browser, link) {
   const bob = await openPage(browser, link, "Bob");
   await bob.click("#join");
   const r = await until([bob], (s) => s.remote.length === 1 && s.remote[0].width === 640);
-  if (!r.ok) throw new Error(`Bob does not see Ann: ${JSON.stringify(r.states)}`);
+  if (!r.ok) {
+    const detail = { bob: r.states, bobCall: await transceivers(bob), ann: await look(ann), annCall: await transceivers(ann) };
+    throw new Error(`Bob does not see Ann: ${JSON.stringify(detail)}`);
+  }
   return { ann, bob };
 }
 
