@@ -235,17 +235,22 @@ function mediaError(e) {
   }
 }
 
+// The camera request under way, if any: a join while the invitation is still starting the
+// camera waits for that request rather than opening a second stream nothing would stop.
+let cameraRequest = null;
+
 async function startCamera() {
   // The invitation's preview already holds the camera: the call uses it.
   if (state.local?.getTracks().some((t) => t.readyState === "live")) return listDevices();
   if (!navigator.mediaDevices?.getUserMedia) {
     throw new Error(TEXT.errors.media.insecure);
   }
+  cameraRequest ??= navigator.mediaDevices.getUserMedia({
+    video: { width: { ideal: 640 }, height: { ideal: 480 } },
+    audio: true,
+  }).finally(() => { cameraRequest = null; });
   try {
-    state.local = await navigator.mediaDevices.getUserMedia({
-      video: { width: { ideal: 640 }, height: { ideal: 480 } },
-      audio: true,
-    });
+    state.local = await cameraRequest;
   } catch (e) {
     throw new Error(mediaError(e));
   }

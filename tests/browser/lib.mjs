@@ -18,8 +18,11 @@ export async function launch() {
   });
 }
 
-export async function openPage(browser, url, name, viewport = { width: 960, height: 720 }) {
+// A page of its own (its own context) at `url`, with `name` typed in; `init`, if given, runs in
+// the page before its own scripts.
+export async function openPage(browser, url, name, viewport = { width: 960, height: 720 }, init = null) {
   const context = await browser.newContext({ viewport });
+  if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.on("console", (m) => { if (m.type() === "error") console.log(`[${name}] ${m.text()}`); });
   await page.goto(url);

@@ -327,3 +327,11 @@ async fn every_word_of_the_page_comes_from_its_text_table() {
     let dir = run_browser_script_with("text.mjs", swap, &[]).await;
     assert!(dir.join("text-call.png").exists());
 }
+
+/// A join clicked while the invitation is still starting the camera opens no second camera
+/// stream (one the page would never stop), and leaving turns the camera off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_during_the_camera_start_opens_it_once_and_leaving_turns_it_off() {
+    let _serial = serial().await;
+    run_browser_script("camera.mjs").await;
+}
