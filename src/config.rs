@@ -466,5 +466,13 @@ mod tests {
         let e = Config::load_with_env(None, env(&[("FACERELAY_SERVER__LISTEN", "nonsense")]))
             .unwrap_err();
         assert!(matches!(e, ConfigError::Invalid(_)), "{e:?}");
+        // A model file in a subfolder: its prepared variants would be looked for in models.dir.
+        for (key, name) in [
+            ("FACERELAY_MODELS__SWAPPER", "deep/inswapper_128.onnx"),
+            ("FACERELAY_MODELS__DETECTOR", "/elsewhere/det_10g.onnx"),
+        ] {
+            let e = Config::load_with_env(None, env(&[(key, name)])).unwrap_err();
+            assert!(e.to_string().contains("file name inside models.dir"), "{e}");
+        }
     }
 }
