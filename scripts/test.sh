@@ -24,4 +24,7 @@ scripts/check-image.sh --self-test
 if [ "${FUZZ_SECONDS:-60}" != 0 ]; then
     scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 fi
+# A failing test's message must be among the run's last lines, not above a backtrace (run
+# cargo test by hand with RUST_BACKTRACE=1 for one).
+export RUST_BACKTRACE=0
 cargo test --release --locked "$@"
