@@ -109,6 +109,10 @@ impl VideoEncoder {
             .complexity(Complexity::Low)
             // Dropping frames inside the encoder would make the relay's own drop accounting lie.
             .skip_frames(false)
+            // Keyframes come only when a subscriber joins or asks, or every `keyframe_interval`
+            // frames: an I-frame at each cut would be a burst every subscriber receives and
+            // none asked for (a cut still decodes, as a P-frame of intra blocks).
+            .scene_change_detect(false)
             .intra_frame_period(IntraFramePeriod::from_num_frames(
                 settings.keyframe_interval,
             ))
@@ -220,6 +224,27 @@ mod tests {
         assert!(psnrs.iter().all(|&p| p > 30.0), "{psnrs:?}");
         let forced = enc.encode(&pattern(320, 240, 11), true).unwrap();
         assert!(forced.keyframe);
+    }
+
+    #[test]
+    fn a_cut_is_no_keyframe_unless_asked() {
+        let mut enc = VideoEncoder::new(EncoderSettings {
+            bitrate_bps: 1_500_000,
+            max_frame_rate: 30.0,
+            keyframe_interval: 0,
+        })
+        .unwrap();
+        let mut dec = VideoDecoder::new(1920 * 1080).unwrap();
+        // A moving picture that jumps far ahead twice (a cut).
+        let numbers = (1000..1030).chain(40_000..40_030).chain(10..40);
+        for (i, n) in numbers.enumerate() {
+            let frame = crate::media::synthetic::numbered_frame(640, 480, n);
+            let encoded = enc.encode(&frame, false).unwrap();
+            assert_eq!(encoded.keyframe, i == 0, "frame {n}");
+            let decoded = dec.decode(&encoded.data).unwrap().expect("a picture");
+            let psnr = y_psnr(&frame, &decoded).unwrap();
+            assert!(psnr > 25.0, "frame {n}: {psnr:.1} dB");
+        }
     }
 
     #[test]
