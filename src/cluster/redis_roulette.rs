@@ -347,6 +347,10 @@ impl RedisPairing {
             }
             Matched::Move { url, ticket } => {
                 tracing::debug!(participant = %who, node = %url, "roulette partner on another node");
+                // On its way: no longer one of this node's waiters, whom a rematch would pair
+                // again (its page would never learn of that partner, nor the partner of its
+                // leaving) before its page has left.
+                self.local().seats.remove(&who);
                 events.push(MatchEvent::Move { who, url, ticket });
             }
             Matched::Wait { position, online } => events.push(MatchEvent::Waiting {

@@ -711,6 +711,39 @@ async fn the_shared_roulette_keeps_its_rules_across_nodes() {
         Some((p(6), p(1))),
         "6's own ticket is still valid"
     );
+
+    // A mover is nobody's partner before it has left: 20 and 21 talk on A, 22 waits on B; 20's
+    // Next sends it to 22, and a rematch on A before 20's page has left pairs nobody (20 with
+    // 21 again would leave 21 talking to someone gone).
+    a.enter(p(20), None, now).await.unwrap();
+    assert_eq!(
+        plain(a.enter(p(21), None, now).await.unwrap()),
+        [paired(p(20), p(21))]
+    );
+    b.enter(p(22), None, now).await.unwrap();
+    let events = a.next(p(20), now).await.unwrap();
+    let (url, ticket) = moved(events[..1].to_vec());
+    assert_eq!(url, "http://b/");
+    assert_eq!(
+        plain(events[1..].to_vec()),
+        [
+            MatchEvent::PartnerLeft {
+                who: p(21),
+                partner: p(20),
+                reason: NextReason::Next
+            },
+            // Behind 22, who is kept for 20.
+            waiting(p(21), 2),
+        ]
+    );
+    assert!(a.rematch(now).await.is_empty(), "20 is on its way, 22 kept");
+    assert_eq!(a.stats().online, 1);
+    a.moved(p(20)).await;
+    assert_eq!(b.redeem(&ticket).await, Some((p(20), p(22))));
+    assert_eq!(
+        plain(b.enter(p(20), Some(p(22)), now).await.unwrap()),
+        [paired(p(22), p(20))]
+    );
     redis.stop().await;
 }
 
