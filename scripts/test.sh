@@ -1,15 +1,42 @@
 #!/usr/bin/env bash
 # Runs every test: the Python tools' (tools/tests), the compose file's validity, the
-# Dockerfile's install steps (scripts/check-image.sh), the fuzz targets (scripts/fuzz.sh, 60 s
-# each), then unit, integration (WebRTC clients on loopback, a Redis cluster, aiortc over
-# WHIP/WHEP) and the browser tests (Debian Chromium with a fake camera). Installs what is
-# missing first.
+# Dockerfile's install steps (scripts/check-image.sh), then unit tests (among them the fuzz
+# smoke run: every fuzz target's seeds and local corpus replayed and mutated), integration
+# tests (WebRTC clients on loopback, a Redis cluster, aiortc over WHIP/WHEP) and the browser
+# tests (Debian Chromium with a fake camera). Installs what is missing first. Prints each
+# phase with its duration and, at the end, the ten slowest tests; the last line is the
+# summary. Extra arguments go to the test runner (cargo nextest run, or cargo test where
+# nextest is missing), e.g. `scripts/test.sh -E 'test(roulette)'`.
+#
+#   FUZZ_SECONDS=N scripts/test.sh   also runs each fuzz target under libFuzzer for N s
+#                                    (scripts/fuzz.sh; the long runs: docs/fuzzing.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+phases=()
+phase_start=$SECONDS
+phase_name=""
+phase() { # phase NAME: ends the running phase, starts NAME
+    local now=$SECONDS
+    [ -n "$phase_name" ] && phases+=("$(printf '%-34s %5d s' "$phase_name" $((now - phase_start)))")
+    phase_name="$1"
+    phase_start=$now
+    [ -n "$1" ] && echo "test: == $1"
+    return 0
+}
+print_phases() {
+    echo "test: phases"
+    for p in "${phases[@]}"; do echo "  $p"; done
+    printf '  %-34s %5d s\n' "total" "$SECONDS"
+}
+
+phase "installs"
 scripts/setup.sh test
-scripts/test-tools.sh
 # aiortc, the WebRTC stack of the WHIP/WHEP interop test (tests/interop), into the same venv.
 scripts/venv-models.sh tests/interop/requirements.txt
+phase "python tool tests"
+scripts/test-tools.sh -q
+phase "compose and Dockerfile checks"
 # The compose file must be valid (Debian's docker-compose; no engine needed).
 echo "test: docker-compose.yml"
 DOMAIN=call.example.org PUBLIC_IP=203.0.113.10 TURN_SECRET=0123456789abcdef0123456789abcdef \
@@ -19,12 +46,40 @@ DOMAIN=call.example.org PUBLIC_IP=203.0.113.10 TURN_SECRET=0123456789abcdef01234
 echo "test: Dockerfile installs through scripts/install-onnxruntime.sh and scripts/install-packaged-models.sh"
 scripts/check-image.sh
 scripts/check-image.sh --self-test
-# Fuzz targets, FUZZ_SECONDS each (0: skipped); before the tests so that the run ends with their
-# summary.
-if [ "${FUZZ_SECONDS:-60}" != 0 ]; then
-    scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+if [ "${FUZZ_SECONDS:-0}" != 0 ]; then
+    phase "libFuzzer, ${FUZZ_SECONDS} s a target"
+    scripts/fuzz.sh "$FUZZ_SECONDS"
 fi
+
 # A failing test's message must be among the run's last lines, not above a backtrace (run
-# cargo test by hand with RUST_BACKTRACE=1 for one).
+# one test by hand with RUST_BACKTRACE=1 for one).
 export RUST_BACKTRACE=0
-cargo test --release --locked "$@"
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+    phase "release build (server and tests)"
+    cargo nextest run --release --locked --no-run
+    phase "unit, integration and browser tests"
+    # One process per test, two at a time (.config/nextest.toml), every test run even after a
+    # failure; the failures are listed again at the end.
+    cargo nextest run --release --locked --no-fail-fast "$@" 2>&1 | tee target/test-run.log || status=$?
+    phase ""
+    # The ten slowest, from nextest's JUnit report.
+    python3 - target/nextest/default/junit.xml <<'PY' || true
+import sys, xml.etree.ElementTree as ET
+cases = [(float(c.get("time", 0)), c.get("name")) for c in ET.parse(sys.argv[1]).getroot().iter("testcase")]
+print("test: the ten slowest tests")
+for t, name in sorted(cases, reverse=True)[:10]:
+    print(f"  {t:6.1f} s  {name}")
+PY
+    print_phases
+    summary=$(grep -E '^ *Summary ' target/test-run.log | tail -1 | sed 's/^ *//')
+    echo "test: ${summary:-no summary from nextest (it did not run to the end)}"
+else
+    echo "test: cargo-nextest is missing; running cargo test (no per-test durations)"
+    phase "release build and tests (cargo test)"
+    cargo test --release --locked "$@" || status=$?
+    phase ""
+    print_phases
+    echo "test: cargo test exited with $status"
+fi
+exit "$status"

@@ -281,6 +281,79 @@ mod tests {
         }
     }
 
+    /// The fuzz smoke run of the test command: every committed seed, and whatever a long
+    /// `scripts/fuzz.sh` run left in `fuzz/corpus/TARGET/` on this machine, replayed, then
+    /// mutated the way libFuzzer starts (bit flips, byte changes, cuts, repeats, splices of two
+    /// inputs), a fixed number of times per target so that a run is repeatable. Not coverage
+    /// guided, and built as the server is (no overflow checks): the long runs are
+    /// `scripts/fuzz.sh` (docs/fuzzing.md).
+    #[test]
+    fn fuzz_smoke_every_target_replays_its_inputs_and_survives_mutations_of_them() {
+        const MUTATIONS: usize = 200_000;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (name, target) in TARGETS {
+            let mut inputs = Vec::new();
+            for dir in [root.join("seeds").join(name), root.join("corpus").join(name)] {
+                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+                for entry in entries {
+                    let path = entry.unwrap().path();
+                    if path.is_file() {
+                        inputs.push(std::fs::read(&path).unwrap());
+                    }
+                }
+            }
+            assert!(!inputs.is_empty(), "{name}: no seeds");
+            for input in &inputs {
+                target(input);
+            }
+            for _ in 0..MUTATIONS {
+                let mut data = inputs[next() as usize % inputs.len()].clone();
+                for _ in 0..1 + next() % 4 {
+                    let len = data.len().max(1);
+                    let at = next() as usize % len;
+                    match next() % 6 {
+                        0 if !data.is_empty() => data[at] ^= 1 << (next() % 8),
+                        1 if !data.is_empty() => data[at] = next() as u8,
+                        2 => data.truncate(at),
+                        3 => {
+                            let end = (at + 1 + next() as usize % 16).min(data.len());
+                            let piece = data.get(at..end).unwrap_or_default().to_vec();
+                            data.splice(at.min(data.len())..at.min(data.len()), piece);
+                        }
+                        4 => {
+                            let other = &inputs[next() as usize % inputs.len()];
+                            let from = next() as usize % other.len().max(1);
+                            data.truncate(at);
+                            data.extend_from_slice(other.get(from..).unwrap_or_default());
+                        }
+                        _ => {
+                            let interesting = [0u8, 0xff, 0x7f, 0x80, 1];
+                            if !data.is_empty() {
+                                data[at] = interesting[next() as usize % interesting.len()];
+                            }
+                        }
+                    }
+                }
+                if std::panic::catch_unwind(|| target(&data)).is_err() {
+                    let path = std::env::temp_dir().join(format!("facerelay-fuzz-smoke-{name}"));
+                    let _ = std::fs::write(&path, &data);
+                    panic!(
+                        "{name}: a mutated input panicked; it is in {} (replay it with \
+                         `cargo fuzz run -s none -O {name} FILE`)",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_targets_take_empty_and_random_input() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
