@@ -281,6 +281,14 @@ mod tests {
         }
     }
 
+    /// A repeatable pseudo-random sequence (xorshift64) for the tests' generated inputs.
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     /// The fuzz smoke run of the test command: every committed seed, and whatever a long
     /// `scripts/fuzz.sh` run left in `fuzz/corpus/TARGET/` on this machine, replayed, then
     /// mutated the way libFuzzer starts (bit flips, byte changes, cuts, repeats, splices of two
@@ -292,16 +300,16 @@ mod tests {
         const MUTATIONS: usize = 200_000;
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = move || xorshift(&mut x);
         for (name, target) in TARGETS {
             let mut inputs = Vec::new();
-            for dir in [root.join("seeds").join(name), root.join("corpus").join(name)] {
-                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for dir in [
+                root.join("seeds").join(name),
+                root.join("corpus").join(name),
+            ] {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
                 for entry in entries {
                     let path = entry.unwrap().path();
                     if path.is_file() {
@@ -357,14 +365,7 @@ mod tests {
     #[test]
     fn the_targets_take_empty_and_random_input() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise: Vec<u8> = (0..4096).map(|_| xorshift(&mut x) as u8).collect();
         for (_, target) in TARGETS {
             target(&[]);
             target(&noise);
