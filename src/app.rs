@@ -298,6 +298,8 @@ pub struct RunningServer {
     /// Its certificate, when it serves HTTPS.
     pub tls: Option<Tls>,
     stop: Option<oneshot::Sender<()>>,
+    /// Ends the drain before its grace period is over.
+    finish: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -327,6 +329,7 @@ impl RunningServer {
             .await
             .map_err(std::io::Error::other)?;
         let (stop, stopped) = oneshot::channel::<()>();
+        let (finish, finished) = oneshot::channel::<()>();
         let server_tls = tls.as_ref().map(|t| t.config.clone());
         let task = tokio::spawn(signal::serve(
             listener,
@@ -336,12 +339,16 @@ impl RunningServer {
             async move {
                 let _ = stopped.await;
             },
+            async move {
+                let _ = finished.await;
+            },
         ));
         Ok(Self {
             addr,
             app,
             tls,
             stop: Some(stop),
+            finish: Some(finish),
             task,
         })
     }
@@ -357,10 +364,26 @@ impl RunningServer {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// Graceful shutdown, as on the first SIGTERM.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
+    /// Starts draining, as the first SIGTERM does; the server goes on answering (503 at
+    /// `/healthz`) until [`RunningServer::shutdown`] or the end of the grace period.
+    pub fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+
+    /// Graceful shutdown: drains, and ends the drain once every session has closed (or the
+    /// grace period is over) rather than at the end of the grace period as `facerelay serve`
+    /// does, so that tests do not wait it out.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        self.begin_shutdown();
+        let grace = Duration::from_secs(self.app.config.server.shutdown_grace_secs);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.app.live_sessions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(finish) = self.finish.take() {
+            let _ = finish.send(());
         }
         match self.task.await {
             Ok(result) => result,

@@ -3,15 +3,18 @@
 //! [`Config`]. Unknown keys are an error at every level, so a typo never goes unnoticed.
 //!
 //! Environment variables name a key as `FACERELAY_<SECTION>__<KEY>`, for example
-//! `FACERELAY_SERVER__LISTEN=0.0.0.0:8080`. The value is read as a TOML value when it parses as
-//! one (`42`, `true`, `["a", "b"]`) and as a plain string otherwise.
+//! `FACERELAY_SERVER__LISTEN=0.0.0.0:8080`. The value is read by the type of the key's default:
+//! a text key takes the variable's text as it is (an all-digit secret stays text); any other
+//! key reads it as a TOML value (`42`, `true`, `["a", "b"]`, `{ room = "key" }`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod proxy;
 mod turn;
+pub use proxy::ProxyNet;
 pub use turn::turn_credential;
 
 /// The defaults, documented key by key.
@@ -116,12 +119,29 @@ pub struct ServerConfig {
     /// WHIP publish keys by room (`"*"`: any room), for servers without join tokens; a WHIP
     /// client sends its room's key as `Authorization: Bearer …`.
     pub whip_keys: std::collections::BTreeMap<String, String>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `proxy_header` names the client: for a
+    /// TCP peer among them, the client address (per-address cap, logs) is read from that
+    /// header; from any other peer the header is ignored. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<ProxyNet>,
+    /// Which header the trusted proxies write: `x-forwarded-for` or `forwarded` (RFC 7239).
+    pub proxy_header: ProxyHeader,
+}
+
+/// The header a trusted proxy names the client in (`server.proxy_header`). Only one is read: a
+/// proxy passes the other one through as the client sent it.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IceConfig {
     /// IP address the server advertises in its ICE candidates (1:1 NAT); empty = the real one.
+    #[serde(deserialize_with = "empty_is_none")]
     pub public_ip: Option<IpAddr>,
     /// Address the media sockets bind; `0.0.0.0` gathers every interface.
     pub bind_ip: IpAddr,
@@ -366,22 +386,46 @@ fn apply_env(value: &mut toml::Value, name: &str, raw: &str) -> Result<(), Confi
         ));
     };
     let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-    // A bare value (`0.0.0.0:80`) is not TOML; read it as a TOML value where it is one.
-    let parsed = format!("v = {raw}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
     let table = value
         .as_table_mut()
         .and_then(|t| t.get_mut(&section))
         .and_then(|s| s.as_table_mut())
         .ok_or_else(|| err(format!("unknown section [{section}]")))?;
-    if !table.contains_key(&key) {
+    let Some(default) = table.get(&key) else {
         return Err(err(format!("unknown key {key} in [{section}]")));
-    }
+    };
+    // A text key takes the text as it is: `1234567890123456` is a secret, not a number.
+    let parsed = if default.is_str() {
+        toml::Value::String(raw.to_owned())
+    } else {
+        // A value that is no TOML (`nonsense` for a number) goes on as text, so that the
+        // error names the key and the type it wants.
+        format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+    };
     table.insert(key, parsed);
     Ok(())
+}
+
+/// An optional value whose default is written `""` (every key has a default in
+/// `config/default.toml`): the empty string is `None`, anything else is parsed.
+fn empty_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text = String::deserialize(deserializer)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
 }
 
 #[cfg(test)]
@@ -434,6 +478,182 @@ mod tests {
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(c.rooms.max_participants, 3);
         assert!(c.ice.include_loopback);
+    }
+
+    #[test]
+    fn env_values_are_read_by_the_type_of_their_key() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                // All digits, for a text key: the secret, not the number.
+                ("FACERELAY_ICE__TURN_SECRET", "1234567890123456"),
+                (
+                    "FACERELAY_SERVER__TOKEN_SECRET",
+                    "12345678901234567890123456789012",
+                ),
+                // Spaces and TOML-looking text stay as they are.
+                ("FACERELAY_CLUSTER__NODE_ID", "node one [eu] = 2"),
+                ("FACERELAY_ICE__PUBLIC_IP", "203.0.113.10"),
+                (
+                    "FACERELAY_SERVER__TRUSTED_PROXIES",
+                    r#"["172.30.0.2", "fd00::/8"]"#,
+                ),
+                ("FACERELAY_SERVER__PROXY_HEADER", "forwarded"),
+                ("FACERELAY_ICE__UDP_PORT_RANGE", "[40000, 40199]"),
+                (
+                    "FACERELAY_SERVER__WHIP_KEYS",
+                    r#"{ studio = "0123456789abcdef" }"#,
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.ice.turn_secret, "1234567890123456");
+        assert_eq!(c.server.token_secret, "12345678901234567890123456789012");
+        assert_eq!(c.cluster.node_id, "node one [eu] = 2");
+        assert_eq!(c.ice.public_ip, Some("203.0.113.10".parse().unwrap()));
+        let proxies: Vec<String> = c
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(proxies, ["172.30.0.2/32", "fd00::/8"]);
+        assert_eq!(c.server.proxy_header, ProxyHeader::Forwarded);
+        assert_eq!(c.ice.udp_port_range, [40000, 40199]);
+        assert_eq!(c.server.whip_keys["studio"], "0123456789abcdef");
+        assert_eq!(Config::defaults().ice.public_ip, None, "empty by default");
+        // A bad value names its key and why.
+        for (name, value, why) in [
+            ("FACERELAY_ICE__PUBLIC_IP", "203.0.113", "ice.public_ip"),
+            (
+                "FACERELAY_SERVER__TRUSTED_PROXIES",
+                "10.0.0.2",
+                "expected a sequence",
+            ),
+            (
+                "FACERELAY_SERVER__TRUSTED_PROXIES",
+                r#"["10.0.0.7/24"]"#,
+                "10.0.0.0/24",
+            ),
+        ] {
+            let e = Config::load_with_env(None, env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{name}={value}: {e}");
+        }
+    }
+
+    /// `${NAME}`, `${NAME:-default}` and `${NAME:?message}` of a Compose file, with `values`.
+    fn compose_substitute(text: &str, values: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = start + rest[start..].find('}').expect("closed ${");
+            let inner = &rest[start + 2..end];
+            let name = inner.split([':', '-', '?']).next().unwrap();
+            let value = values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+            match (value, inner.split_once(":-")) {
+                (Some(v), _) => out.push_str(v),
+                (None, Some((_, default))) => out.push_str(default),
+                (None, None) => panic!("the test gives no value for ${{{name}}}"),
+            }
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[test]
+    fn every_variable_the_deployment_and_the_docs_set_is_a_key_that_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // docker-compose.yml: each node's environment, as Compose gives it (one node's own
+        // variables after the shared ones), with a numeric secret.
+        let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+        let values = [
+            ("DOMAIN", "call.example.org"),
+            ("PUBLIC_IP", "203.0.113.10"),
+            ("TURN_SECRET", "1234567890123456"),
+            ("MODELS_PROVIDER", "cpu"),
+        ];
+        let mut shared = Vec::new();
+        let mut nodes: Vec<Vec<(String, String)>> = Vec::new();
+        for line in compose.lines() {
+            let line = line.trim_start();
+            if line.starts_with("facerelay-") && line.ends_with(':') {
+                nodes.push(Vec::new());
+            }
+            let Some((name, value)) = line.split_once(": ") else {
+                continue;
+            };
+            if !name.starts_with(ENV_PREFIX) {
+                continue;
+            }
+            let value = value.trim();
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            let pair = (name.to_owned(), compose_substitute(unquoted, &values));
+            match nodes.last_mut() {
+                Some(node) => node.push(pair),
+                None => shared.push(pair),
+            }
+        }
+        assert_eq!(nodes.len(), 2, "two nodes in docker-compose.yml");
+        assert!(
+            shared.len() >= 8,
+            "the shared environment was read: {shared:?}"
+        );
+        for node in &nodes {
+            let vars = shared.iter().chain(node).cloned();
+            let c = Config::load_with_env(None, vars).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.ice.public_ip, Some("203.0.113.10".parse().unwrap()));
+            assert_eq!(c.ice.turn_secret, "1234567890123456");
+            assert!(!c.server.trusted_proxies.is_empty());
+            assert!(c.cluster.node_url.starts_with("https://call.example.org"));
+        }
+
+        // Every FACERELAY_ variable the docs, scripts and Dockerfile name is a key: set to its
+        // own default, it loads.
+        let defaults = parse_toml(DEFAULT_TOML, "defaults").unwrap();
+        let mut files = vec![root.join("README.md"), root.join("Dockerfile")];
+        for dir in ["docs", "scripts", "deploy", "config"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                files.push(entry.unwrap().path());
+            }
+        }
+        let mut seen = 0;
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            for (at, _) in text.match_indices(ENV_PREFIX) {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let Some((section, key)) = name[ENV_PREFIX.len()..].split_once("__") else {
+                    continue; // FACERELAY_PACKAGED_DIR and the like: the tools' own variables
+                };
+                if section.is_empty() || key.is_empty() {
+                    continue; // the pattern itself, FACERELAY_<SECTION>__<KEY>
+                }
+                let default = defaults
+                    .get(section.to_ascii_lowercase())
+                    .and_then(|s| s.get(key.to_ascii_lowercase()))
+                    .unwrap_or_else(|| panic!("{}: {name} is no key", file.display()));
+                let value = match default {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Config::load_with_env(None, [(name.clone(), value)])
+                    .unwrap_or_else(|e| panic!("{}: {name}: {e}", file.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 20, "the docs name variables: {seen} found");
     }
 
     #[test]

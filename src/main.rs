@@ -204,7 +204,9 @@ fn serve(config_path: Option<PathBuf>, dev_tls: bool) -> anyhow::Result<()> {
             }
         }
         let tls = tls.map(|t| t.config);
-        signal::serve(listener, app, tls, drain, shutdown_signal()).await?;
+        // The drain lasts its grace period; a second signal exits at once (`shutdown_signal`).
+        let finish = std::future::pending();
+        signal::serve(listener, app, tls, drain, shutdown_signal(), finish).await?;
         println!("facerelay stopped");
         Ok(())
     })

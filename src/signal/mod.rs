@@ -3,6 +3,7 @@
 //! drives its participant's peer connection (`rtc`) and room membership (`room`); the face API
 //! hands photos to the picker (`swap`). [`crate::app`] builds its state.
 
+mod client;
 mod faces;
 pub mod participant;
 pub mod protocol;
@@ -11,11 +12,13 @@ pub mod tls;
 pub mod token;
 pub mod whip;
 
+pub use client::client_ip;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
@@ -395,10 +398,23 @@ impl EdgeMetrics {
 async fn websocket(
     State(app): State<Arc<App>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if *app.shutdown.borrow() {
+        app.edge.refused("shutting_down");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "code": "shutting_down",
+                "message": "this server is shutting down; try again in a moment",
+            })),
+        )
+            .into_response();
+    }
     // Caps before the upgrade: a refused connection costs no session.
-    let slot = match app.connections.enter(peer.ip(), &app.config.server) {
+    let client = client_ip(peer.ip(), &headers, &app.config.server);
+    let slot = match app.connections.enter(client, &app.config.server) {
         Ok(slot) => slot,
         Err((status, code, message)) => {
             app.edge.refused(code);
@@ -484,9 +500,12 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Serves until `shutdown` resolves, then drains: joins are refused, every session says bye
-/// and closes its peer connection, and the server waits for them (at most the configured
-/// grace period) before returning.
+/// Serves until `shutdown` resolves, then drains for the grace period
+/// (`server.shutdown_grace_secs`): every session says bye and closes its peer connection, joins
+/// and new signalling sockets are refused (`shutting_down`), and the server goes on accepting
+/// connections, so that a load balancer's probe of `/healthz` reads 503 `draining` instead of
+/// hanging. The drain ends when the grace period is over, or earlier when `finish` resolves;
+/// then requests in flight finish, idle connections close, and this returns.
 ///
 /// Each connection is served by hyper's HTTP/1 server with a header-read timeout
 /// (`server.header_timeout_secs`, which also bounds the TLS handshake when `tls` is given): a
@@ -498,6 +517,7 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     drain: watch::Sender<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    finish: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
     let header_timeout = Duration::from_secs(app.config.server.header_timeout_secs);
@@ -507,7 +527,16 @@ pub async fn serve(
     let (open_tx, open_rx) = watch::channel(());
     let (stop_tx, _) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut finish = std::pin::pin!(finish);
+    // When the drain ends, once it has begun.
+    let mut drain_ends: Option<tokio::time::Instant> = None;
     loop {
+        let drain_over = async {
+            match drain_ends {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -518,7 +547,20 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if drain_ends.is_none() => {
+                tracing::info!(
+                    grace_secs = grace.as_secs(),
+                    "shutting down: refusing new joins, closing sessions, /healthz answers 503"
+                );
+                app.router.leave().await;
+                app.directory.begin_shutdown();
+                app.roulette.begin_shutdown();
+                let _ = drain.send(true);
+                drain_ends = Some(tokio::time::Instant::now() + grace);
+                continue;
+            }
+            _ = drain_over => break,
+            _ = &mut finish, if drain_ends.is_some() => break,
         };
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(
@@ -545,15 +587,7 @@ pub async fn serve(
             drop(open);
         });
     }
-    tracing::info!("shutting down: refusing new joins, closing sessions");
-    app.router.leave().await;
-    app.directory.begin_shutdown();
-    app.roulette.begin_shutdown();
-    let _ = drain.send(true);
-    let deadline = Instant::now() + grace;
-    while app.live_sessions() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drop(listener);
     let left = app.live_sessions();
     if left > 0 {
         tracing::warn!(
@@ -564,11 +598,7 @@ pub async fn serve(
     // Requests in flight finish; idle connections close.
     let _ = stop_tx.send(true);
     drop(open_rx);
-    let _ = tokio::time::timeout(
-        deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1),
-        open_tx.closed(),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), open_tx.closed()).await;
     Ok(())
 }
 

@@ -700,3 +700,123 @@ async fn a_tls_handshake_that_never_finishes_is_cut_off() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Opens a signalling socket with `x-forwarded-for: forwarded_for`; the HTTP status it was
+/// refused with, if it was.
+async fn connect_forwarded(
+    url: &str,
+    forwarded_for: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("the socket neither opened nor was refused: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_cap_counts_clients_and_forged_headers_are_ignored() {
+    let _serial = serial().await;
+    // The test is the proxy: its connections come from 127.0.0.1.
+    let mut config = Config::loopback();
+    config.server.max_sessions_per_ip = 3;
+    config.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let server = start(config.clone()).await;
+    let url = server.ws_url();
+    // Sixty browsers behind the proxy: sixty sockets, though all come from one address.
+    let mut behind = Vec::new();
+    for i in 0..60 {
+        let client = format!("198.51.100.{}, 127.0.0.1", i + 1);
+        behind.push(
+            connect_forwarded(&url, &client)
+                .await
+                .unwrap_or_else(|status| panic!("client {i} refused with {status}")),
+        );
+    }
+    // One browser that opens more than its share is capped on its own.
+    let mut same = Vec::new();
+    for _ in 0..3 {
+        same.push(
+            connect_forwarded(&url, "203.0.113.7")
+                .await
+                .expect("within the cap"),
+        );
+    }
+    assert_eq!(
+        connect_forwarded(&url, "203.0.113.7").await.err(),
+        Some(429)
+    );
+    drop((behind, same));
+    server.shutdown().await.expect("clean shutdown");
+
+    // The same header from a peer that is not a trusted proxy names nobody: the peer is capped.
+    config.server.trusted_proxies = vec!["10.0.0.2".parse().unwrap()];
+    let server = start(config).await;
+    let url = server.ws_url();
+    let mut forged = Vec::new();
+    for i in 0..3 {
+        let client = format!("198.51.100.{}", i + 1);
+        forged.push(
+            connect_forwarded(&url, &client)
+                .await
+                .expect("within the cap"),
+        );
+    }
+    assert_eq!(
+        connect_forwarded(&url, "198.51.100.99").await.err(),
+        Some(429)
+    );
+    drop(forged);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_server_answers_probes_with_503_and_refuses_new_sockets() {
+    let _serial = serial().await;
+    let mut config = Config::loopback();
+    // Long enough that the drain cannot end before the checks below; ended by `shutdown`.
+    config.server.shutdown_grace_secs = 600;
+    let mut server = start(config).await;
+    let health = format!("http://{}/healthz", server.addr);
+    let mut s = RawSocket::connect(&server).await;
+    assert_eq!(s.join("drain", "Ann").await["type"], "welcome");
+
+    server.begin_shutdown();
+    assert_eq!(s.recv().await.expect("a goodbye")["type"], "bye");
+    assert!(s.recv().await.is_none(), "then the socket closes");
+    // A probe on a new connection: answered, 503, draining (not a connection that hangs).
+    let probe = tokio::time::timeout(Duration::from_secs(10), http_get(&health))
+        .await
+        .expect("the probe is answered while the server drains");
+    assert!(probe.starts_with("HTTP/1.1 503"), "{probe}");
+    assert!(probe.contains(r#""status":"draining""#), "{probe}");
+    // A new signalling socket is refused before the upgrade, with the reason.
+    match tokio_tungstenite::connect_async(server.ws_url().as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            let body =
+                String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("shutting_down"), "{body}");
+        }
+        other => panic!("a socket opened while draining: {:?}", other.map(|_| ())),
+    }
+    let addr = server.addr;
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("the drain ends when asked")
+        .expect("clean shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "after the drain the port is closed"
+    );
+}
