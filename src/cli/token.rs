@@ -41,7 +41,10 @@ pub struct TokenArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Parses `90m`, `1h`, `2d`, `30s` (or a number of seconds).
+/// Longest `--ttl`: ten years (a link that outlives that should be a new link).
+const MAX_TTL_SECS: u64 = 3650 * 86_400;
+
+/// Parses `90m`, `1h`, `2d`, `30s` (or a number of seconds), at most ten years.
 pub fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
     let text = text.trim();
     let (number, unit) = text.split_at(
@@ -51,13 +54,17 @@ pub fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
     let n: u64 = number
         .parse()
         .with_context(|| format!("--ttl {text}: expected a number and a unit, e.g. 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         other => bail!("--ttl {text}: unknown unit {other:?} (s, m, h or d)"),
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|s| *s <= MAX_TTL_SECS)
+        .with_context(|| format!("--ttl {text}: at most 3650d (ten years)"))?;
     if secs == 0 {
         bail!("--ttl must be longer than 0");
     }
@@ -130,6 +137,23 @@ mod tests {
         assert_eq!(parse_ttl("45").unwrap(), Duration::from_secs(45));
         for bad in ["", "h", "1w", "0m", "-1h", "1.5h"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+        // Past ten years, and numbers whose seconds overflow: refused with the limit, no panic.
+        assert_eq!(
+            parse_ttl("3650d").unwrap(),
+            Duration::from_secs(MAX_TTL_SECS)
+        );
+        for huge in [
+            "3651d",
+            "18446744073709551615d",
+            "213503982334601d",
+            "99999999999999999999",
+        ] {
+            let e = format!("{:#}", parse_ttl(huge).unwrap_err());
+            assert!(
+                e.contains("at most 3650d") || e.contains("expected a number"),
+                "{huge}: {e}"
+            );
         }
         assert_eq!(percent_encode("lab 2/é"), "lab%202%2F%C3%A9");
     }

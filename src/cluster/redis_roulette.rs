@@ -401,14 +401,21 @@ impl RedisPairing {
                     local.wait(who);
                     local.wait(partner);
                 }
-                self.settle(who, None, &mut events).await?;
+                // The pair has ended in the store, whatever follows: the partner hears of it
+                // first (the event unlinks both, so it must come before a new pairing of
+                // either), then both queue again. One that cannot be queued now stays one of
+                // this node's waiters, which the rematch tick queues once the store answers.
                 if let Some(partner) = partner {
                     events.push(MatchEvent::PartnerLeft {
                         who: partner,
                         partner: who,
                         reason,
                     });
-                    self.settle(partner, None, &mut events).await?;
+                }
+                for p in std::iter::once(who).chain(partner) {
+                    if let Err(e) = self.settle(p, None, &mut events).await {
+                        tracing::warn!(participant = %p, error = %e, "cannot queue a participant again; the rematch will");
+                    }
                 }
             }
             Some("blocked") => {

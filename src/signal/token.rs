@@ -87,7 +87,7 @@ pub fn issue(
         name: name.to_owned(),
         publish: rights.publish,
         face: rights.face,
-        exp: iat + ttl.as_secs(),
+        exp: iat.saturating_add(ttl.as_secs()),
         iat,
     };
     jsonwebtoken::encode(

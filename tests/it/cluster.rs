@@ -31,6 +31,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until the node at `page` reports the metric line `line` (name and value), at most
+/// 20 s; the last scrape goes with the failure.
+async fn wait_for_metric(page: &str, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = crate::support::http_get(&format!("{page}metrics")).await;
+        if m.contains(&format!("\n{line}\n")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{page} never reported {line}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A `redis-server` of its own, without persistence, on `port`.
 pub(crate) struct Redis {
     child: tokio::process::Child,
@@ -196,14 +213,11 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
         nodes.push(Node::start(&redis.url(), &whip_keys).await);
     }
     let pages: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    // Let every node see the others once.
-    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
-    async fn metrics(page: &str) -> String {
-        crate::support::http_get(&format!("{page}metrics")).await
+    // Every node sees the others, and its store.
+    for page in &pages {
+        wait_for_metric(page, "facerelay_cluster_nodes 3").await;
+        wait_for_metric(page, "facerelay_cluster_store_up 1").await;
     }
-    let m = metrics(&pages[0]).await;
-    assert!(m.contains("\nfacerelay_cluster_nodes 3\n"), "{m}");
-    assert!(m.contains("\nfacerelay_cluster_store_up 1\n"), "{m}");
 
     // A joins through node 0, B through node 1: both end on the node that hosts the room, and
     // B receives A's video intact.
@@ -337,9 +351,7 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
     let mut s = RawSocket::connect_url(&ws_url_of(&survivor)).await;
     s.send(r#"{"type":"roulette","name":"D"}"#).await;
     s.expect_error("cluster_unavailable").await;
-    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
-    let m = metrics(&survivor).await;
-    assert!(m.contains("\nfacerelay_cluster_store_up 0\n"), "{m}");
+    wait_for_metric(&survivor, "facerelay_cluster_store_up 0").await;
     let redis = Redis::start_on(port).await;
     let back = Instant::now();
     loop {
@@ -632,12 +644,12 @@ async fn the_shared_roulette_keeps_its_rules_across_nodes() {
     assert_eq!(
         plain(a.next(p(1), now).await.unwrap()),
         [
-            waiting(p(1), 1),
             MatchEvent::PartnerLeft {
                 who: p(2),
                 partner: p(1),
                 reason: NextReason::Next
             },
+            waiting(p(1), 1),
             paired(p(1), p(2)),
         ]
     );
@@ -646,12 +658,12 @@ async fn the_shared_roulette_keeps_its_rules_across_nodes() {
     assert_eq!(
         events,
         [
-            waiting(p(2), 1),
             MatchEvent::PartnerLeft {
                 who: p(1),
                 partner: p(2),
                 reason: NextReason::Blocked
             },
+            waiting(p(2), 1),
             waiting(p(1), 2),
         ]
     );
@@ -722,10 +734,10 @@ async fn the_shared_roulette_keeps_its_rules_across_nodes() {
     );
     b.enter(p(22), None, now).await.unwrap();
     let events = a.next(p(20), now).await.unwrap();
-    let (url, ticket) = moved(events[..1].to_vec());
+    let (url, ticket) = moved(events[1..2].to_vec());
     assert_eq!(url, "http://b/");
     assert_eq!(
-        plain(events[1..].to_vec()),
+        plain([&events[..1], &events[2..]].concat()),
         [
             MatchEvent::PartnerLeft {
                 who: p(21),
@@ -743,6 +755,29 @@ async fn the_shared_roulette_keeps_its_rules_across_nodes() {
     assert_eq!(
         plain(b.enter(p(20), Some(p(22)), now).await.unwrap()),
         [paired(p(22), p(20))]
+    );
+
+    // A Next that pairs at once with someone else: the partner's leaving comes first, since it
+    // unlinks both (after the new pairing it would cut 30 off from 31). 21 still waits on A.
+    assert_eq!(
+        plain(a.enter(p(30), None, now).await.unwrap()),
+        [paired(p(21), p(30))]
+    );
+    assert_eq!(
+        plain(a.enter(p(31), None, now).await.unwrap()),
+        [waiting(p(31), 1)]
+    );
+    assert_eq!(
+        plain(a.next(p(30), now).await.unwrap()),
+        [
+            MatchEvent::PartnerLeft {
+                who: p(21),
+                partner: p(30),
+                reason: NextReason::Next
+            },
+            paired(p(31), p(30)),
+            waiting(p(21), 1),
+        ]
     );
     redis.stop().await;
 }
