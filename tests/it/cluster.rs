@@ -479,7 +479,9 @@ async fn two_chromium_pages_that_open_different_nodes_meet_in_one_room() {
     ];
     let first = Node::start(&redis.url(), &swap).await;
     let second = Node::start(&redis.url(), &swap).await;
-    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    for node in [&first.url, &second.url] {
+        wait_for_metric(node, "facerelay_cluster_nodes 2").await;
+    }
     let bob_base = std::ffi::OsString::from(&second.url);
     let dir = crate::browser::run_script_at(
         "room.mjs",
@@ -506,7 +508,9 @@ async fn chromium_pages_continue_on_another_node_when_theirs_dies() {
     let redis = Redis::start().await;
     let first = Node::start(&redis.url(), &[]).await;
     let second = Node::start(&redis.url(), &[]).await;
-    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    for node in [&first.url, &second.url] {
+        wait_for_metric(node, "facerelay_cluster_nodes 2").await;
+    }
     let pid = first.pid().to_string();
     let dir = crate::browser::run_script_at(
         "failover.mjs",
@@ -797,7 +801,9 @@ async fn a_chromium_roulette_page_moves_to_another_node_with_its_face() {
     ];
     let first = Node::start(&redis.url(), swap).await;
     let second = Node::start(&redis.url(), swap).await;
-    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    for node in [&first.url, &second.url] {
+        wait_for_metric(node, "facerelay_cluster_nodes 2").await;
+    }
     let photo = packaged.join("photos/gauss.png");
     let base2 = std::ffi::OsString::from(&second.url);
     crate::browser::run_script_at(
