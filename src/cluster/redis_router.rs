@@ -265,7 +265,12 @@ impl RedisRouter {
                         .map_err(unavailable)?;
                 }
                 None => {
-                    let nodes = self.live_nodes(&mut conn).await.map_err(unavailable)?;
+                    let mut nodes = self.live_nodes(&mut conn).await.map_err(unavailable)?;
+                    // A Redis that restarted empty forgets every node until its next
+                    // heartbeat; this one is alive (it is placing), so it counts as it is.
+                    if !nodes.iter().any(|(id, _, _)| *id == self.id) {
+                        nodes.push((self.id.clone(), self.url.clone(), self.state.load()));
+                    }
                     let loads: Vec<(String, Load)> =
                         nodes.iter().map(|(id, _, l)| (id.clone(), *l)).collect();
                     let chosen = least_loaded(&loads, &self.id).ok_or(ClusterError::Full)?;

@@ -85,6 +85,17 @@ impl Redis {
             && matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"+PONG"))
     }
 
+    /// Empties the store, as a Redis that restarted without persistence comes back.
+    pub(crate) async fn flush(&self) {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 16];
+        s.write_all(b"FLUSHALL\r\n").await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"+OK"), "FLUSHALL: {:?}", &buf[..n]);
+    }
+
     /// Sends a signal (`-STOP`, `-CONT`) to the server.
     pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("redis-server runs").to_string();
@@ -373,6 +384,29 @@ async fn three_nodes_share_rooms_and_the_roulette_and_survive_a_dead_node() {
         node.kill().await;
     }
     redis.stop().await;
+}
+
+/// A Redis that restarts empty forgets every node until its next heartbeat; a join meanwhile
+/// is placed on the node it reached, never refused as "every node is full".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joins_are_placed_while_a_restarted_redis_has_not_heard_a_heartbeat() {
+    let redis = Redis::start().await;
+    let node = Node::start(&redis.url(), &[]).await;
+    wait_for_metric(&node.url, "facerelay_cluster_nodes 1").await;
+    for i in 0..10 {
+        redis.flush().await;
+        let mut s = RawSocket::connect_url(&ws_url_of(&node.url)).await;
+        s.send(
+            serde_json::json!({"type": "join", "room": format!("flushed-{i}"), "name": "F"})
+                .to_string(),
+        )
+        .await;
+        let answer = s.recv().await.expect("an answer to the join");
+        assert_eq!(
+            answer["type"], "welcome",
+            "join {i} right after FLUSHALL: {answer}"
+        );
+    }
 }
 
 /// The next message of type `ty` on `s`, skipping others (at most eight).
