@@ -35,7 +35,26 @@ scripts/setup.sh test
 # aiortc, the WebRTC stack of the WHIP/WHEP interop test (tests/interop), into the same venv.
 scripts/venv-models.sh tests/interop/requirements.txt
 phase "python tool tests"
-scripts/test-tools.sh -q
+# The tools' tests read nothing but tools/, models/ (the manifest, the fixtures, the packaged
+# set), scripts/ and their venv. When none of that changed since they last passed here, they
+# are not run again (a fresh clone has no record and runs them); FACERELAY_TEST_TOOLS=always
+# runs them anyway.
+tools_key() { # a digest of everything the tools' tests read; a fresh one each call outside git
+    {
+        python3 --version
+        git ls-files -co --exclude-standard -- tools models scripts | grep -v __pycache__ |
+            sort | xargs -d '\n' sha256sum || echo "not a git checkout: $$ $RANDOM"
+        find models/packaged -type f -print0 | sort -z | xargs -0 -r sha256sum
+        ls .deps/venv-models/lib/python3*/site-packages
+    } 2>&1 | sha256sum | cut -c1-64
+}
+tools_pass=target/tool-tests.pass
+if [ "${FACERELAY_TEST_TOOLS:-}" != always ] && [ "$(cat "$tools_pass" 2>/dev/null)" = "$(tools_key)" ]; then
+    echo "test: python tool tests passed on $(date -r "$tools_pass" '+%F %T') with these very inputs; not run again (FACERELAY_TEST_TOOLS=always runs them)"
+else
+    scripts/test-tools.sh -q
+    mkdir -p target && tools_key >"$tools_pass"
+fi
 phase "compose and Dockerfile checks"
 # The compose file must be valid (Debian's docker-compose; no engine needed).
 echo "test: docker-compose.yml"
@@ -56,12 +75,13 @@ fi
 export RUST_BACKTRACE=0
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    phase "release build (server and tests)"
-    cargo nextest run --release --locked --no-run
+    phase "build (server and tests)"
+    # The `tests` profile: release code, incremental (Cargo.toml), in target/tests/.
+    cargo nextest run --cargo-profile tests --locked --no-run
     phase "unit, integration and browser tests"
     # One process per test, two at a time (.config/nextest.toml), every test run even after a
     # failure; the failures are listed again at the end.
-    cargo nextest run --release --locked --no-fail-fast "$@" 2>&1 | tee target/test-run.log || status=$?
+    cargo nextest run --cargo-profile tests --locked --no-fail-fast "$@" 2>&1 | tee target/test-run.log || status=$?
     phase ""
     # The ten slowest, from nextest's JUnit report.
     python3 - target/nextest/default/junit.xml <<'PY' || true
@@ -77,7 +97,7 @@ PY
 else
     echo "test: cargo-nextest is missing; running cargo test (no per-test durations)"
     phase "release build and tests (cargo test)"
-    cargo test --release --locked "$@" || status=$?
+    cargo test --profile tests --locked "$@" || status=$?
     phase ""
     print_phases
     echo "test: cargo test exited with $status"

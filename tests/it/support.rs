@@ -104,8 +104,10 @@ impl RawSocket {
     }
 }
 
-/// Tests that count process-wide resources (threads, file descriptors) or measure, run one at
-/// a time; the others may run beside each other.
+/// Tests that count process-wide resources (threads, file descriptors) or measure take this
+/// lock, so that under `cargo test` (every test a thread of one process) they run one at a
+/// time. Under cargo nextest (scripts/test.sh) every test is its own process: the lock has
+/// nothing to wait for, and those counts see only the test's own.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     SERIAL.lock().await
