@@ -299,7 +299,7 @@ impl RedisRouter {
             }
         }
         Err(ClusterError::Unavailable(
-            "placement kept changing under us".into(),
+            "the room's placement kept changing (four tries); try again".into(),
         ))
     }
 

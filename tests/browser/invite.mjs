@@ -64,8 +64,13 @@ async function run() {
   if (green(camera)) return fail("before a face is chosen the preview is the camera itself", camera);
   if ((await figure(ann, 'facerelay_joins_total{place="preview"}')) !== null) return fail("nothing is sent before a face is chosen", null);
   await ann.click("#invite-gallery button[data-face=Ada]");
+  // Confirmed at once: the gallery marks Ada, and the line under it says she will be worn, or
+  // already what the server makes of the preview (its face-state follows within milliseconds).
+  const pressed = await ann.getAttribute("#invite-gallery button[data-face=Ada]", "aria-pressed");
   const chosen = await ann.textContent("#invite-face-state");
-  if (!/Ada's face/.test(chosen)) return fail("the choice is confirmed", chosen);
+  if (pressed !== "true" || !/wear Ada's face|Starting the swap|the face the others see on you/.test(chosen)) {
+    return fail("the choice is confirmed", { pressed, chosen });
+  }
   // The preview: Ann's camera back from the server with Ada's face on.
   const swapped = await ann
     .waitForFunction(() => {
