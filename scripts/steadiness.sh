@@ -3,7 +3,8 @@
 # command runs them, and reports each run's duration and failures, then how many runs were
 # green. With --load, `stress-ng --cpu 2` keeps both cores busy the whole time (Debian's
 # stress-ng, installed when missing). Run `scripts/setup.sh test` first. The last line is the
-# count; the runs' figures also go to target/steadiness.json.
+# count; the runs' figures also go to target/steadiness.json, and run i's output to
+# target/steadiness-run-i.log.
 #
 #   scripts/steadiness.sh [--load] [N]     N runs, 10 by default
 set -euo pipefail
@@ -31,12 +32,18 @@ green=0
 for i in $(seq 1 "$runs"); do
     start=$SECONDS
     rc=0
+    # A run that fails before writing its report must not be read as the last run's report.
+    rm -f target/nextest/default/junit.xml
     cargo nextest run --cargo-profile tests --locked --no-fail-fast -E 'kind(test)' \
-        >target/steadiness-run.log 2>&1 || rc=$?
+        >"target/steadiness-run-$i.log" 2>&1 || rc=$?
     took=$((SECONDS - start))
     failed=$(python3 - target/nextest/default/junit.xml <<'PY'
 import json, sys, xml.etree.ElementTree as ET
-root = ET.parse(sys.argv[1]).getroot()
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError) as e:
+    print(json.dumps({"tests": 0, "failed": ["(no report: %s)" % e]}))
+    sys.exit()
 cases = list(root.iter("testcase"))
 bad = [c.get("name") for c in cases if c.find("failure") is not None or c.find("error") is not None]
 print(json.dumps({"tests": len(cases), "failed": bad}))

@@ -208,7 +208,7 @@ pub enum FaceState {
     Swapped,
     /// The last swapped frame, repeated (the face could not be swapped for a moment).
     Held,
-    /// The face regions pixelated (the face could not be swapped).
+    /// The whole frame pixelated (the face could not be swapped).
     Blurred,
     /// A face is chosen but the frames go out as they are (`swap.on_failure = "pass"`).
     Unswapped,

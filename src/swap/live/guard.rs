@@ -4,9 +4,10 @@
 //!
 //! - `hold` (default): the last swapped frame of the stream again, for up to `swap.hold_ms`;
 //!   past that, or before any frame was swapped, as `blur`.
-//! - `blur`: the frame with every face region it is known to have (found now, or last known)
-//!   pixelated beyond recognition, and the disclosure label; with no region known at all (the
-//!   stream's first frames), the whole frame.
+//! - `blur`: the whole frame pixelated beyond recognition, and the disclosure label. Not only
+//!   the face regions: a frame fails because the face was not where the tracker looked (a second
+//!   face, a face that moved, one the detector missed), so no region of it is known to be
+//!   clear of the face.
 //! - `pass`: the frame as it is (the real face shows), for operators who choose that.
 
 use std::time::{Duration, Instant};
@@ -33,24 +34,19 @@ pub enum FrameState {
     Swapped,
     /// The last swapped frame again.
     Held,
-    /// The face regions (or the whole frame) pixelated.
+    /// The whole frame pixelated.
     Blurred,
     /// The original frame (`on_failure = "pass"`).
     Unswapped,
 }
 
-/// A face region is widened by this fraction of its size on every side before pixelation, so
-/// hair line, ears and chin go too.
-const MARGIN: f32 = 0.25;
-
-/// The per-stream fail-closed state: the last swapped frame and the last known face regions.
+/// The per-stream fail-closed state: the last swapped frame.
 #[derive(Debug)]
 pub struct Guard {
     policy: OnFailure,
     hold: Duration,
     label: bool,
     last_good: Option<(I420Frame, Instant)>,
-    regions: Vec<[u32; 4]>,
 }
 
 impl Guard {
@@ -60,18 +56,16 @@ impl Guard {
             hold,
             label,
             last_good: None,
-            regions: Vec::new(),
         }
     }
 
     /// The face was cleared: nothing to keep.
     pub fn reset(&mut self) {
         self.last_good = None;
-        self.regions.clear();
     }
 
-    /// `frame` went out swapped; `regions` are its face boxes.
-    pub fn swapped(&mut self, frame: &I420Frame, regions: &[[u32; 4]]) -> FrameState {
+    /// `frame` went out swapped.
+    pub fn swapped(&mut self, frame: &I420Frame) -> FrameState {
         if self.policy == OnFailure::Hold {
             match &mut self.last_good {
                 Some((f, t)) if f.width() == frame.width() && f.height() == frame.height() => {
@@ -81,14 +75,12 @@ impl Guard {
                 _ => self.last_good = Some((frame.clone(), Instant::now())),
             }
         }
-        self.regions.clear();
-        self.regions.extend_from_slice(regions);
         FrameState::Swapped
     }
 
-    /// `frame` could not be swapped; `found` are face boxes seen in it, if any. Makes the frame
-    /// safe to send, as the policy says, and returns what it now carries.
-    pub fn failed(&mut self, frame: &mut I420Frame, found: &[[u32; 4]]) -> FrameState {
+    /// `frame` could not be swapped. Makes the frame safe to send, as the policy says, and
+    /// returns what it now carries.
+    pub fn failed(&mut self, frame: &mut I420Frame) -> FrameState {
         match self.policy {
             OnFailure::Pass => return FrameState::Unswapped,
             OnFailure::Hold => {
@@ -103,19 +95,8 @@ impl Guard {
             }
             OnFailure::Blur => {}
         }
-        if !found.is_empty() {
-            self.regions.clear();
-            self.regions.extend_from_slice(found);
-        }
         let (w, h) = (frame.width(), frame.height());
-        if self.regions.is_empty() {
-            pixelate(frame, [0, 0, w, h], block_for(w.max(h)));
-        } else {
-            for r in self.regions.clone() {
-                let bx = widen(r, w, h);
-                pixelate(frame, bx, block_for((bx[2] - bx[0]).max(bx[3] - bx[1])));
-            }
-        }
+        pixelate(frame, [0, 0, w, h], block_for(w.max(h)));
         if self.label {
             draw_label(frame);
         }
@@ -123,21 +104,10 @@ impl Guard {
     }
 }
 
-/// Blocks of about a sixth of the region's size (at least 16 px): a face becomes a handful of
-/// flat tiles, with nothing of its features left.
+/// Blocks of about a sixth of the frame's longer side (at least 16 px): a face of any size in
+/// it becomes at most a handful of flat tiles, with nothing of its features left.
 fn block_for(side: u32) -> u32 {
     ((side / 6).max(16) + 1) & !1
-}
-
-fn widen(r: [u32; 4], w: u32, h: u32) -> [u32; 4] {
-    let mw = ((r[2].saturating_sub(r[0])) as f32 * MARGIN) as u32;
-    let mh = ((r[3].saturating_sub(r[1])) as f32 * MARGIN) as u32;
-    [
-        r[0].saturating_sub(mw) & !1,
-        r[1].saturating_sub(mh) & !1,
-        ((r[2] + mw).min(w) + 1).min(w) & !1,
-        ((r[3] + mh).min(h) + 1).min(h) & !1,
-    ]
 }
 
 /// Replaces each `block`×`block` tile of the box (even coordinates) by its mean, in Y, U and V.
@@ -206,25 +176,42 @@ mod tests {
         f
     }
 
+    /// Every tile of `block`×`block` px of the frame's luma is flat.
+    fn flat_tiles(f: &I420Frame, block: usize) -> bool {
+        let w = f.width() as usize;
+        f.y().chunks(w).enumerate().all(|(y, row)| {
+            row.iter()
+                .enumerate()
+                .all(|(x, &v)| v == f.y()[(y / block * block) * w + x / block * block])
+        })
+    }
+
     #[test]
-    fn hold_repeats_the_last_swapped_frame_then_blurs() {
+    fn hold_repeats_the_last_swapped_frame_then_pixelates_the_whole_frame() {
         let mut g = Guard::new(OnFailure::Hold, Duration::from_millis(50), false);
-        let swapped = I420Frame::filled(64, 48, 200, 100, 100).unwrap();
-        let original = textured(64, 48);
+        let swapped = I420Frame::filled(96, 96, 200, 100, 100).unwrap();
+        let original = textured(96, 96);
         // Before any swap: the whole frame is pixelated.
         let mut f = original.clone();
-        assert_eq!(g.failed(&mut f, &[]), FrameState::Blurred);
-        assert_ne!(f, original);
-        assert_eq!(g.swapped(&swapped, &[[8, 8, 40, 40]]), FrameState::Swapped);
+        assert_eq!(g.failed(&mut f), FrameState::Blurred);
+        assert!(flat_tiles(&f, 16), "{:?}", &f.y()[..32]);
+        assert_eq!(g.swapped(&swapped), FrameState::Swapped);
         let mut f = original.clone();
-        assert_eq!(g.failed(&mut f, &[]), FrameState::Held);
+        assert_eq!(g.failed(&mut f), FrameState::Held);
         assert_eq!(f, swapped);
+        // Past the hold: the whole frame again, not only where a face was last seen (the face
+        // that made the frame fail may be anywhere in it), and every corner too.
         std::thread::sleep(Duration::from_millis(60));
         let mut f = original.clone();
-        assert_eq!(g.failed(&mut f, &[]), FrameState::Blurred);
-        // The last known region (widened) is pixelated; far outside it nothing changed.
-        assert_ne!(f.y()[20 * 64 + 20], original.y()[20 * 64 + 20]);
-        assert_eq!(f.y()[47 * 64 + 63], original.y()[47 * 64 + 63]);
+        assert_eq!(g.failed(&mut f), FrameState::Blurred);
+        assert!(flat_tiles(&f, 16));
+        for (x, y) in [(1, 1), (94, 1), (1, 94), (94, 94), (50, 50)] {
+            assert_ne!(
+                f.y()[y * 96 + x],
+                original.y()[y * 96 + x],
+                "({x}, {y}) kept"
+            );
+        }
     }
 
     #[test]
@@ -244,7 +231,7 @@ mod tests {
         let mut g = Guard::new(OnFailure::Pass, Duration::ZERO, true);
         let original = textured(64, 48);
         let mut f = original.clone();
-        assert_eq!(g.failed(&mut f, &[[0, 0, 10, 10]]), FrameState::Unswapped);
+        assert_eq!(g.failed(&mut f), FrameState::Unswapped);
         assert_eq!(f, original);
     }
 }

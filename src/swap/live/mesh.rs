@@ -318,18 +318,9 @@ impl StreamProcessor for MeshProcessor {
             return;
         };
         let result = self.swap(frame, &source);
-        // The faces last known, for pixelation (only a frame that failed needs them).
-        let known: Vec<[u32; 4]> = match result {
-            Ok(_) => Vec::new(),
-            Err(_) => self
-                .tracks
-                .iter()
-                .map(|t| super::box_of(&bounds(&t.raw), frame))
-                .collect(),
-        };
         let result = result.as_deref().map_err(|m| *m);
         let inner = self.inner.clone();
-        inner.account(&mut self.guard, &self.owner, frame, result, &known);
+        inner.account(&mut self.guard, &self.owner, frame, result);
     }
 
     fn swapped(&self) -> bool {

@@ -49,6 +49,7 @@
 mod guard;
 mod label;
 mod mesh;
+mod motion;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -598,10 +599,13 @@ pub struct SwapMetrics {
     pub swap_errors: Counter,
     /// Frames of a stream with a chosen face that went out as the last swapped frame again.
     pub held_frames: Counter,
-    /// Frames of a stream with a chosen face that went out with the face regions pixelated.
+    /// Frames of a stream with a chosen face that went out pixelated as a whole.
     pub blurred_frames: Counter,
     /// Frames of a stream with a chosen face that went out unswapped (`on_failure = "pass"`).
     pub unswapped_frames: Counter,
+    /// Frames whose tracked face box showed something else than the frame before, so that
+    /// they waited for their own detection instead of trusting the track (deep tier).
+    pub track_distrusted: Counter,
     /// Per frame that ran them: detection (the time a frame waited for one, queueing
     /// included: the first frame of a track, or a detector behind its cadence; other
     /// detections run in the background), crop warp, swapper (queueing included), paste-back
@@ -622,6 +626,7 @@ impl Default for SwapMetrics {
             held_frames: Counter::default(),
             blurred_frames: Counter::default(),
             unswapped_frames: Counter::default(),
+            track_distrusted: Counter::default(),
             swap_detect: series(&stages, "stage", "detect"),
             swap_align: series(&stages, "stage", "align"),
             swap_swap: series(&stages, "stage", "swap"),
@@ -872,13 +877,18 @@ impl LiveSwap {
             ),
             (
                 "facerelay_blurred_frames",
-                "Frames that could not be swapped and went out with the faces pixelated (swap.on_failure)",
+                "Frames that could not be swapped and went out pixelated as a whole (swap.on_failure)",
                 &m.blurred_frames,
             ),
             (
                 "facerelay_unswapped_frames",
                 "Frames that could not be swapped and went out as they were (swap.on_failure = pass)",
                 &m.unswapped_frames,
+            ),
+            (
+                "facerelay_track_distrusted_frames",
+                "Frames whose tracked face box changed too much since the frame before and waited for their own detection",
+                &m.track_distrusted,
             ),
         ] {
             registry.register(name, help, counter.clone());
@@ -909,14 +919,13 @@ impl LiveSwap {
 
 impl Inner {
     /// After a frame of a stream with a chosen face: on a miss, makes the frame safe as
-    /// `swap.on_failure` says (`known`: face boxes it is known to have); counts what went out.
+    /// `swap.on_failure` says; counts what went out.
     fn account(
         &self,
         stream: &mut StreamGuard,
         owner: &str,
         frame: &mut I420Frame,
         result: Result<&[[u32; 4]], Miss>,
-        known: &[[u32; 4]],
     ) -> FrameState {
         let m = &self.metrics;
         let (state, reason) = match result {
@@ -924,7 +933,7 @@ impl Inner {
                 if self.config.watermark {
                     watermark::embed(frame, boxes, watermark::AMPLITUDE);
                 }
-                (stream.guard.swapped(frame, boxes), None)
+                (stream.guard.swapped(frame), None)
             }
             Err(miss) => {
                 if miss == Miss::Error {
@@ -934,7 +943,7 @@ impl Inner {
                     Miss::NoFace => "no_face",
                     Miss::Error => "busy",
                 };
-                (stream.guard.failed(frame, known), Some(reason))
+                (stream.guard.failed(frame), Some(reason))
             }
         };
         stream.last = Some(state);
@@ -1017,6 +1026,7 @@ impl FrameStage for LiveSwap {
             track: None,
             pending: None,
             countdown: 0,
+            seen: None,
             crop: Vec::new(),
             scratch: PasteScratch::default(),
         })
@@ -1054,6 +1064,8 @@ struct LiveProcessor {
     pending: Option<PendingDetection>,
     /// Frames until the next detection; 0 = detect on this frame.
     countdown: u32,
+    /// The tracked box as the previous frame showed it (`motion`).
+    seen: Option<motion::BoxSignature>,
     /// The stream's crop buffer; travels to the swapper and back.
     crop: Vec<f32>,
     scratch: PasteScratch,
@@ -1069,7 +1081,28 @@ impl LiveProcessor {
     /// detection adds no latency to the stream. Only a stream without a track (its first
     /// frames, a lost face, after an error) waits for its detection. If the previous detection
     /// is still running when the next is due, the frame waits for it, so the cadence holds.
+    /// A tracked box whose picture changed much since the frame before (`motion`) is not
+    /// trusted: the frame waits for its own detection.
     fn update_track(&mut self, frame: &I420Frame) -> Result<(), ScheduleError> {
+        let now = self
+            .track
+            .as_ref()
+            .map(|t| motion::BoxSignature::of(frame, &t.track.bbox));
+        if matches!((&self.seen, &now), (Some(before), Some(now)) if before.moved(now)) {
+            self.track = None;
+            self.pending = None;
+            self.countdown = 0;
+            self.inner.metrics.track_distrusted.inc();
+        }
+        let result = self.detect_when_due(frame);
+        self.seen = self
+            .track
+            .as_ref()
+            .map(|t| motion::BoxSignature::of(frame, &t.track.bbox));
+        result
+    }
+
+    fn detect_when_due(&mut self, frame: &I420Frame) -> Result<(), ScheduleError> {
         let size = (frame.width(), frame.height());
         let stale = |s: (u32, u32)| s != size;
         if self.track.is_some_and(|t| stale(t.frame_size))
@@ -1273,30 +1306,14 @@ impl StreamProcessor for LiveProcessor {
             return;
         };
         let result = self.swap(frame, source);
-        // The face last known, for pixelation (only a frame that failed needs it).
-        let known: Vec<[u32; 4]> = match result {
-            Ok(_) => Vec::new(),
-            Err(_) => self
-                .track
-                .iter()
-                .map(|t| box_of(&t.track.bbox, frame))
-                .collect(),
-        };
         let result = result.as_ref().map(std::slice::from_ref).map_err(|m| *m);
         let inner = self.inner.clone();
-        inner.account(&mut self.guard, &self.owner, frame, result, &known);
+        inner.account(&mut self.guard, &self.owner, frame, result);
     }
 
     fn swapped(&self) -> bool {
         self.guard.swapped()
     }
-}
-
-/// A detection box as an even frame box, clipped.
-pub(crate) fn box_of(b: &[f32; 4], frame: &I420Frame) -> [u32; 4] {
-    let (w, h) = (frame.width() as f32, frame.height() as f32);
-    let c = |v: f32, max: f32| (v.clamp(0.0, max) as u32) & !1;
-    [c(b[0], w), c(b[1], h), c(b[2].ceil(), w), c(b[3].ceil(), h)]
 }
 
 #[cfg(test)]
