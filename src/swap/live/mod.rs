@@ -49,7 +49,6 @@
 mod guard;
 mod label;
 mod mesh;
-mod motion;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -603,9 +602,6 @@ pub struct SwapMetrics {
     pub blurred_frames: Counter,
     /// Frames of a stream with a chosen face that went out unswapped (`on_failure = "pass"`).
     pub unswapped_frames: Counter,
-    /// Frames whose tracked face box showed something else than the frame before, so that
-    /// they waited for their own detection instead of trusting the track (deep tier).
-    pub track_distrusted: Counter,
     /// Per frame that ran them: detection (the time a frame waited for one, queueing
     /// included: the first frame of a track, or a detector behind its cadence; other
     /// detections run in the background), crop warp, swapper (queueing included), paste-back
@@ -626,7 +622,6 @@ impl Default for SwapMetrics {
             held_frames: Counter::default(),
             blurred_frames: Counter::default(),
             unswapped_frames: Counter::default(),
-            track_distrusted: Counter::default(),
             swap_detect: series(&stages, "stage", "detect"),
             swap_align: series(&stages, "stage", "align"),
             swap_swap: series(&stages, "stage", "swap"),
@@ -885,11 +880,6 @@ impl LiveSwap {
                 "Frames that could not be swapped and went out as they were (swap.on_failure = pass)",
                 &m.unswapped_frames,
             ),
-            (
-                "facerelay_track_distrusted_frames",
-                "Frames whose tracked face box changed too much since the frame before and waited for their own detection",
-                &m.track_distrusted,
-            ),
         ] {
             registry.register(name, help, counter.clone());
         }
@@ -1026,7 +1016,6 @@ impl FrameStage for LiveSwap {
             track: None,
             pending: None,
             countdown: 0,
-            seen: None,
             crop: Vec::new(),
             scratch: PasteScratch::default(),
         })
@@ -1064,8 +1053,6 @@ struct LiveProcessor {
     pending: Option<PendingDetection>,
     /// Frames until the next detection; 0 = detect on this frame.
     countdown: u32,
-    /// The tracked box as the previous frame showed it (`motion`).
-    seen: Option<motion::BoxSignature>,
     /// The stream's crop buffer; travels to the swapper and back.
     crop: Vec<f32>,
     scratch: PasteScratch,
@@ -1081,28 +1068,7 @@ impl LiveProcessor {
     /// detection adds no latency to the stream. Only a stream without a track (its first
     /// frames, a lost face, after an error) waits for its detection. If the previous detection
     /// is still running when the next is due, the frame waits for it, so the cadence holds.
-    /// A tracked box whose picture changed much since the frame before (`motion`) is not
-    /// trusted: the frame waits for its own detection.
     fn update_track(&mut self, frame: &I420Frame) -> Result<(), ScheduleError> {
-        let now = self
-            .track
-            .as_ref()
-            .map(|t| motion::BoxSignature::of(frame, &t.track.bbox));
-        if matches!((&self.seen, &now), (Some(before), Some(now)) if before.moved(now)) {
-            self.track = None;
-            self.pending = None;
-            self.countdown = 0;
-            self.inner.metrics.track_distrusted.inc();
-        }
-        let result = self.detect_when_due(frame);
-        self.seen = self
-            .track
-            .as_ref()
-            .map(|t| motion::BoxSignature::of(frame, &t.track.bbox));
-        result
-    }
-
-    fn detect_when_due(&mut self, frame: &I420Frame) -> Result<(), ScheduleError> {
         let size = (frame.width(), frame.height());
         let stale = |s: (u32, u32)| s != size;
         if self.track.is_some_and(|t| stale(t.frame_size))
