@@ -23,7 +23,7 @@
 //!
 //! Once a face is chosen, a frame that cannot be swapped (no face, a lost track, an inference
 //! error: timeout, full queue, model failure) fails closed ([`Guard`], `swap.on_failure`: the
-//! last swapped frame held, or the faces pixelated; never the original face unless the
+//! last swapped frame held, or the whole frame pixelated; never the original face unless the
 //! operator chose `"pass"`). Errors count in [`SwapMetrics::swap_errors`], and what went out in
 //! `swapped_frames`, `held_frames`, `blurred_frames` or `unswapped_frames`: a stream never dies
 //! of the swap. What each wearer's frames carry goes to the [`FaceListener`] once it has lasted
