@@ -8,7 +8,7 @@
 #                            default mesh swapper runs on
 #   scripts/setup.sh test    the above, plus what the tests use: Chromium, Node.js with
 #                            playwright-core (no browser download), redis-server,
-#                            docker-compose
+#                            docker-compose, caddy, coturn, openssl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-test}"
@@ -40,6 +40,11 @@ if [ "$mode" = test ]; then
     # compose file.
     need redis-server redis-server
     need docker-compose docker-compose
+    # The deployment test runs compose's services as processes: Caddy, coturn; openssl reads
+    # Caddy's certificate.
+    need caddy caddy
+    need turnserver coturn
+    need openssl openssl
     need node nodejs
     need npm npm
 fi

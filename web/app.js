@@ -330,6 +330,10 @@ function linkParams() {
 /**
  * Continues this call on another node of the cluster: its page, joining at once. Returns false,
  * and stays, when that node does not answer (it may just have died).
+ *
+ * A face chosen from a photo lives only in this page, and a reload would lose it: the page would
+ * join the other node as its wearer. Such a page stays and talks to that node from here (its
+ * face API answers this origin), putting the face back on there before any video is sent.
  */
 async function goTo(nodeUrl) {
   try {
@@ -337,8 +341,17 @@ async function goTo(nodeUrl) {
   } catch {
     return false;
   }
-  state.leaving = true;
   clearTimeout(state.reconnectTimer);
+  if (state.chosen?.photo) {
+    const old = state.ws;
+    state.ws = null; // its close is not this page losing the server
+    old?.close();
+    closePeer();
+    state.server = new URL("/", nodeUrl).href;
+    connect();
+    return true;
+  }
+  state.leaving = true;
   state.ws?.close();
   const q = linkParams();
   q.set("name", state.name);

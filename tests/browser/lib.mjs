@@ -12,6 +12,8 @@ export async function launch() {
       "--autoplay-policy=no-user-gesture-required",
       // A server with a self-signed certificate: accept that certificate's key, and only it.
       ...(process.env.CHROMIUM_ACCEPT_SPKI ? [`--ignore-certificate-errors-spki-list=${process.env.CHROMIUM_ACCEPT_SPKI}`] : []),
+      // Names resolved to test addresses, e.g. "MAP facerelay.test 192.0.2.2" (the deployment test).
+      ...(process.env.CHROMIUM_HOST_RULES ? [`--host-resolver-rules=${process.env.CHROMIUM_HOST_RULES}`] : []),
       // A y4m file as the camera instead of Chromium's test pattern (FAKE_VIDEO=path).
       ...(process.env.FAKE_VIDEO ? [`--use-file-for-fake-video-capture=${process.env.FAKE_VIDEO}`] : []),
     ],
@@ -90,8 +92,9 @@ export async function until(pages, check, ms = 30_000) {
 }
 
 // Waits until the other participant's tile (the first remote tile) carries a badge with this
-// text; returns whether it did within `ms`.
-export async function waitForBadge(page, text, ms = 20_000) {
+// text; returns whether it did within `ms` (one generous deadline: a loaded machine's swap stage
+// may take a while to report its first swapped frames).
+export async function waitForBadge(page, text, ms = 45_000) {
   return page
     .waitForFunction((t) => [...document.querySelectorAll("figure:not([data-participant=self]) .badge")]
       .some((b) => b.textContent === t), text, { timeout: ms })

@@ -3,7 +3,7 @@
 // swapped (the stand-in swapper paints it green), the "face-swapped" badge, and the rest as is.
 // Usage: FAKE_VIDEO=card.y4m node tests/browser/live_swap.mjs URL ARTIFACT_DIR PHOTO FACE_BOX
 
-import { annAndBob, faceCore, green, launch, meanRgb, waitForBadge } from "./lib.mjs";
+import { annAndBob, faceCore, green, launch, look, meanRgb, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, box] = process.argv.slice(2);
 const browser = await launch();
@@ -22,7 +22,10 @@ try {
   await ann.click("#face");
   await ann.check("#face-consent");
   await ann.setInputFiles("#face-file", photo);
-  if (!(await waitForBadge(bob, "face-swapped"))) throw new Error("Bob never sees the face-swapped badge");
+  if (!(await waitForBadge(bob, "face-swapped"))) {
+    const said = await ann.textContent("#face-state");
+    throw new Error(`Bob never sees the face-swapped badge: ${JSON.stringify(await look(bob))}; Ann reads "${said}"`);
+  }
   await new Promise((r) => setTimeout(r, 2000));
   const after = await sample(bob, core);
   const cornerAfter = await sample(bob, [0, 80, 200, 240]);

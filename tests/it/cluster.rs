@@ -23,7 +23,7 @@ use crate::support::{encoder, serial, RawSocket, NOTHING, TIMEOUT, VIDEO};
 const HEARTBEAT_MS: u64 = 200;
 const LEASE_MS: u64 = 1000;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -33,7 +33,7 @@ fn free_port() -> u16 {
 
 /// Waits until the node at `page` reports the metric line `line` (name and value), at most
 /// 20 s; the last scrape goes with the failure.
-async fn wait_for_metric(page: &str, line: &str) {
+pub(crate) async fn wait_for_metric(page: &str, line: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let m = crate::support::http_get(&format!("{page}metrics")).await;
@@ -56,9 +56,14 @@ pub(crate) struct Redis {
 
 impl Redis {
     pub(crate) async fn start_on(port: u16) -> Self {
-        let child = tokio::process::Command::new("redis-server")
+        Self::spawn(&["redis-server", "--save", "", "--appendonly", "no"], port).await
+    }
+
+    /// Runs `command` (`redis-server` and its flags) on loopback `port`, until it answers.
+    pub(crate) async fn spawn(command: &[&str], port: u16) -> Self {
+        let child = tokio::process::Command::new(command[0])
+            .args(&command[1..])
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -125,7 +130,8 @@ pub(crate) struct Node {
 impl Node {
     pub(crate) async fn start(redis: &str, extra: &[(&str, &str)]) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_facerelay"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_facerelay"));
+        command
             .arg("serve")
             .env("FACERELAY_SERVER__LISTEN", "127.0.0.1:0")
             .env("FACERELAY_SERVER__WEB_ROOT", root.join("web"))
@@ -139,7 +145,15 @@ impl Node {
             .env("FACERELAY_MODELS__DIR", "/nonexistent")
             .env("FACERELAY_MODELS__PACKAGED_DIR", "/nonexistent")
             .envs(extra.iter().copied())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn");
+        Self::spawn(command).await
+    }
+
+    /// Runs `command` (a `facerelay serve`, from the repository's root) and waits until it
+    /// listens.
+    pub(crate) async fn spawn(mut command: tokio::process::Command) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut child = command
             .current_dir(root)
             .stdout(Stdio::piped())
             .kill_on_drop(true)

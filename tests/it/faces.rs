@@ -218,8 +218,10 @@ async fn uploads_pick_a_face_and_bad_ones_get_clear_errors() {
     // The server is fine, and leaving forgets the face and the token.
     let (status, _) = post(&server, "/api/face?consent=true", &token, source_photo()).await;
     assert_eq!(status, 200);
-    me.send(r#"{"type":"leave"}"#).await;
+    // The others hear of the face after the answer; a leave before that would rightly end
+    // with participant-left alone.
     assert_eq!(watcher.recv().await.unwrap()["type"], "participant-updated");
+    me.send(r#"{"type":"leave"}"#).await;
     assert_eq!(watcher.recv().await.unwrap()["type"], "participant-left");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(

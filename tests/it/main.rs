@@ -2,6 +2,7 @@
 
 mod browser;
 mod cluster;
+mod deploy;
 mod faces;
 mod layering;
 mod live;
