@@ -57,6 +57,9 @@ pub struct RedisRouter {
     placed: Mutex<HashMap<String, Instant>>,
     /// The last heartbeat reached Redis.
     store_up: AtomicBool,
+    /// Whether this node has left the cluster (its drain began). Held by each heartbeat and by
+    /// the leaving, so that no heartbeat in flight registers the node again after it left.
+    left: tokio::sync::Mutex<bool>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ClusterError {
@@ -114,6 +117,7 @@ impl RedisRouter {
             others: RwLock::default(),
             placed: Mutex::default(),
             store_up: AtomicBool::new(true),
+            left: tokio::sync::Mutex::new(false),
         });
         router.heartbeat().await.map_err(unavailable)?;
         let weak = Arc::downgrade(&router);
@@ -135,8 +139,13 @@ impl RedisRouter {
         format!("{PREFIX}{kind}:{name}")
     }
 
-    /// Registers this node's load, keeps the leases of its rooms, and reads the other nodes.
+    /// Registers this node's load, keeps the leases of its rooms, and reads the other nodes;
+    /// nothing once the node has left (a draining node is not brought back, nor its rooms).
     async fn heartbeat(&self) -> redis::RedisResult<()> {
+        let left = self.left.lock().await;
+        if *left {
+            return Ok(());
+        }
         let mut conn = self.conn.clone();
         let load = self.state.load();
         let lease = self.lease.as_millis() as u64;
@@ -314,6 +323,8 @@ impl RedisRouter {
     /// Leaves the cluster (at shutdown): the node's registration and its rooms' leases go, so
     /// that its rooms are placed again at once rather than after their lease.
     async fn unregister(&self) {
+        let mut left = self.left.lock().await;
+        *left = true;
         let mut conn = self.conn.clone();
         let rooms: Vec<String> = self
             .placed
@@ -402,6 +413,9 @@ async fn beat(router: Weak<RedisRouter>, every: Duration) {
         let Some(router) = router.upgrade() else {
             return;
         };
+        if *router.left.lock().await {
+            return;
+        }
         let result = tokio::time::timeout(router.timeout, router.heartbeat()).await;
         router
             .store_up

@@ -3,7 +3,8 @@
 // TURN (iceTransportPolicy "relay", so media must pass coturn with the credentials the node
 // hands out). Both pick a face from a photo and must see each other swapped, over a relay
 // candidate pair. Then the node hosting the room is stopped as compose stops it (SIGTERM; its
-// PID from NODE_PIDS, "origin=pid,origin=pid"): a probe of its /healthz through Caddy must
+// PID from NODE_PIDS, "origin=pid,origin=pid"): a probe of its /healthz through Caddy, and one
+// of its own address (NODE_DIRECT, "origin=http://…/,…") as compose's healthcheck makes, must
 // read 503 "draining", and the pages must meet again on the other node, still swapped and
 // relayed. With CROWD_WS (a node's own ws:// address) and CROWD_SIZE, that many signalling
 // sockets are opened straight from loopback first, the address Caddy connects from: a node that
@@ -64,7 +65,9 @@ const swappedPair = async (pages, strict = false) => {
   if (bare) return fail("a tile played the other's video without a face badge", bare);
   if (!seen.ok) return fail("the pages do not see each other", seen.states);
   for (const p of pages) {
-    if (!(await waitForBadge(p, "face-swapped", 45_000))) return fail("no face-swapped badge", await look(p));
+    if (!(await waitForBadge(p, "face-swapped", 45_000))) {
+      return fail("no face-swapped badge", { ...(await look(p)), face: await p.textContent("#face-state") });
+    }
   }
   return true;
 };
@@ -115,8 +118,18 @@ try {
     report.drain = { status: answer.status(), body: await answer.text(), ms: Date.now() - stopped };
     console.log(`node ${origin} stopped; /healthz through Caddy after ${report.drain.ms} ms: ${report.drain.status} ${report.drain.body}`);
     await probe.close();
-    if (report.drain.status !== 503 || !report.drain.body.includes("draining")) {
-      ok = fail("the draining node's /healthz", report.drain);
+    // And as compose's healthcheck probes it: a new connection to the node itself, 3 s at most.
+    const own = new Map((process.env.NODE_DIRECT ?? "").split(",").filter(Boolean).map((e) => e.split("="))).get(origin);
+    try {
+      const r = await fetch(`${own}healthz`, { signal: AbortSignal.timeout(3000) });
+      report.drainDirect = { status: r.status, body: await r.text() };
+    } catch (e) {
+      report.drainDirect = { error: String(e) };
+    }
+    console.log(`its own /healthz (${own}): ${JSON.stringify(report.drainDirect)}`);
+    if (report.drain.status !== 503 || !report.drain.body.includes("draining")
+      || report.drainDirect.status !== 503 || !report.drainDirect.body.includes("draining")) {
+      ok = fail("the draining node's /healthz", [report.drain, report.drainDirect]);
     } else {
       // Until both are on the other node, and after: a tile that plays the other's video
       // without the badge would be that person's own face.

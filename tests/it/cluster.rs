@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use facerelay::cluster::{Load, NodeState, RedisPairing, RedisRouter, Router};
+use facerelay::cluster::{Load, NodeState, Placement, RedisPairing, RedisRouter, Router};
 use facerelay::config::{ClusterConfig, Config};
 use facerelay::room::hub::Pairing;
 use facerelay::room::roulette::{MatchEvent, NextReason, RouletteError};
@@ -421,6 +421,60 @@ async fn joins_are_placed_while_a_restarted_redis_has_not_heard_a_heartbeat() {
             "join {i} right after FLUSHALL: {answer}"
         );
     }
+}
+
+/// A node that left the cluster (its drain began) stays gone while it drains: its heartbeat,
+/// which would go on until the process ends, neither registers it again nor takes back the
+/// room it had placed, so the others place that room themselves instead of sending people to a
+/// node that refuses them. (An absence: the window is five of the leaving node's heartbeats; a
+/// machine too slow to run one in it could only let the defect pass, never fail this.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_left_stays_gone_while_it_drains() {
+    let redis = Redis::start().await;
+    let config = ClusterConfig {
+        redis_url: redis.url(),
+        node_url: String::new(),
+        node_id: String::new(),
+        heartbeat_ms: HEARTBEAT_MS,
+        lease_ms: LEASE_MS,
+        redis_timeout_ms: 500,
+    };
+    let load = Load {
+        participants: 0,
+        capacity: 10,
+        swap_free: 0,
+        cpu: 0.0,
+    };
+    let node =
+        |url: &'static str| RedisRouter::connect(&config, url.into(), Arc::new(FixedLoad(load)));
+    let a = node("http://a/").await.unwrap();
+    let b = node("http://b/").await.unwrap();
+    assert_eq!(a.place("drained").await.unwrap(), Placement::Here);
+    a.leave().await;
+    let deadline = Instant::now() + TIMEOUT;
+    while !b.other_nodes().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "b still sees {:?}",
+            b.other_nodes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let window = Instant::now() + Duration::from_millis(5 * HEARTBEAT_MS);
+    while Instant::now() < window {
+        assert!(
+            b.other_nodes().is_empty(),
+            "the node that left is back: {:?}",
+            b.other_nodes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        b.place("drained").await.unwrap(),
+        Placement::Here,
+        "the room of the node that left"
+    );
+    redis.stop().await;
 }
 
 /// The next message of type `ty` on `s`, skipping others (at most eight).

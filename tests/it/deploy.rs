@@ -28,7 +28,7 @@ use crate::support::serial;
 
 const DOMAIN: &str = "facerelay.test";
 /// All digits: an environment value that once stopped the nodes (read as a TOML integer).
-const TURN_SECRET: &str = "4242424242424242424242";
+const TURN_SECRET: &str = "4242424242424242";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -263,6 +263,10 @@ async fn the_compose_deployment_serves_a_swapped_call_over_https_and_turn_and_su
         nodes[0].pid(),
         nodes[1].pid()
     );
+    let direct = format!(
+        "https://{DOMAIN}={},https://{DOMAIN}:8444={}",
+        nodes[0].url, nodes[1].url
+    );
     let crowd = format!("{}ws", nodes[0].url.replace("http://", "ws://"));
     let run = tokio::process::Command::new("node")
         .arg("--experimental-websocket")
@@ -275,6 +279,7 @@ async fn the_compose_deployment_serves_a_swapped_call_over_https_and_turn_and_su
         .env("CHROMIUM_HOST_RULES", format!("MAP {DOMAIN} {host}"))
         .env("CHROMIUM_ACCEPT_SPKI", spki_sha256(&ca))
         .env("NODE_PIDS", &pids)
+        .env("NODE_DIRECT", &direct)
         .env("CROWD_WS", &crowd)
         .env("CROWD_SIZE", "50")
         .current_dir(root())
