@@ -11,6 +11,7 @@ pub mod sei;
 mod stage;
 pub mod synthetic;
 pub mod watermark;
+pub mod xmp;
 
 pub use codec::{y_psnr, CodecError, EncodedFrame, EncoderSettings, VideoDecoder, VideoEncoder};
 pub use frame::{FrameError, I420Frame};

@@ -395,7 +395,10 @@ impl ServerPeer {
         engine: Arc<RtcEngine>,
     ) -> Result<(Self, mpsc::Receiver<PeerEvent>), RtcError> {
         let port = match &engine.ports {
-            Some(pool) => Some(pool.lease().ok_or(RtcError::NoPorts)?),
+            Some(pool) => Some(
+                pool.lease_bindable(engine.settings.bind_ip)
+                    .ok_or(RtcError::NoPorts)?,
+            ),
             None => None,
         };
         let (tx, rx) = mpsc::channel(EVENT_DEPTH);

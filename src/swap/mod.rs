@@ -26,6 +26,8 @@ pub mod detect;
 pub mod geometry;
 pub mod identity;
 pub mod live;
+mod offline;
+pub use offline::{compose, swap_image_files};
 pub mod mesh;
 pub mod paste;
 pub mod picker;
@@ -970,55 +972,6 @@ impl PictureEngine {
             Self::Mesh(e) => e.swap_frame(frame, source, selection),
         }
     }
-}
-
-/// `facerelay swap`: puts the face of `face` onto the faces of `input`, writes `output`.
-/// Pixels the swap did not touch are copied from the input unchanged (no colour round trip).
-pub fn swap_image_files(
-    engine: &mut PictureEngine,
-    face: &Path,
-    input: &Path,
-    output: &Path,
-    selection: &Selection,
-) -> Result<SwapReport, SwapError> {
-    let config = engine.config().clone();
-    let source_photo = load_image(face, &config)?;
-    let source = engine.source_face(&source_photo).map_err(|e| match e {
-        SwapError::NoSourceFace(_) => SwapError::NoSourceFace(Some(face.display().to_string())),
-        other => other,
-    })?;
-    let target = load_image(input, &config)?;
-    let before = color::rgb_to_i420(&target)?;
-    let mut frame = before.clone();
-    let report = engine.swap_frame(&mut frame, &source, selection)?;
-    if report.detected.is_empty() {
-        return Err(SwapError::NoTargetFace(input.display().to_string()));
-    }
-    let out = compose(&target, &before, &frame);
-    out.save(output).map_err(|e| SwapError::Image {
-        path: output.display().to_string(),
-        message: format!("cannot write: {e}"),
-    })?;
-    Ok(report)
-}
-
-/// The input picture with only the pixels whose Y, U or V the swap changed taken from the
-/// swapped frame: everything else stays bit-identical to the input.
-pub fn compose(input: &RgbImage, before: &I420Frame, after: &I420Frame) -> RgbImage {
-    let mut out = input.clone();
-    let swapped = color::i420_to_rgb(after, input.width(), input.height());
-    let (w, cw) = (before.width() as usize, before.width() as usize / 2);
-    for (x, y, px) in out.enumerate_pixels_mut() {
-        let (x, y) = (x as usize, y as usize);
-        let (l, c) = (y * w + x, (y / 2) * cw + x / 2);
-        if before.y()[l] != after.y()[l]
-            || before.u()[c] != after.u()[c]
-            || before.v()[c] != after.v()[c]
-        {
-            *px = *swapped.get_pixel(x as u32, y as u32);
-        }
-    }
-    out
 }
 
 /// Default location of the committed stand-in models and test pictures.

@@ -6,6 +6,10 @@
 //! the stream as the server sent it). Images (PNG, JPEG, WebP), raw H.264 (Annex B), MP4 and
 //! WebM/Matroska with H.264 video are read ([`crate::media::container`]).
 //!
+//! An image's XMP metadata is read too ([`crate::media::xmp`]): `facerelay swap` declares its
+//! outputs `compositeSynthetic` there. It is reported beside the watermark, not counted in the
+//! verdict (anyone can write or strip it).
+//!
 //! The verdict: an image is swapped when its score passes [`watermark::THRESHOLD`]; a video
 //! when any frame carries the SEI mark, or when the watermark is found in at least
 //! [`MIN_MARKED_FRAMES`] frames and [`MIN_MARKED_SHARE`] of its frames.
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::media::container::{self, ContainerError, Format};
-use crate::media::{sei, watermark, VideoDecoder};
+use crate::media::{sei, watermark, xmp, VideoDecoder};
 
 /// A video needs the watermark in at least this many frames…
 pub const MIN_MARKED_FRAMES: usize = 3;
@@ -75,6 +79,8 @@ pub struct Report {
     pub threshold: f32,
     /// Every frame's score, in order.
     pub scores: Vec<f32>,
+    /// What an image file's metadata (XMP) declares about its source, if anything.
+    pub declared: Option<xmp::Declared>,
     /// The verdict.
     pub swapped: bool,
 }
@@ -91,6 +97,7 @@ impl Report {
             best_score: f32::NEG_INFINITY,
             threshold: watermark::THRESHOLD,
             scores: Vec::new(),
+            declared: None,
             swapped: false,
         }
     }
@@ -144,7 +151,22 @@ impl Report {
             self.best_score,
             self.threshold
         );
-        if self.kind != "image" {
+        if self.kind == "image" {
+            out += &match &self.declared {
+                Some(d) => format!(
+                    "  metadata (XMP): digital source type {}{}\n",
+                    d.digital_source_type
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(&d.digital_source_type),
+                    d.creator_tool
+                        .as_ref()
+                        .map(|t| format!(", declared by {t}"))
+                        .unwrap_or_default()
+                ),
+                None => "  metadata (XMP): no digital source type\n".into(),
+            };
+        } else {
             out += &match &self.sei_server {
                 Some(server) => format!(
                     "  bitstream mark (SEI): in {} access units (server {server})\n",
@@ -185,6 +207,8 @@ fn verify_image(data: &[u8]) -> Result<Report, VerifyError> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut report = Report::new("image");
     report.add_score(watermark::score(img.as_raw(), w, h, w));
+    report.declared = xmp::read(data);
+    // The metadata is a declaration anyone can strip or write: the verdict stays the mark's.
     report.swapped = report.watermarked_frames > 0;
     Ok(report)
 }

@@ -44,6 +44,11 @@ async fn run_browser(
     env: &[(&str, &Path)],
     tokens: Option<&str>,
 ) -> PathBuf {
+    // The server's log, when RUST_LOG asks for it (a failed run's detail).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let root = root();
     let mut config = Config::defaults();
     config.server.listen = "127.0.0.1:0".parse().unwrap();

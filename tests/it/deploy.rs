@@ -206,6 +206,12 @@ async fn the_compose_deployment_serves_a_swapped_call_over_https_and_turn_and_su
         .expect("turnserver runs (scripts/setup.sh installs Debian's coturn)");
     collect(coturn.stdout.take().unwrap(), turn_log.clone());
     wait_for("coturn listens on 3478", || {
+        if let Ok(Some(status)) = coturn.try_wait() {
+            panic!(
+                "turnserver exited ({status}):\n{}",
+                turn_log.lock().unwrap().join("\n")
+            );
+        }
         std::net::TcpStream::connect(("127.0.0.1", 3478)).is_ok()
     })
     .await;
@@ -238,6 +244,13 @@ async fn the_compose_deployment_serves_a_swapped_call_over_https_and_turn_and_su
         .expect("caddy runs (scripts/setup.sh installs Debian's caddy)");
     collect(caddy.stderr.take().unwrap(), caddy_log.clone());
     wait_for("Caddy has its certificate for facerelay.test", || {
+        if let Ok(Some(status)) = caddy.try_wait() {
+            panic!(
+                "caddy exited ({status}); it binds 443 and 8444 as compose publishes them, \
+                 which needs root or CAP_NET_BIND_SERVICE:\n{}",
+                caddy_log.lock().unwrap().join("\n")
+            );
+        }
         caddy_log
             .lock()
             .unwrap()

@@ -203,6 +203,10 @@ fn swap_all_json_finds_and_swaps_29_faces_and_leaves_the_rest_identical() {
         .arg("--output")
         .arg(&out)
         .env("FACERELAY_SWAP__MESH_DETECTOR", "scrfd")
+        // What the swap itself touches: without the disclosure marks, which go beyond the
+        // pasted boxes (the watermark's ellipses, the label; tests/it/swap.rs checks them).
+        .env("FACERELAY_SWAP__WATERMARK", "false")
+        .env("FACERELAY_SWAP__LABEL", "false")
         .current_dir(root())
         .output()
         .unwrap();

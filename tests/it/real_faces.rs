@@ -547,7 +547,10 @@ async fn a_browser_recording_of_a_swapped_face_is_verified() {
     .await;
     let plain = facerelay::verify::verify_file(&dir.join("record-plain.webm")).unwrap();
     print!("{}", plain.describe("record-plain.webm"));
-    assert!(plain.frames >= 30, "{} frames decoded", plain.frames);
+    // Enough frames to read each with its neighbours (a loaded machine's recorder drops
+    // frames: how many it keeps depends on the machine, not on facerelay).
+    let enough = 2 * facerelay::media::watermark::TEMPORAL;
+    assert!(plain.frames >= enough, "{} frames decoded", plain.frames);
     assert_eq!((plain.watermarked_frames, plain.sei_frames), (0, 0));
     assert!(!plain.swapped);
     let mut recordings = vec!["record-swapped.webm"];
@@ -557,7 +560,7 @@ async fn a_browser_recording_of_a_swapped_face_is_verified() {
     for name in recordings {
         let r = facerelay::verify::verify_file(&dir.join(name)).unwrap();
         print!("{}", r.describe(name));
-        assert!(r.frames >= 40, "{name}: {} frames decoded", r.frames);
+        assert!(r.frames >= enough, "{name}: {} frames decoded", r.frames);
         assert!(r.swapped, "{name}: the verdict");
         // Chromium's recorder produces about half the bit rate it is asked for (docs/marking.md);
         // every frame, read with its neighbours, still carries the mark.

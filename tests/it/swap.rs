@@ -558,15 +558,26 @@ fn swap_command_writes_a_viewable_png() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("1 face(s) detected, 1 swapped"));
 
-    // Outside the face's paste area the PNG equals the input bit for bit (only the pixels the
-    // swap changed come from the I420 frame); inside, the face changed.
+    // Outside the face's paste area, the watermark's ellipse around it (1.6 times the box) and
+    // the label, the PNG equals the input bit for bit (only the pixels the swap changed come
+    // from the I420 frame); inside, the face changed.
     let input = image::open(&target).unwrap().to_rgb8();
     let expected_outside = input.clone();
     let got = image::open(&out).unwrap().to_rgb8();
     assert_eq!(got.dimensions(), (640, 480));
+    let [lx0, ly0, lx1, ly1] = facerelay::swap::live::label_box(640, 480).unwrap();
     let mut changed = 0;
     for (x, y, p) in got.enumerate_pixels() {
-        let near_face = (250..550).contains(&x) && (100..400).contains(&y);
+        let (dx, dy) = (
+            (x as f32 - 400.0) / 1.6 / 150.0,
+            (y as f32 - 250.0) / 1.6 / 150.0,
+        );
+        let near_face =
+            dx * dx + dy * dy <= 1.0 || ((250..550).contains(&x) && (100..400).contains(&y));
+        let label = (lx0..lx1).contains(&x) && (ly0..ly1).contains(&y);
+        if label {
+            continue;
+        }
         if !near_face {
             assert_eq!(p, expected_outside.get_pixel(x, y), "({x},{y})");
         } else if p != expected_outside.get_pixel(x, y) {
@@ -603,6 +614,46 @@ fn swap_command_writes_a_viewable_png() {
     let o = swap_cli(path(&junk), path(&target), path(&dir.join("x.png")));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("junk.jpg"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A swapped picture is disclosed wherever it goes: `verify` finds the watermark in the PNG
+/// and the JPEG `swap` writes, and their metadata declares them `compositeSynthetic` by
+/// facerelay; the unswapped input has neither.
+#[test]
+fn swapped_pictures_carry_the_watermark_and_declare_themselves() {
+    let _c = config();
+    let dir = tempdir("disclosed");
+    let target = fixture("testcard_target.png");
+    let face = fixture("testcard_source.jpg");
+    let plain = facerelay::verify::verify_file(&target).unwrap();
+    assert!(!plain.swapped, "the input: {}", plain.describe("input"));
+    assert_eq!(plain.declared, None);
+    for name in ["swapped.png", "swapped.jpg"] {
+        let out = dir.join(name);
+        let o = swap_cli(path(&face), path(&target), path(&out));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r = facerelay::verify::verify_file(&out).unwrap();
+        let text = r.describe(name);
+        print!("{text}");
+        assert!(r.swapped, "{text}");
+        let declared = r.declared.expect("the metadata declares the swap");
+        assert_eq!(
+            declared.digital_source_type,
+            facerelay::media::xmp::COMPOSITE_SYNTHETIC
+        );
+        assert!(
+            declared.creator_tool.unwrap().starts_with("facerelay "),
+            "{text}"
+        );
+        // The command's own report says the same.
+        let o = facerelay(&["verify", path(&out)]);
+        let said = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            said.contains("compositeSynthetic") && said.contains("verdict: swapped by facerelay"),
+            "{said}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
