@@ -146,10 +146,9 @@ async fn the_compose_deployment_serves_a_swapped_call_over_https_and_turn_and_su
     // Redis, with compose's command.
     let redis_port = free_port();
     let redis_command = command(service(&compose, "redis"));
-    let redis_command: Vec<&str> = redis_command.iter().map(String::as_str).collect();
     let redis_dir = tmp.join("redis");
     std::fs::create_dir_all(&redis_dir).unwrap();
-    let mut redis_args = redis_command.clone();
+    let mut redis_args: Vec<&str> = redis_command.iter().map(String::as_str).collect();
     redis_args.extend(["--dir", redis_dir.to_str().unwrap()]);
     let redis = Redis::spawn(&redis_args, redis_port).await;
 
