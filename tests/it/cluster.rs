@@ -423,6 +423,18 @@ async fn joins_are_placed_while_a_restarted_redis_has_not_heard_a_heartbeat() {
     }
 }
 
+/// The cluster settings of routers made in this process (the test's heartbeat and lease).
+fn in_process_cluster(redis: &Redis) -> ClusterConfig {
+    ClusterConfig {
+        redis_url: redis.url(),
+        node_url: String::new(),
+        node_id: String::new(),
+        heartbeat_ms: HEARTBEAT_MS,
+        lease_ms: LEASE_MS,
+        redis_timeout_ms: 500,
+    }
+}
+
 /// A node that left the cluster (its drain began) stays gone while it drains: its heartbeat,
 /// which would go on until the process ends, neither registers it again nor takes back the
 /// room it had placed, so the others place that room themselves instead of sending people to a
@@ -431,14 +443,7 @@ async fn joins_are_placed_while_a_restarted_redis_has_not_heard_a_heartbeat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_left_stays_gone_while_it_drains() {
     let redis = Redis::start().await;
-    let config = ClusterConfig {
-        redis_url: redis.url(),
-        node_url: String::new(),
-        node_id: String::new(),
-        heartbeat_ms: HEARTBEAT_MS,
-        lease_ms: LEASE_MS,
-        redis_timeout_ms: 500,
-    };
+    let config = in_process_cluster(&redis);
     let load = Load {
         participants: 0,
         capacity: 10,
@@ -647,14 +652,7 @@ impl NodeState for FixedLoad {
 async fn the_shared_roulette_keeps_its_rules_across_nodes() {
     let _serial = serial().await;
     let redis = Redis::start().await;
-    let config = ClusterConfig {
-        redis_url: redis.url(),
-        node_url: String::new(),
-        node_id: String::new(),
-        heartbeat_ms: HEARTBEAT_MS,
-        lease_ms: LEASE_MS,
-        redis_timeout_ms: 500,
-    };
+    let config = in_process_cluster(&redis);
     let node = |url: &'static str, participants: usize| {
         let config = config.clone();
         async move {

@@ -110,6 +110,13 @@ fn collect(
     });
 }
 
+/// Fails with `what` and the child's output when the child has exited.
+fn exited(child: &mut tokio::process::Child, what: &str, log: &Mutex<Vec<String>>) {
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{what} ({status}):\n{}", log.lock().unwrap().join("\n"));
+    }
+}
+
 async fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ready() {
@@ -205,12 +212,7 @@ async fn the_compose_deployment_serves_a_swapped_call_over_https_and_turn_and_su
         .expect("turnserver runs (scripts/setup.sh installs Debian's coturn)");
     collect(coturn.stdout.take().unwrap(), turn_log.clone());
     wait_for("coturn listens on 3478", || {
-        if let Ok(Some(status)) = coturn.try_wait() {
-            panic!(
-                "turnserver exited ({status}):\n{}",
-                turn_log.lock().unwrap().join("\n")
-            );
-        }
+        exited(&mut coturn, "turnserver exited", &turn_log);
         std::net::TcpStream::connect(("127.0.0.1", 3478)).is_ok()
     })
     .await;
@@ -243,13 +245,12 @@ async fn the_compose_deployment_serves_a_swapped_call_over_https_and_turn_and_su
         .expect("caddy runs (scripts/setup.sh installs Debian's caddy)");
     collect(caddy.stderr.take().unwrap(), caddy_log.clone());
     wait_for("Caddy has its certificate for facerelay.test", || {
-        if let Ok(Some(status)) = caddy.try_wait() {
-            panic!(
-                "caddy exited ({status}); it binds 443 and 8444 as compose publishes them, \
-                 which needs root or CAP_NET_BIND_SERVICE:\n{}",
-                caddy_log.lock().unwrap().join("\n")
-            );
-        }
+        exited(
+            &mut caddy,
+            "caddy exited; it binds 443 and 8444 as compose publishes them, which needs root \
+             or CAP_NET_BIND_SERVICE",
+            &caddy_log,
+        );
         caddy_log
             .lock()
             .unwrap()
@@ -280,33 +281,26 @@ async fn the_compose_deployment_serves_a_swapped_call_over_https_and_turn_and_su
         nodes[0].url, nodes[1].url
     );
     let crowd = format!("{}ws", nodes[0].url.replace("http://", "ws://"));
-    let run = tokio::process::Command::new("node")
-        .arg("--experimental-websocket")
-        .arg(root().join("tests/browser/deploy.mjs"))
-        .arg(format!("https://{DOMAIN}/"))
-        .arg(&artifacts)
-        .arg(photos.join("gauss.png"))
-        .arg(photos.join("newton.png"))
-        .env("FAKE_VIDEO", &y4m)
-        .env("CHROMIUM_HOST_RULES", format!("MAP {DOMAIN} {host}"))
-        .env("CHROMIUM_ACCEPT_SPKI", spki_sha256(&ca))
-        .env("NODE_PIDS", &pids)
-        .env("NODE_DIRECT", &direct)
-        .env("CROWD_WS", &crowd)
-        .env("CROWD_SIZE", "50")
-        .current_dir(root())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("deploy.mjs finishes within 240 s")
-        .expect("node runs");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "deploy.mjs failed (its output is above)"
-    );
+    let (rules, spki) = (format!("MAP {DOMAIN} {host}"), spki_sha256(&ca));
+    let (gauss, newton) = (photos.join("gauss.png"), photos.join("newton.png"));
+    let os = std::ffi::OsStr::new;
+    let artifacts = crate::browser::run_script_at(
+        "deploy.mjs",
+        &format!("https://{DOMAIN}/"),
+        &[&gauss, &newton],
+        &[
+            // Node's own WebSocket client, for the sockets of the crowd.
+            ("NODE_OPTIONS", os("--experimental-websocket")),
+            ("FAKE_VIDEO", y4m.as_os_str()),
+            ("CHROMIUM_HOST_RULES", os(&rules)),
+            ("CHROMIUM_ACCEPT_SPKI", os(&spki)),
+            ("NODE_PIDS", os(&pids)),
+            ("NODE_DIRECT", os(&direct)),
+            ("CROWD_WS", os(&crowd)),
+            ("CROWD_SIZE", os("50")),
+        ],
+    )
+    .await;
 
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(artifacts.join("deploy.json")).unwrap()).unwrap();
