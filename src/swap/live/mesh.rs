@@ -5,6 +5,8 @@
 //! codec thread of stream s, per frame (with a face chosen):
 //!   tracked faces ─▶ ROI from each face's last landmarks ─▶ crops ─▶ mesh scheduler (one
 //!       request with every face) ─▶ presence below swap.mesh_presence: the track ends
+//!       ─▶ the box shows something else than on the last frame (the face jumped): the
+//!       detector on this frame; the track starts again from its detection, or ends
 //!   no track, or every swap.redetect_every frames when more faces are wanted ─▶ detector
 //!       scheduler ─▶ new faces (not overlapping a track) ─▶ mesh ─▶ new tracks
 //!   each track: One Euro filter ─▶ render the source face onto it ─▶ label
@@ -109,12 +111,69 @@ struct FaceTrack {
     raw: Vec<[f32; 2]>,
     filter: MeshFilter,
     colour: ColourState,
+    /// What the picture looked like under the landmarks' box on the last frame.
+    look: Look,
+    /// Its box shows something else on this frame than on the last: the detector checks it.
+    unsure: bool,
 }
 
 impl FaceTrack {
+    fn new(c: &SwapConfig, frame: &I420Frame, points: Vec<[f32; 2]>) -> Self {
+        Self {
+            filter: MeshFilter::new(filter_settings(c), &points),
+            look: Look::of(frame, &bounds(&points)),
+            raw: points,
+            colour: ColourState::default(),
+            unsure: false,
+        }
+    }
+
     fn area(&self) -> f32 {
         let b = bounds(&self.raw);
         (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0)
+    }
+}
+
+/// A face box's luma on a coarse grid, less its mean: what a track looked like. A track whose
+/// box shows something else on the next frame (the mesh stayed where the face was while the
+/// face jumped away, as between frames a busy server skipped) is checked by the detector
+/// before anything is drawn on it.
+#[derive(Debug, Clone)]
+struct Look([f32; LOOK * LOOK]);
+
+/// Grid cells per side of a [`Look`].
+const LOOK: usize = 12;
+
+/// Mean difference of two [`Look`]s (luma levels) above which a track is checked.
+const LOOK_CHANGED: f32 = 12.0;
+
+impl Look {
+    fn of(frame: &I420Frame, b: &[f32; 4]) -> Self {
+        let (w, h) = (frame.width() as f32, frame.height() as f32);
+        let (y, stride) = (frame.y(), frame.y_stride());
+        let mut v = [0.0; LOOK * LOOK];
+        for (i, cell) in v.iter_mut().enumerate() {
+            let fx = b[0] + (b[2] - b[0]) * ((i % LOOK) as f32 + 0.5) / LOOK as f32;
+            let fy = b[1] + (b[3] - b[1]) * ((i / LOOK) as f32 + 0.5) / LOOK as f32;
+            let (x, yy) = (
+                fx.clamp(0.0, w - 1.0) as usize,
+                fy.clamp(0.0, h - 1.0) as usize,
+            );
+            *cell = f32::from(y[yy * stride + x]);
+        }
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        v.iter_mut().for_each(|c| *c -= mean);
+        Self(v)
+    }
+
+    fn difference(&self, other: &Look) -> f32 {
+        let sum: f32 = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| (a - b).abs())
+            .sum();
+        sum / self.0.len() as f32
     }
 }
 
@@ -183,6 +242,9 @@ impl MeshProcessor {
             for (mut t, mesh) in self.tracks.drain(..).zip(meshes) {
                 if mesh.presence >= presence {
                     let b = bounds(&mesh.points);
+                    let look = Look::of(frame, &b);
+                    t.unsure = look.difference(&t.look) > LOOK_CHANGED;
+                    t.look = look;
                     t.filter.update(&mesh.points, dt, (b[2] - b[0]).max(1.0));
                     t.raw = mesh.points;
                     kept.push(t);
@@ -205,17 +267,33 @@ impl MeshProcessor {
         m.swap_align.record(t0.elapsed());
 
         let max = Self::max_tracks(c);
-        if self.countdown > 0 && !self.tracks.is_empty() {
-            self.countdown -= 1;
-            return Ok(());
-        }
-        if self.tracks.len() >= max {
-            return Ok(());
+        let unsure = self.tracks.iter().any(|t| t.unsure);
+        if !unsure {
+            if self.countdown > 0 && !self.tracks.is_empty() {
+                self.countdown -= 1;
+                return Ok(());
+            }
+            if self.tracks.len() >= max {
+                return Ok(());
+            }
         }
         let t1 = Instant::now();
         let found = models.detector.infer(self.stream, frame.clone());
         m.swap_detect.record(t1.elapsed());
         let mut faces: Vec<Detection> = found.map_err(|_| ())?;
+        // An unsure track starts again from the detection (the mesh, cut around where the face
+        // was, follows a jump only part of the way); without one, it ends. Its colour stays.
+        let mut restarted: Vec<([f32; 4], ColourState)> = Vec::new();
+        if unsure {
+            m.track_checks.inc();
+            for t in std::mem::take(&mut self.tracks) {
+                if t.unsure {
+                    restarted.push((bounds(&t.raw), t.colour));
+                } else {
+                    self.tracks.push(t);
+                }
+            }
+        }
         self.countdown = c.redetect_every.saturating_sub(1);
         faces.sort_by(|a, b| b.area().total_cmp(&a.area()));
         let fresh: Vec<Detection> = faces
@@ -236,13 +314,16 @@ impl MeshProcessor {
             .map(|d| MeshJob::of(frame, &Roi::from_detection(d)))
             .collect();
         let meshes = models.mesh.infer(self.stream, jobs).map_err(|_| ())?;
-        for mesh in meshes {
+        for (mesh, d) in meshes.into_iter().zip(&fresh) {
             if mesh.presence >= presence {
-                self.tracks.push(FaceTrack {
-                    filter: MeshFilter::new(filter_settings(c), &mesh.points),
-                    raw: mesh.points,
-                    colour: ColourState::default(),
-                });
+                let mut track = FaceTrack::new(c, frame, mesh.points);
+                if let Some(i) = restarted
+                    .iter()
+                    .position(|(b, _)| iou(b, &d.bbox) > NEW_FACE_IOU)
+                {
+                    track.colour = restarted.swap_remove(i).1;
+                }
+                self.tracks.push(track);
             }
         }
         m.swap_align.record(t2.elapsed());

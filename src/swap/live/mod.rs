@@ -602,6 +602,9 @@ pub struct SwapMetrics {
     pub blurred_frames: Counter,
     /// Frames of a stream with a chosen face that went out unswapped (`on_failure = "pass"`).
     pub unswapped_frames: Counter,
+    /// Mesh-tier frames on which a track's box showed something else than on the frame before
+    /// and the detector was asked whether a face is still there.
+    pub track_checks: Counter,
     /// Per frame that ran them: detection (the time a frame waited for one, queueing
     /// included: the first frame of a track, or a detector behind its cadence; other
     /// detections run in the background), crop warp, swapper (queueing included), paste-back
@@ -622,6 +625,7 @@ impl Default for SwapMetrics {
             held_frames: Counter::default(),
             blurred_frames: Counter::default(),
             unswapped_frames: Counter::default(),
+            track_checks: Counter::default(),
             swap_detect: series(&stages, "stage", "detect"),
             swap_align: series(&stages, "stage", "align"),
             swap_swap: series(&stages, "stage", "swap"),
@@ -864,6 +868,11 @@ impl LiveSwap {
                 "facerelay_swap_errors",
                 "Frames of a stream with a chosen face whose inference failed (timeout, busy, model error)",
                 &m.swap_errors,
+            ),
+            (
+                "facerelay_swap_track_checks",
+                "Mesh-tier frames on which a tracked face's box changed and the detector checked it",
+                &m.track_checks,
             ),
             (
                 "facerelay_held_frames",
