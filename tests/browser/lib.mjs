@@ -27,6 +27,21 @@ export async function openPage(browser, url, name, viewport = { width: 960, heig
   if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.on("console", (m) => { if (m.type() === "error") console.log(`[${name}] ${m.text()}`); });
+  // The signalling a page exchanged (when, which way, which message; an SDP's media sections),
+  // for failure messages: `signalling(page)`.
+  page.signalling = [];
+  const start = Date.now();
+  page.on("websocket", (ws) => {
+    const note = (dir) => (f) => {
+      let m;
+      try { m = JSON.parse(f.payload); } catch { return; }
+      if (m.type === "candidate") return;
+      const media = m.sdp ? ` m=${(m.sdp.match(/^m=/gm) ?? []).length}` : "";
+      page.signalling.push(`${Date.now() - start} ${dir} ${m.type}${media}${m.code ? ` ${m.code}` : ""}`);
+    };
+    ws.on("framesent", note(">"));
+    ws.on("framereceived", note("<"));
+  });
   await page.goto(url);
   // A link with a join token fills the name itself (read-only).
   if (!(await page.locator("#name").evaluate((e) => e.readOnly))) await page.fill("#name", name);
@@ -76,6 +91,31 @@ export async function transceivers(page) {
   });
 }
 
+// What a page's camera uplink does (its outbound video and the connection's estimate): frames
+// captured, encoded and sent, bytes, why the encoder limits quality (`bandwidth`, `cpu`), and
+// the bandwidth the browser believes it has. For failure messages.
+export async function uplink(page) {
+  return page.evaluate(async () => {
+    const stats = await window.facerelay.pc?.getStats();
+    const out = {};
+    stats?.forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video") {
+        Object.assign(out, {
+          framesEncoded: s.framesEncoded, framesSent: s.framesSent, bytesSent: s.bytesSent,
+          width: s.frameWidth, fps: s.framesPerSecond, targetBitrate: s.targetBitrate,
+          limitedBy: s.qualityLimitationReason, limitedFor: s.qualityLimitationDurations,
+          keyFramesEncoded: s.keyFramesEncoded, pli: s.pliCount, nack: s.nackCount,
+        });
+      }
+      if (s.type === "candidate-pair" && s.nominated) {
+        out.availableOutgoingBitrate = s.availableOutgoingBitrate;
+        out.rtt = s.currentRoundTripTime;
+      }
+    });
+    return out;
+  });
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Polls `check(page state)` on each page until all pass or `ms` elapse; returns the states. A
@@ -109,7 +149,7 @@ export async function annAndBob(browser, link) {
   await bob.click("#join");
   const r = await until([bob], (s) => s.remote.length === 1 && s.remote[0].width === 640);
   if (!r.ok) {
-    const detail = { bob: r.states, bobCall: await transceivers(bob), ann: await look(ann), annCall: await transceivers(ann) };
+    const detail = { bob: r.states, bobCall: await transceivers(bob), ann: await look(ann), annCall: await transceivers(ann), annUplink: await uplink(ann), annSignalling: ann.signalling, bobSignalling: bob.signalling };
     throw new Error(`Bob does not see Ann: ${JSON.stringify(detail)}`);
   }
   return { ann, bob };

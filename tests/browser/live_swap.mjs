@@ -3,7 +3,7 @@
 // swapped (the stand-in swapper paints it green), the "face-swapped" badge, and the rest as is.
 // Usage: FAKE_VIDEO=card.y4m node tests/browser/live_swap.mjs URL ARTIFACT_DIR PHOTO FACE_BOX
 
-import { annAndBob, faceCore, green, launch, look, meanRgb, waitForBadge } from "./lib.mjs";
+import { annAndBob, faceCore, green, launch, look, meanRgb, sleep, uplink, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, box] = process.argv.slice(2);
 const browser = await launch();
@@ -24,10 +24,14 @@ try {
   await ann.setInputFiles("#face-file", photo);
   if (!(await waitForBadge(bob, "face-swapped"))) {
     const said = await ann.textContent("#face-state");
-    throw new Error(`Bob never sees the face-swapped badge: ${JSON.stringify(await look(bob))}; Ann reads "${said}"`);
+    throw new Error(`Bob never sees the face-swapped badge: ${JSON.stringify(await look(bob))}; Ann reads "${said}"; Ann's camera uplink: ${JSON.stringify(await uplink(ann))}; Ann's signalling: ${ann.signalling.join(", ")}; Bob's: ${bob.signalling.join(", ")}`);
   }
-  await new Promise((r) => setTimeout(r, 2000));
-  const after = await sample(bob, core);
+  console.log(`Ann's camera uplink: ${JSON.stringify(await uplink(ann))}`);
+  // The badge follows the first swapped frames; the picture, once Bob's decoder has them.
+  let after = await sample(bob, core);
+  for (const deadline = Date.now() + 20_000; !green(after) && Date.now() < deadline; await sleep(200)) {
+    after = await sample(bob, core);
+  }
   const cornerAfter = await sample(bob, [0, 80, 200, 240]);
   console.log(`face centre RGB before ${before}, after ${after}; grid area ${corner} -> ${cornerAfter}`);
   const greener = green(after) && before[1] - before[0] < 20;
