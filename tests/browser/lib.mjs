@@ -107,11 +107,17 @@ export async function uplink(page) {
           keyFramesEncoded: s.keyFramesEncoded, pli: s.pliCount, nack: s.nackCount,
         });
       }
+      // What the camera gave the encoder: its frames, and the track's state.
+      if (s.type === "media-source" && s.kind === "video") {
+        Object.assign(out, { sourceFrames: s.frames, sourceFps: s.framesPerSecond });
+      }
       if (s.type === "candidate-pair" && s.nominated) {
         out.availableOutgoingBitrate = s.availableOutgoingBitrate;
         out.rtt = s.currentRoundTripTime;
       }
     });
+    const camera = window.facerelay.local?.getVideoTracks()[0];
+    if (camera) out.camera = { state: camera.readyState, muted: camera.muted, enabled: camera.enabled };
     return out;
   });
 }
