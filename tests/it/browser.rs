@@ -252,7 +252,7 @@ async fn the_others_see_a_camera_turned_off_and_a_microphone_muted() {
 async fn an_invitation_names_the_room_previews_the_chosen_face_and_puts_it_on_before_any_video() {
     let _serial = serial().await;
     let (config, swap) = swap_with_gallery("invite-gallery");
-    let (y4m, face_box) = testcard_camera(&config);
+    let (y4m, face_box) = testcard_camera(&config, "testcard-invite");
     let dir = run_browser_script_env(
         "invite.mjs",
         swap,
@@ -287,10 +287,14 @@ fn testcard_y4m(path: &Path) -> facerelay::media::I420Frame {
 
 /// The drawn test card as a fake camera file, and where the stand-in swap (of `config`'s
 /// fixture models) pastes the test card's source face on it: "x0,y0,x1,y1" (computed offline).
-fn testcard_camera(config: &Config) -> (PathBuf, String) {
+///
+/// `name` names the file: each test writes its own, as Chromium reads the file while it plays
+/// it, and a file another test rewrites meanwhile ends that camera's track (a test running
+/// beside another that wrote the same file lost its camera mid-call).
+fn testcard_camera(config: &Config, name: &str) -> (PathBuf, String) {
     let artifacts = root().join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let y4m = artifacts.join("testcard.y4m");
+    let y4m = artifacts.join(format!("{name}.y4m"));
     let frame = testcard_y4m(&y4m);
     let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
     let mut engine = Engine::load(&config.models, &config.swap).expect("fixture models load");
@@ -310,7 +314,7 @@ async fn a_face_picked_in_chromium_is_swapped_live_for_the_others() {
     let _serial = serial().await;
     let mut config = Config::defaults();
     config.models = config.models.with_fixtures();
-    let (y4m, face_box) = testcard_camera(&config);
+    let (y4m, face_box) = testcard_camera(&config, "testcard-live");
     let photo = root().join(fixtures_dir()).join("testcard_source.jpg");
     let swap = Swap::from_config(&config).expect("the live swap starts");
     let dir = run_browser_script_env(
