@@ -201,6 +201,14 @@ export async function meanRgb(page, selector, rect) {
   }, [selector, rect]);
 }
 
+// Resolves true when the video `selector` finds shows its next frame, false after `ms`.
+export async function nextFrame(page, selector, ms) {
+  return page.evaluate(([sel, ms]) => new Promise((done) => {
+    document.querySelector(sel).requestVideoFrameCallback(() => done(true));
+    setTimeout(() => done(false), ms);
+  }), [selector, ms]);
+}
+
 // The centre half of a face box "x0,y0,x1,y1" (where the stand-in swapper paints green).
 export function faceCore(box) {
   const [x0, y0, x1, y1] = box.split(",").map(Number);

@@ -3,14 +3,15 @@
 // swapped (the stand-in swapper paints it green), the "face-swapped" badge, and the rest as is.
 // Usage: FAKE_VIDEO=card.y4m node tests/browser/live_swap.mjs URL ARTIFACT_DIR PHOTO FACE_BOX
 
-import { annAndBob, faceCore, green, launch, look, meanRgb, sleep, uplink, waitForBadge } from "./lib.mjs";
+import { annAndBob, faceCore, green, launch, look, meanRgb, nextFrame, uplink, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, box] = process.argv.slice(2);
 const browser = await launch();
 const link = `${base}?room=live-${Date.now()}`;
 
 // A rectangle of the remote (not self) video.
-const sample = (page, rect) => meanRgb(page, "figure:not([data-participant=self]) video", rect);
+const remote = "figure:not([data-participant=self]) video";
+const sample = (page, rect) => meanRgb(page, remote, rect);
 
 let ok = false;
 try {
@@ -29,8 +30,8 @@ try {
   console.log(`Ann's camera uplink: ${JSON.stringify(await uplink(ann))}`);
   // The badge follows the first swapped frames; the picture, once Bob's decoder has them.
   let after = await sample(bob, core);
-  for (const deadline = Date.now() + 20_000; !green(after) && Date.now() < deadline; await sleep(200)) {
-    after = await sample(bob, core);
+  for (const deadline = Date.now() + 20_000; !green(after) && Date.now() < deadline;) {
+    if (await nextFrame(bob, remote, deadline - Date.now())) after = await sample(bob, core);
   }
   const cornerAfter = await sample(bob, [0, 80, 200, 240]);
   console.log(`face centre RGB before ${before}, after ${after}; grid area ${corner} -> ${cornerAfter}`);
