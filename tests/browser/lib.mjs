@@ -122,6 +122,26 @@ export async function uplink(page) {
   });
 }
 
+// What a page receives, per incoming video track: packets, frames received and decoded,
+// keyframes, and the keyframe requests (PLI, FIR) and NACKs it sent. For failure messages.
+export async function inbound(page) {
+  return page.evaluate(async () => {
+    const stats = await window.facerelay.pc?.getStats();
+    const out = [];
+    stats?.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        out.push({
+          track: s.trackIdentifier, owner: window.facerelay.trackOwners.get(s.trackIdentifier) ?? null,
+          packets: s.packetsReceived, lost: s.packetsLost, framesReceived: s.framesReceived,
+          framesDecoded: s.framesDecoded, keyFramesDecoded: s.keyFramesDecoded, width: s.frameWidth,
+          pli: s.pliCount, fir: s.firCount, nack: s.nackCount,
+        });
+      }
+    });
+    return out;
+  });
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Polls `check(page state)` on each page until all pass or `ms` elapse; returns the states. A
@@ -207,6 +227,24 @@ export async function nextFrame(page, selector, ms) {
     document.querySelector(sel).requestVideoFrameCallback(() => done(true));
     setTimeout(() => done(false), ms);
   }), [selector, ms]);
+}
+
+// Waits for `n` more frames of the video `selector` (each a decoded frame, not a timer tick);
+// false if they do not come within `ms` in all.
+export async function frames(page, selector, n, ms) {
+  const deadline = Date.now() + ms;
+  for (let i = 0; i < n; i++) {
+    const left = deadline - Date.now();
+    if (left <= 0 || !(await nextFrame(page, selector, left))) return false;
+  }
+  return true;
+}
+
+// Waits until the element `selector` reads `text`; false after `ms`.
+export async function waitForText(page, selector, text, ms = 45_000) {
+  return page
+    .waitForFunction(([sel, t]) => document.querySelector(sel)?.textContent === t, [selector, text], { timeout: ms })
+    .then(() => true, () => false);
 }
 
 // The centre half of a face box "x0,y0,x1,y1" (where the stand-in swapper paints green).

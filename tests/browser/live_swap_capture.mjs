@@ -6,11 +6,13 @@
 // Usage: FAKE_VIDEO=cam.y4m node tests/browser/live_swap_capture.mjs URL DIR PHOTO PREFIX COUNT
 
 import { writeFileSync } from "node:fs";
-import { annAndBob, launch, sleep, waitForBadge } from "./lib.mjs";
+import { annAndBob, frames, launch, waitForBadge, waitForText } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, prefix = "capture", count = "4"] = process.argv.slice(2);
 const browser = await launch();
 const link = `${base}?room=real-${Date.now()}`;
+const REMOTE = "figure:not([data-participant=self]) video";
+const SWAPPED = "This is the face the others see on you.";
 
 // One decoded frame of the remote (not self) video as a PNG data URL.
 async function grab(page) {
@@ -35,15 +37,22 @@ try {
   await ann.setInputFiles("#face-file", photo);
   const badge = (await waitForBadge(bob, "face-swapped")) ? "face-swapped" : null;
   console.log(`Bob sees Ann's badge "${badge}"`);
-  const own = await ann.textContent("#face-state");
-  console.log(`Ann reads "${own}"`);
-  if (own !== "This is the face the others see on you.") throw new Error("Ann's page does not say her face is swapped");
-  // Past the swap's first detections and the encoder's next keyframe.
-  await sleep(3000);
+  // A loaded server may pause the swap for a moment (Ann then reads that it is busy, and the
+  // others see her last swapped frame or her picture hidden): each capture waits until Ann's
+  // page says her face is swapped again, under one generous deadline each.
+  const swapped = async () => {
+    if (await waitForText(ann, "#face-state", SWAPPED)) return;
+    throw new Error(`Ann's page does not say her face is swapped: "${await ann.textContent("#face-state")}"`);
+  };
+  await swapped();
+  console.log(`Ann reads "${SWAPPED}"`);
+  // Past the swap's first detections and the encoder's next keyframe: 60 more decoded frames.
+  if (!(await frames(bob, REMOTE, 60, 30_000))) throw new Error("Bob's video of Ann stopped");
   for (let k = 0; k < Number(count); k++) {
+    await swapped();
     const url = await grab(bob);
     writeFileSync(`${dir}/${prefix}-${k}.png`, Buffer.from(url.split(",")[1], "base64"));
-    await sleep(350);
+    if (!(await frames(bob, REMOTE, 10, 30_000))) throw new Error("Bob's video of Ann stopped");
   }
   await bob.screenshot({ path: `${dir}/${prefix}.png` });
   ok = badge === "face-swapped";

@@ -3,7 +3,7 @@
 // left returns to waiting. Screenshots go to the folder given.
 // Usage: node tests/browser/roulette.mjs http://127.0.0.1:PORT/ [ARTIFACT_DIR]
 
-import { fail, finish, launch, openPage, playing, until, waiting } from "./lib.mjs";
+import { fail, finish, inbound, launch, openPage, playing, transceivers, until, uplink, waiting } from "./lib.mjs";
 
 const base = process.argv[2];
 const dir = process.argv[3] ?? "test-artifacts";
@@ -30,7 +30,13 @@ async function run() {
   r = await until([ann], playing("Cid"));
   if (!r.ok) return fail("after next, Ann sees Cid", r.states);
   r = await until([cid], playing("Ann"));
-  if (!r.ok) return fail("after next, Cid sees Ann", r.states);
+  if (!r.ok) {
+    // What Cid's connection receives and Ann's sends: which side stopped.
+    return fail("after next, Cid sees Ann", {
+      cid: r.states, cidCall: await transceivers(cid), cidInbound: await inbound(cid),
+      annUplink: await uplink(ann), cidSignalling: cid.signalling, annSignalling: ann.signalling,
+    });
+  }
   r = await until([bob], waiting);
   if (!r.ok) return fail("Bob waits again", r.states);
   const note = await bob.textContent("#notice");
