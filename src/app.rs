@@ -27,6 +27,7 @@ use crate::signal::{self, App, AppParts};
 use crate::swap::live::{LiveFaces, LiveSwap};
 use crate::swap::picker::{FacePicker, FaceRegistry};
 use crate::swap::SwapperChoice;
+use crate::voice::Voices;
 
 /// The swap engine's parts the server uses; [`Swap::none`] runs a pure relay.
 pub struct Swap {
@@ -38,6 +39,9 @@ pub struct Swap {
     pub swapper: &'static str,
     /// The live stage, whose metrics `/metrics` serves (none without the swap).
     pub live: Option<Arc<LiveSwap>>,
+    /// Who disguises which voice, and the disguise the audio streams run (the face's
+    /// counterpart for the voice; on whether or not faces are swapped).
+    pub voices: Arc<Voices>,
 }
 
 impl Swap {
@@ -50,6 +54,7 @@ impl Swap {
             faces: Arc::new(LiveFaces::new(Admission::new(0))),
             swapper: "off",
             live: None,
+            voices: Arc::default(),
         }
     }
 
@@ -92,6 +97,7 @@ impl Swap {
             swapper: live.swapper_name(),
             faces: live.clone(),
             live: Some(live),
+            voices: Arc::default(),
         })
     }
 }
@@ -176,7 +182,11 @@ impl Pieces {
     fn new(config: Config, swap: Swap, clustered: bool) -> Self {
         let mut registry = Registry::default();
         register_process(&mut registry);
-        let engine = RtcEngine::new(RtcSettings::from_config(&config), swap.stage.clone());
+        let engine = RtcEngine::new(
+            RtcSettings::from_config(&config),
+            swap.stage.clone(),
+            swap.voices.clone(),
+        );
         engine.register_metrics(&mut registry);
         if let Some(live) = &swap.live {
             live.register_metrics(&mut registry);
@@ -221,6 +231,7 @@ impl Pieces {
             picker: self.swap.picker,
             swapper: self.swap.swapper,
             faces: self.swap.faces,
+            voices: self.swap.voices,
             router,
             registry: self.registry,
         })

@@ -7,13 +7,14 @@
 //!         ──▶ media (decode, on codec threads) ──I420──▶ FrameStage (swap)
 //!         ──▶ media (encode, once per stream) ──▶ rtc (egress: fan-out to every subscriber)
 //! Opus RTP ─────────────────────────────────────▶ forwarded unchanged
+//!          (a speaker with a voice chosen: voice (decode ▸ disguise ▸ encode), fail-closed)
 //! ```
 //!
 //! Modules, by layer from the top; a module uses only modules of the layers after its own
 //! (`tests/it/layering.rs` reads this list and checks every `crate::` path under `src/`, unit
 //! tests aside):
 //!
-//! layers: `cli` → `testkit`, `fuzzing` → `app` → `signal` → `cluster` → `room` → `rtc` → `verify` → `config` → `swap` → `infer` → `media` → `metrics`
+//! layers: `cli` → `testkit`, `fuzzing` → `app` → `signal` → `cluster` → `room` → `rtc` → `verify` → `config` → `swap` → `infer` → `media` → `voice` → `metrics`
 //!
 //! - `cli`: the programs beside `serve` (`swap`, `models`, the benchmarks).
 //! - `testkit`: a participant in Rust (signalling client) for the tests and benches;
@@ -29,6 +30,7 @@
 //! - `swap`: the face pipeline, live and offline.
 //! - `infer`: ONNX Runtime sessions and the batching schedulers.
 //! - `media`: frames, H.264 (Annex-B helpers, openh264) and the per-stream pipeline.
+//! - `voice`: voice disguise (Opus decode, pitch and formants moved, Opus encode), fail-closed.
 //! - `metrics`: the metrics registry.
 
 pub mod app;
@@ -45,3 +47,4 @@ pub mod signal;
 pub mod swap;
 pub mod testkit;
 pub mod verify;
+pub mod voice;

@@ -67,6 +67,8 @@ enum Bench {
     Soak(facerelay::cli::bench::SoakBenchArgs),
     /// Detection and false-positive rates of the watermark after one more H.264 encode.
     Watermark(facerelay::cli::bench::watermark::WatermarkBenchArgs),
+    /// What a disguised voice costs: time per packet, added latency, many voices at once.
+    Voice(facerelay::cli::bench::voice::VoiceBenchArgs),
 }
 
 /// jemalloc with background threads: memory freed after a peak of connections goes back to the
@@ -112,6 +114,9 @@ fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Watermark(args),
         } => facerelay::cli::bench::watermark::run(&args),
+        Command::Bench {
+            bench: Bench::Voice(args),
+        } => facerelay::cli::bench::voice::run(&args),
         Command::Verify(args) => {
             return match facerelay::verify::run(&args) {
                 Ok(true) => ExitCode::SUCCESS,

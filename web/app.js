@@ -19,6 +19,8 @@ const state = {
   names: new Map(), // participant id -> display name
   media: new Map(), // participant id → {camera, microphone}: on or off, as its page says
   faces: new Map(), // participant id → what its video carries (the server says so): swapped, held, blurred, unswapped
+  voices: new Map(), // participant id → what its audio carries (the server says so): disguised, silenced
+  voice: "none", // the voice chosen: put back on after a reconnection or a move
   token: null, // authorises the face API for this session
   trackOwners: new Map(), // remote track id -> participant id
   pending: [], // server candidates that came before its description
@@ -84,12 +86,16 @@ function tile(id, label) {
   const caption = fig.querySelector("figcaption");
   caption.textContent = label;
   const owner = id === "self" ? state.id : id;
-  const badgeText = TEXT.tile.badges[state.faces.get(owner)];
-  if (badgeText) {
+  // The badges: what the video carries (the face), then what the audio carries (the voice).
+  for (const [key, value, texts, extra] of [
+    ["face", state.faces.get(owner), TEXT.tile.badges, ""],
+    ["voice", state.voices.get(owner), TEXT.tile.voiceBadges, " voice"],
+  ]) {
+    if (!texts[value]) continue;
     const badge = document.createElement("span");
-    badge.className = "badge";
-    badge.dataset.face = state.faces.get(owner);
-    badge.textContent = badgeText;
+    badge.className = `badge${extra}`;
+    badge.dataset[key] = value;
+    badge.textContent = texts[value];
     caption.append(badge);
   }
   // Another participant's camera or microphone off: its initials instead of a black picture,
@@ -481,9 +487,12 @@ async function onMessage(msg) {
       state.token = msg.token;
       showError("");
       state.faces.clear();
+      state.voices.clear();
       for (const p of msg.participants) noteParticipant(p);
       loadGallery();
       await reapplyFace(state.welcomed);
+      // The voice too, before any audio is published.
+      if (state.voice !== "none") await chooseVoice(state.voice);
       state.welcomed = true;
       await startPeer(msg.iceServers);
       sendMedia();
@@ -529,6 +538,11 @@ async function onMessage(msg) {
       $("face-state").textContent = faceStateText(msg.state, msg.reason);
       relabel(state.id);
       break;
+    case "voice-state":
+      noteVoice(state.id, msg.state);
+      $("voice-state").textContent = voiceStateText(msg.state, msg.reason);
+      relabel(state.id);
+      break;
     case "participant-updated":
       noteParticipant(msg.participant);
       relabel(msg.participant.id);
@@ -556,6 +570,41 @@ function noteParticipant(p) {
   state.names.set(p.id, p.name);
   state.media.set(p.id, { camera: p.camera !== false, microphone: p.microphone !== false });
   noteFace(p.id, p.face ?? (p.swapped ? "swapped" : "none"));
+  noteVoice(p.id, p.voice);
+}
+
+function noteVoice(id, voice) {
+  if (voice && voice !== "none") state.voices.set(id, voice); else state.voices.delete(id);
+}
+
+function voiceStateText(voice, reason) {
+  if (voice === "silenced") return TEXT.voice.silenced[reason] ?? TEXT.voice.silenced.error;
+  return voice === "disguised" ? TEXT.voice.disguised : TEXT.voice.own;
+}
+
+// Makes `voice` this participant's (from the next audio packet on). Before a session there is
+// nothing to call: the choice is kept and made at the welcome.
+async function chooseVoice(voice) {
+  state.voice = voice;
+  $("voice-select").value = voice;
+  if (!state.token) return;
+  $("voice-state").textContent = TEXT.voice.choosing;
+  try {
+    const body = JSON.stringify({ voice });
+    const response = await fetch(new URL("/api/voice", state.server ?? location.href), {
+      method: "PUT",
+      body,
+      headers: { Authorization: `Bearer ${state.token}`, "Content-Type": "application/json" },
+    });
+    const json = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(json.message ?? TEXT.errors.serverAnswered(response.status));
+    noteVoice(state.id, voice === "none" ? "none" : "disguised");
+    $("voice-state").textContent = voiceStateText(state.voices.get(state.id) ?? "none");
+    relabel(state.id);
+  } catch (err) {
+    showError(TEXT.voice.notChosen(err.message.replace(/\.$/, "")));
+    $("voice-state").textContent = voiceStateText(state.voices.get(state.id) ?? "none");
+  }
 }
 
 function noteFace(id, face) {
@@ -1059,6 +1108,7 @@ $("face-file").addEventListener("change", (e) => {
     pickFace("POST", "/api/face?consent=true", file, TEXT.face.lookingPhoto, { photo: file });
   }
 });
+$("voice-select").addEventListener("change", (e) => chooseVoice(e.target.value));
 $("face-none").addEventListener("click", () => pickFace("DELETE", "/api/face", null, TEXT.face.removing));
 $("copy-link").addEventListener("click", async () => {
   const link = `${location.origin}/?room=${encodeURIComponent(state.room)}`;

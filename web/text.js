@@ -121,6 +121,11 @@ const ENGLISH = {
       blurred: "face hidden",
       unswapped: "not swapped",
     },
+    // The voice badge, by what the audio carries (none: no badge).
+    voiceBadges: {
+      disguised: "voice disguised",
+      silenced: "voice silenced",
+    },
     // How well the video arrives: the mark's label (screen readers) and its tooltip.
     quality: {
       good: "connection good",
@@ -155,6 +160,29 @@ const ENGLISH = {
     reported: (who) => `Reported, thank you. You will not meet ${who} again. Finding someone new…`,
     blocked: (who) => `Blocked. You will not meet ${who} again. Finding someone new…`,
     thisPerson: "this person",
+  },
+
+  // The voice choice in the face panel.
+  voice: {
+    label: "Your voice",
+    presets: {
+      none: "Your own voice",
+      lower: "Lower (deeper, larger)",
+      higher: "Higher (lighter, smaller)",
+      neutral: "Neutral (pitch up, formants down)",
+      robot: "Robot (monotone)",
+    },
+    hint: "The server disguises your voice before anyone hears it: pitch and formants are moved apart, towards no one in particular (never someone else's voice). Everyone sees a badge that says your voice is disguised.",
+    own: "The others hear your own voice.",
+    disguised: "The others hear your disguised voice.",
+    choosing: "Changing your voice…",
+    // Why the disguise could not be applied: the others hear silence, never your own voice.
+    silenced: {
+      busy: "Voice paused: the server is busy. The others hear silence, not your voice.",
+      stalled: "Voice paused: the server fell behind. The others hear silence, not your voice.",
+      error: "Your voice could not be disguised. The others hear silence, not your voice.",
+    },
+    notChosen: (reason) => `Your voice could not be changed (${reason}).`,
   },
 
   // The face panel in the call.

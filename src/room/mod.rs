@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::{Registry, Scraped};
 use crate::rtc::Published;
+pub use crate::voice::VoiceState;
 
 pub mod hub;
 pub mod roulette;
@@ -176,6 +177,10 @@ pub struct ParticipantInfo {
     /// What this participant's video carries, as its frames do.
     #[serde(default)]
     pub face: FaceState,
+    /// What this participant's audio carries: its own voice, a disguise, or silence where a
+    /// chosen disguise could not be applied.
+    #[serde(default)]
+    pub voice: VoiceState,
     /// Its camera and microphone are on (as its page says; off: the others show its initials,
     /// or a muted mark).
     #[serde(default = "on")]
@@ -195,6 +200,8 @@ pub enum Change {
     Face(FaceState),
     /// Its camera or microphone turned on or off.
     Media { camera: bool, microphone: bool },
+    /// What its audio carries (a voice chosen, or its stream's report).
+    Voice(VoiceState),
 }
 
 /// What a participant's video carries, as the live swap reports it (debounced).
@@ -222,6 +229,7 @@ impl ParticipantInfo {
             name,
             swapped: false,
             face: FaceState::None,
+            voice: VoiceState::None,
             camera: true,
             microphone: true,
         }
@@ -239,6 +247,7 @@ impl ParticipantInfo {
                 self.camera = camera;
                 self.microphone = microphone;
             }
+            Change::Voice(voice) => self.voice = voice,
         }
         *self != before
     }

@@ -1,5 +1,5 @@
 //! Reading a publisher's tracks: H.264 RTP into the stream's pipeline, Opus RTP into its
-//! fan-out. Each runs as one task per track and ends when the track does.
+//! fan-out (through the voice disguise for a speaker who chose one). Each runs as one task per track and ends when the track does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +11,8 @@ use super::assembler::{Assembler, RtpIn};
 use super::egress::Fanout;
 use super::RelayMetrics;
 use crate::media::pipeline::{InputUnit, Pipeline};
+use crate::voice::stream::{AudioPacket, VoiceTap};
+use rtc_core::rtp::{Header, Packet};
 
 /// How often a stream that waits for a keyframe re-checks whether to ask again.
 const KEYFRAME_RETRY_TICK: Duration = Duration::from_millis(100);
@@ -110,12 +112,55 @@ pub(crate) async fn run_video_ingest(
     tracing::debug!(ssrc = media_ssrc, stats = ?assembler.stats(), "video ingest ended");
 }
 
-pub(crate) async fn run_audio_ingest(track: Arc<dyn TrackRemote>, fanout: Arc<Fanout>) {
-    while let Some(event) = track.poll().await {
-        match event {
-            TrackRemoteEvent::OnRtpPacket(packet) => fanout.send_audio(&packet).await,
-            TrackRemoteEvent::OnEnded => break,
-            _ => {}
+/// Relays one audio track: each Opus packet through `tap`, which forwards a speaker's own
+/// voice untouched and hands a disguised one to its worker (silence in its place when the
+/// disguise fails or is late).
+pub(crate) async fn run_audio_ingest(
+    track: Arc<dyn TrackRemote>,
+    fanout: Arc<Fanout>,
+    mut tap: VoiceTap,
+) {
+    loop {
+        let due = tap.next_due();
+        let out = tokio::select! {
+            event = track.poll() => match event {
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                    if packet.payload.is_empty() {
+                        continue;
+                    }
+                    let packet = AudioPacket {
+                        sequence: packet.header.sequence_number,
+                        timestamp: packet.header.timestamp,
+                        marker: packet.header.marker,
+                        payload: packet.payload,
+                    };
+                    tap.on_packet(packet, Instant::now())
+                }
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                Some(_) => continue,
+            },
+            done = tap.done() => tap.on_done(done),
+            _ = sleep_until(due), if due.is_some() => tap.on_tick(Instant::now()),
+        };
+        for packet in out {
+            let packet = Packet {
+                header: Header {
+                    version: 2,
+                    marker: packet.marker,
+                    sequence_number: packet.sequence,
+                    timestamp: packet.timestamp,
+                    ..Default::default()
+                },
+                payload: packet.payload,
+            };
+            fanout.send_audio(&packet).await;
         }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -41,6 +41,7 @@ use crate::config::{Config, IceServer};
 use crate::media::pipeline::{CodecPool, PipelineMetrics, PipelineSettings};
 use crate::media::{EncoderSettings, FrameStage, StreamId};
 use crate::metrics::{series, Counter, Family, Gauge, Histogram, Labels, Registry, Scraped};
+use crate::voice::Voices;
 
 /// The H.264 format every browser decodes: constrained baseline, level 3.1, non-interleaved.
 pub const H264_FMTP: &str =
@@ -190,6 +191,7 @@ pub struct RtcEngine {
     ports: Option<ports::PortPool>,
     codec_pool: Arc<CodecPool>,
     stage: Arc<dyn FrameStage>,
+    voices: Arc<Voices>,
     next_stream: AtomicU64,
     latency: Arc<LatencyRecorder>,
     metrics: Arc<RelayMetrics>,
@@ -197,7 +199,11 @@ pub struct RtcEngine {
 }
 
 impl RtcEngine {
-    pub fn new(settings: RtcSettings, stage: Arc<dyn FrameStage>) -> Arc<Self> {
+    pub fn new(
+        settings: RtcSettings,
+        stage: Arc<dyn FrameStage>,
+        voices: Arc<Voices>,
+    ) -> Arc<Self> {
         let [lo, hi] = settings.udp_port_range;
         let ports = (lo != 0).then(|| ports::PortPool::new(lo, hi));
         Arc::new(Self {
@@ -205,6 +211,7 @@ impl RtcEngine {
             settings,
             ports,
             stage,
+            voices,
             next_stream: AtomicU64::new(1),
             latency: Arc::new(LatencyRecorder::default()),
             metrics: Arc::default(),

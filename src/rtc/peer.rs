@@ -37,6 +37,7 @@ use super::{ingest, media_engine, RtcEngine, RtcError, RtcSettings, H264_FMTP};
 use crate::media::pipeline::{Pipeline, PipelineControl};
 use crate::media::StreamId;
 use crate::metrics::Gauge;
+use crate::voice::stream::VoiceTap;
 
 /// Events of a peer connection, delivered to whoever owns it.
 pub enum PeerEvent {
@@ -500,7 +501,8 @@ impl ServerPeer {
         }
     }
 
-    /// Starts relaying a remote track: video through decode → stage → encode, audio as is.
+    /// Starts relaying a remote track: video through decode → stage → encode, audio as is or,
+    /// for a speaker with a voice chosen, through the disguise.
     pub async fn publish(
         &self,
         track: RemoteTrack,
@@ -544,7 +546,8 @@ impl ServerPeer {
                 Some(control)
             }
             MediaKind::Audio => {
-                tokio::spawn(ingest::run_audio_ingest(track, fanout.clone()));
+                let tap = VoiceTap::new(owner, engine.voices.clone());
+                tokio::spawn(ingest::run_audio_ingest(track, fanout.clone(), tap));
                 None
             }
         };

@@ -15,7 +15,7 @@ use super::{App, SessionCommand};
 use crate::room::FaceState;
 use crate::swap::picker::{ChosenFace, PickError};
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(serde_json::json!({ "code": code, "message": message.into() })),
@@ -39,7 +39,7 @@ fn pick_error(e: PickError) -> Response {
 
 /// The participant the request's token belongs to; `choosing`: the request chooses a face,
 /// which a join token may not allow (`not_allowed`).
-fn caller(
+pub(super) fn caller(
     app: &App,
     headers: &HeaderMap,
     choosing: bool,

@@ -10,6 +10,7 @@ pub mod protocol;
 mod session;
 pub mod tls;
 pub mod token;
+mod voices;
 pub mod whip;
 
 pub use client::client_ip;
@@ -42,6 +43,7 @@ use crate::room::RoomDirectory;
 use crate::rtc::RtcEngine;
 use crate::swap::live::FrameState;
 use crate::swap::picker::{FacePicker, FaceRegistry};
+use crate::voice::{VoiceState, Voices};
 
 /// Everything the handlers share.
 pub struct App {
@@ -58,6 +60,8 @@ pub struct App {
     edge: EdgeMetrics,
     /// Where the frame stage looks up each participant's face.
     pub faces: Arc<dyn FaceRegistry>,
+    /// Where the audio streams look up each participant's voice.
+    pub voices: Arc<Voices>,
     /// Where rooms live (this node alone, or a cluster).
     pub router: SharedRouter,
     /// Face-API tokens of the sessions in a room or the roulette.
@@ -81,6 +85,11 @@ pub(crate) enum SessionCommand {
         state: crate::room::FaceState,
         reason: Option<String>,
     },
+    /// What the participant's audio carries changed (a voice chosen, or its stream's report).
+    Voice {
+        state: VoiceState,
+        reason: Option<String>,
+    },
 }
 
 struct TokenHolder {
@@ -98,6 +107,7 @@ pub struct AppParts {
     pub picker: Option<FacePicker>,
     pub swapper: &'static str,
     pub faces: Arc<dyn FaceRegistry>,
+    pub voices: Arc<Voices>,
     /// Where rooms live (this node alone, or a cluster).
     pub router: SharedRouter,
     /// Every subsystem's metrics, registered; the edge adds its own.
@@ -115,6 +125,7 @@ impl App {
             picker,
             swapper,
             faces,
+            voices,
             router,
             mut registry,
         } = parts;
@@ -130,6 +141,7 @@ impl App {
             picker,
             swapper,
             faces,
+            voices,
             router,
             registry,
             edge,
@@ -148,6 +160,19 @@ impl App {
                 app.tell_face(participant, state, reason);
             }
         }));
+        let weak = Arc::downgrade(&app);
+        app.voices
+            .watch(Arc::new(move |participant, state, reason| {
+                if let Some(app) = weak.upgrade() {
+                    app.tell(
+                        participant,
+                        SessionCommand::Voice {
+                            state,
+                            reason: reason.map(str::to_owned),
+                        },
+                    );
+                }
+            }));
         (app, tx)
     }
 
@@ -159,12 +184,20 @@ impl App {
             FrameState::Blurred => FaceState::Blurred,
             FrameState::Unswapped => FaceState::Unswapped,
         };
-        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(holder) = tokens.values().find(|h| h.participant == participant) {
-            let _ = holder.commands.try_send(SessionCommand::Face {
+        self.tell(
+            participant,
+            SessionCommand::Face {
                 state,
                 reason: reason.map(str::to_owned),
-            });
+            },
+        );
+    }
+
+    /// Hands `command` to `participant`'s session, if it has one.
+    fn tell(&self, participant: &str, command: SessionCommand) {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(holder) = tokens.values().find(|h| h.participant == participant) {
+            let _ = holder.commands.try_send(command);
         }
     }
 
@@ -190,13 +223,14 @@ impl App {
         token
     }
 
-    /// The session is over: its token stops working and its face is forgotten.
+    /// The session is over: its token stops working, its face and its voice are forgotten.
     pub(crate) fn unregister_session(&self, token: &str, participant: &str) {
         self.tokens
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(token);
         self.faces.clear(participant);
+        self.voices.clear(participant);
     }
 
     /// The participant a token belongs to, its session's command channel and its rights.
@@ -255,7 +289,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/face/gallery/{name}",
             axum::routing::post(faces::pick_gallery),
-        );
+        )
+        .route("/api/voice", get(voices::current).put(voices::choose));
     if !app.config.cluster.redis_url.is_empty() {
         // A roulette page that moved to this node keeps its first node's origin and sets its
         // face here. The calls carry the session's bearer token, never cookies.
@@ -263,7 +298,7 @@ pub fn router(app: Arc<App>) -> Router {
         face = face.layer(
             tower_http::cors::CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)
-                .allow_methods([Method::POST, Method::DELETE])
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         );
     }

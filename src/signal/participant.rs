@@ -147,6 +147,11 @@ pub enum Input<T> {
         state: FaceState,
         reason: Option<String>,
     },
+    /// What the participant's audio carries changed (a voice chosen, its stream's report).
+    Voice {
+        state: crate::voice::VoiceState,
+        reason: Option<String>,
+    },
     /// [`Participant::deadline`] passed.
     Timeout,
     /// The server is shutting down.
@@ -454,6 +459,13 @@ impl<T: Clone> Participant<T> {
                     out.push(Action::Update(Change::Face(state)));
                     // The wearer is told too: its page says what the others see.
                     out.push(Action::Send(ServerMessage::FaceState { state, reason }));
+                }
+            }
+            Input::Voice { state, reason } => {
+                if let Phase::Joined(_) = self.phase {
+                    out.push(Action::Update(Change::Voice(state)));
+                    // The speaker too: its page says what the others hear.
+                    out.push(Action::Send(ServerMessage::VoiceState { state, reason }));
                 }
             }
             Input::Timeout => {

@@ -138,6 +138,13 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         reason: Option<String>,
     },
+    /// To a speaker with a voice chosen: what the others hear of it now (`reason` when the
+    /// voice could not be disguised and silence goes out: `error`, `busy` or `stalled`).
+    VoiceState {
+        state: crate::voice::VoiceState,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        reason: Option<String>,
+    },
     /// Roulette: waiting for a partner (`position` 1 = next in line).
     RouletteWaiting {
         position: usize,

@@ -195,9 +195,12 @@ async fn drive(
             },
             Some(event) = recv(&mut s.peer_events) => s.on_peer(event).await,
             Some(event) = recv(&mut s.room_events) => s.feed(room_input(event)).await,
-            Some(SessionCommand::Face { state, reason }) = recv(&mut s.commands) => {
-                s.feed(Input::Face { state, reason }).await
-            }
+            Some(command) = recv(&mut s.commands) => match command {
+                SessionCommand::Face { state, reason } => s.feed(Input::Face { state, reason }).await,
+                SessionCommand::Voice { state, reason } => {
+                    s.feed(Input::Voice { state, reason }).await
+                }
+            },
             _ = draining(&mut shutdown) => s.feed(Input::Shutdown).await,
         };
         if matches!(flow, Flow::Close) || s.stalled {

@@ -29,6 +29,7 @@ use super::{token, App};
 use crate::config::IceServer;
 use crate::room::RoomId;
 use crate::rtc::IceCandidate;
+use crate::voice::Voice;
 
 /// The header of a WHIP response that carries the face-API token of the new participant.
 pub const TOKEN_HEADER: &str = "facerelay-token";
@@ -119,6 +120,9 @@ pub(super) struct Options {
     name: Option<String>,
     /// A gallery face to wear from the first frame (WHIP).
     face: Option<String>,
+    /// A voice disguise from the first audio packet (WHIP): `lower`, `higher`, `neutral`,
+    /// `robot` (or `none`).
+    voice: Option<String>,
 }
 
 /// `POST /whip/{room}`: publish into `room`.
@@ -158,6 +162,15 @@ pub(super) async fn publish(
             Err(e) => return problem(StatusCode::UNAUTHORIZED, e.code(), e.to_string()),
         }
     };
+    let voice = match options
+        .voice
+        .as_deref()
+        .map(str::parse::<Voice>)
+        .transpose()
+    {
+        Ok(v) => v,
+        Err(message) => return problem(StatusCode::BAD_REQUEST, "bad_voice", &message),
+    };
     let collection = format!("/whip/{room}");
     let open = Open {
         collection,
@@ -166,6 +179,7 @@ pub(super) async fn publish(
         join_token,
         receives: Receives::Nobody,
         face: options.face,
+        voice,
     };
     negotiate(app, open, &headers, body).await
 }
@@ -213,6 +227,7 @@ pub(super) async fn watch(
         join_token,
         receives: Receives::Only(publisher),
         face: None,
+        voice: None,
     };
     negotiate(app, open, &headers, body).await
 }
@@ -225,6 +240,7 @@ struct Open {
     join_token: Option<String>,
     receives: Receives,
     face: Option<String>,
+    voice: Option<Voice>,
 }
 
 /// Joins, sets the face, answers the offer; registers the resource.
@@ -304,6 +320,22 @@ async fn negotiate(app: Arc<App>, open: Open, headers: &HeaderMap, body: Bytes) 
         let picked = super::faces::pick_gallery(State(app.clone()), Path(face), auth).await;
         if !picked.status().is_success() {
             return picked;
+        }
+    }
+    // So is a chosen voice, before any audio.
+    if let Some(voice) = open.voice {
+        match app.session_of(&face_token) {
+            Some((_, _, rights)) if !rights.face => {
+                return problem(
+                    StatusCode::FORBIDDEN,
+                    "not_allowed",
+                    "this token does not allow choosing a face or a voice",
+                )
+            }
+            Some((participant, commands, _)) => {
+                super::voices::set(&app, &participant, &commands, voice)
+            }
+            None => return gone(),
         }
     }
     let _ = client.send(ClientMessage::Offer { sdp: offer }).await;

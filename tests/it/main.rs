@@ -16,4 +16,5 @@ mod support;
 mod swap;
 mod swappers;
 mod tokens;
+mod voice;
 mod whip;

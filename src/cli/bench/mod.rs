@@ -5,6 +5,7 @@
 pub mod live;
 pub mod mesh;
 pub mod swap;
+pub mod voice;
 pub mod watermark;
 
 use std::sync::Arc;
