@@ -229,15 +229,20 @@ export async function nextFrame(page, selector, ms) {
   }), [selector, ms]);
 }
 
-// Waits for `n` more frames of the video `selector` (each a decoded frame, not a timer tick);
-// false if they do not come within `ms` in all.
+// Waits for `n` more frames of the video `selector` (each a decoded frame, not a timer tick),
+// counted in the page (one round trip, whatever the machine's load); false if they do not come
+// within `ms`.
 export async function frames(page, selector, n, ms) {
-  const deadline = Date.now() + ms;
-  for (let i = 0; i < n; i++) {
-    const left = deadline - Date.now();
-    if (left <= 0 || !(await nextFrame(page, selector, left))) return false;
-  }
-  return true;
+  return page.evaluate(([sel, n, ms]) => new Promise((done) => {
+    const video = document.querySelector(sel);
+    let seen = 0;
+    const timer = setTimeout(() => done(false), ms);
+    const next = () => video.requestVideoFrameCallback(() => {
+      seen += 1;
+      if (seen >= n) { clearTimeout(timer); done(true); } else next();
+    });
+    next();
+  }), [selector, n, ms]);
 }
 
 // Waits until the element `selector` reads `text`; false after `ms`.

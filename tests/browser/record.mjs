@@ -6,17 +6,20 @@
 // Usage: FAKE_VIDEO=cam.y4m node tests/browser/record.mjs URL DIR PHOTO PREFIX
 
 import { writeFileSync } from "node:fs";
-import { annAndBob, launch, sleep, waitForBadge } from "./lib.mjs";
+import { annAndBob, frames, launch, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, prefix = "record"] = process.argv.slice(2);
 const browser = await launch();
 const link = `${base}?room=record-${Date.now()}`;
 
-// Records Ann's tile on Bob's page for `ms` with `mime`; the file's bytes, base64, or null when
+const REMOTE = "figure:not([data-participant=self]) video";
+
+// Records Ann's tile on Bob's page with `mime` until the tile has shown `count` more frames (a
+// loaded machine shows them more slowly; 30 s at most); the file's bytes, base64, or null when
 // this browser cannot record that type.
-async function record(page, mime, ms) {
+async function record(page, mime, count) {
   return page.evaluate(
-    async ({ mime, ms }) => {
+    async ({ mime, count }) => {
       if (!MediaRecorder.isTypeSupported(mime)) return null;
       const v = document.querySelector("figure:not([data-participant=self]) video");
       const rec = new MediaRecorder(v.srcObject, { mimeType: mime, videoBitsPerSecond: 1_000_000 });
@@ -24,7 +27,15 @@ async function record(page, mime, ms) {
       rec.ondataavailable = (e) => parts.push(e.data);
       const done = new Promise((r) => (rec.onstop = r));
       rec.start();
-      await new Promise((r) => setTimeout(r, ms));
+      await new Promise((r) => {
+        let seen = 0;
+        const timer = setTimeout(r, 30_000);
+        const next = () => v.requestVideoFrameCallback(() => {
+          seen += 1;
+          if (seen >= count) { clearTimeout(timer); r(); } else next();
+        });
+        next();
+      });
       rec.stop();
       await done;
       const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
@@ -32,7 +43,7 @@ async function record(page, mime, ms) {
       for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
       return btoa(s);
     },
-    { mime, ms },
+    { mime, count },
   );
 }
 
@@ -45,16 +56,16 @@ function save(name, b64) {
 let ok = false;
 try {
   const { ann, bob } = await annAndBob(browser, link);
-  await sleep(1500);
+  if (!(await frames(bob, REMOTE, 30, 30_000))) throw new Error("Bob's video of Ann stopped");
   const webm = "video/webm;codecs=h264";
-  if (!save("plain.webm", await record(bob, webm, 3000))) throw new Error(`cannot record ${webm}`);
+  if (!save("plain.webm", await record(bob, webm, 90))) throw new Error(`cannot record ${webm}`);
   await ann.click("#face");
   await ann.check("#face-consent");
   await ann.setInputFiles("#face-file", photo);
   if (!(await waitForBadge(bob, "face-swapped"))) throw new Error("no face-swapped badge");
-  await sleep(500);
-  save("swapped.webm", await record(bob, webm, 4000));
-  const mp4 = save("swapped.mp4", await record(bob, "video/mp4;codecs=avc1.42E01F", 4000));
+  if (!(await frames(bob, REMOTE, 15, 30_000))) throw new Error("Bob's video of Ann stopped");
+  save("swapped.webm", await record(bob, webm, 120));
+  const mp4 = save("swapped.mp4", await record(bob, "video/mp4;codecs=avc1.42E01F", 120));
   console.log(`recorded: plain.webm, swapped.webm${mp4 ? ", swapped.mp4" : " (this Chromium records no MP4)"}`);
   ok = true;
 } finally {
