@@ -136,11 +136,13 @@ async fn a_chosen_face_is_swapped_live_and_the_subscriber_is_told() {
     let swapped = exchange(&mut a, &mut b, &original, 20).await;
     // B is told what A's video carries: held back (blurred) until the first swapped frames,
     // then swapped; A is told the same about itself.
+    // (A loaded machine may pause the swap again afterwards: held, blurred, then swapped once
+    // more; which state comes last depends on the machine, that swapped came does not.)
     let seen = faces_seen(&mut b, &a.id).await;
     assert_eq!(seen.first(), Some(&FaceState::Blurred), "{seen:?}");
-    assert_eq!(seen.last(), Some(&FaceState::Swapped), "{seen:?}");
+    assert!(seen.contains(&FaceState::Swapped), "{seen:?}");
     let own = own_face_states(&mut a).await;
-    assert_eq!(own.last().map(|s| s.0), Some(FaceState::Swapped), "{own:?}");
+    assert!(own.iter().any(|s| s.0 == FaceState::Swapped), "{own:?}");
     assert!(swapped.len() >= 20, "B received {} frames", swapped.len());
     for (f, mark) in &swapped {
         // Every swapped frame is marked in the bitstream.
