@@ -590,14 +590,7 @@ async function chooseVoice(voice) {
   if (!state.token) return;
   $("voice-state").textContent = TEXT.voice.choosing;
   try {
-    const body = JSON.stringify({ voice });
-    const response = await fetch(new URL("/api/voice", state.server ?? location.href), {
-      method: "PUT",
-      body,
-      headers: { Authorization: `Bearer ${state.token}`, "Content-Type": "application/json" },
-    });
-    const json = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(json.message ?? TEXT.errors.serverAnswered(response.status));
+    await faceRequest("PUT", "/api/voice", JSON.stringify({ voice }));
     noteVoice(state.id, voice === "none" ? "none" : "disguised");
     $("voice-state").textContent = voiceStateText(state.voices.get(state.id) ?? "none");
     relabel(state.id);
@@ -634,7 +627,7 @@ function relabel(id) {
 
 // ------------------------------------------------------------------------- face picker
 
-// A call to the face API for the call's session, or for the one `token` names (the preview's).
+// A call to the face or voice API for the call's session, or for the one `token` names (the preview's).
 async function faceRequest(method, path, body, token = state.token) {
   const response = await fetch(new URL(path, state.server ?? location.href), {
     method,

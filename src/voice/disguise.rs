@@ -264,10 +264,6 @@ impl Disguiser {
             .collect()
     }
 
-    pub fn preset(&self) -> Preset {
-        self.preset
-    }
-
     /// The current delay of the disguise, in samples at [`RATE`].
     pub fn delay(&self) -> f64 {
         self.splicer.delay

@@ -440,10 +440,11 @@ mod tests {
         }
     }
 
-    struct Stalling;
+    /// Stalls until the test ends: it waits for a lock the test holds.
+    struct Stalling(Arc<std::sync::Mutex<()>>);
     impl VoiceStage for Stalling {
         fn process(&mut self, _: &mut [f32]) -> Result<(), String> {
-            std::thread::sleep(Duration::from_millis(200));
+            drop(self.0.lock());
             Ok(())
         }
     }
@@ -458,9 +459,15 @@ mod tests {
     #[tokio::test]
     async fn a_disguise_that_fails_sends_silence_never_the_voice() {
         let input = packets(0.4);
+        let stall = Arc::new(std::sync::Mutex::new(()));
+        let _held = stall.lock().unwrap();
+        let stalled = stall.clone();
         let stages: [(&str, Arc<Voices>); 3] = [
             ("erring", failing(|| Box::new(Erring))),
-            ("stalling", failing(|| Box::new(Stalling))),
+            (
+                "stalling",
+                failing(move || Box::new(Stalling(stalled.clone()))),
+            ),
             ("panicking", failing(|| Box::new(Panicking))),
         ];
         let mut dec = Decoder::new(Channels::Mono, SampleRate::Hz16000).unwrap();

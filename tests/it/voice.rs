@@ -284,10 +284,11 @@ impl VoiceStage for Broken {
     }
 }
 
-struct Stalled;
+/// Stalls until the test ends: it waits for a lock the test holds.
+struct Stalled(Arc<std::sync::Mutex<()>>);
 impl VoiceStage for Stalled {
     fn process(&mut self, _: &mut [f32]) -> Result<(), String> {
-        std::thread::sleep(Duration::from_secs(1));
+        drop(self.0.lock());
         Ok(())
     }
 }
@@ -297,6 +298,9 @@ async fn a_disguise_that_fails_or_stalls_sends_silence_and_says_so() {
     let voice = speech();
     let sent = packets(&voice[..48_000 * 2]);
     let own = decode(&sent);
+    let stall = Arc::new(std::sync::Mutex::new(()));
+    let _held = stall.lock().unwrap();
+    let stalled = stall.clone();
     for (name, stage) in [
         (
             "erring",
@@ -304,7 +308,7 @@ async fn a_disguise_that_fails_or_stalls_sends_silence_and_says_so() {
         ),
         (
             "stalling",
-            Arc::new(|_| Box::new(Stalled) as Box<dyn VoiceStage>),
+            Arc::new(move |_| Box::new(Stalled(stalled.clone())) as Box<dyn VoiceStage>),
         ),
     ] {
         let swap = Swap {
