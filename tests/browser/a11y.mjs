@@ -4,7 +4,7 @@
 // Usage: node tests/browser/a11y.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
 
 import { fileURLToPath } from "node:url";
-import { fail, finish, launch, openPage, sleep, until } from "./lib.mjs";
+import { fail, finish, launch, openPage, rendered, until } from "./lib.mjs";
 
 const [base] = process.argv.slice(2);
 const browser = await launch();
@@ -34,7 +34,7 @@ async function run() {
   let r = await until([invited], (s) => s.remote.length === 1 && s.remote[0].width > 0);
   if (!r.ok) return fail("the call starts", r.states);
   await invited.click("#face");
-  await sleep(300);
+  await rendered(invited);
   bad.push(...(await check(invited, "call with the face panel", found)).map((v) => ({ screen: "call", ...v })));
   const r1 = await openPage(browser, base, "Robin");
   await r1.click("#roulette");

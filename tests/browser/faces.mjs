@@ -6,7 +6,7 @@
 // marks her as chosen. Usage: node tests/browser/faces.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR PHOTO
 
 import { writeFileSync } from "node:fs";
-import { fail, finish, launch, look, openPage, sleep, until, waitForBadge } from "./lib.mjs";
+import { fail, finish, launch, look, openPage, rendered, until, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo] = process.argv.slice(2);
 const browser = await launch();
@@ -51,7 +51,7 @@ async function run() {
   const still = await ann.evaluate(() => !document.getElementById("face-preview").hidden);
   if (!still) return fail("the previous face stays", null);
   console.log(`non-image: "${error}"; the face stays`);
-  await sleep(300);
+  await rendered(ann);
   await ann.screenshot({ path: `${dir}/face-error.png` });
 
   const gallery = () => ann.evaluate(() => [...document.querySelectorAll("#gallery button")]

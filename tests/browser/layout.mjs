@@ -4,7 +4,7 @@
 // layout-desktop.png, layout-phone-room.png, layout-phone-roulette.png.
 // Usage: node tests/browser/layout.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
 
-import { fail, finish, launch, openPage, sleep, until } from "./lib.mjs";
+import { fail, finish, launch, openPage, rendered, until } from "./lib.mjs";
 
 const [base, dir = "test-artifacts"] = process.argv.slice(2);
 const browser = await launch();
@@ -36,7 +36,7 @@ async function pair(viewport, roulette) {
   await b.click(roulette ? "#roulette" : "#join");
   const r = await until([a, b], playingOne);
   if (!r.ok) throw new Error(`the two do not see each other: ${JSON.stringify(r.states)}`);
-  await sleep(500);
+  for (const p of [a, b]) await rendered(p);
   return [a, b];
 }
 

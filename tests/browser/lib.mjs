@@ -41,6 +41,13 @@ export async function openPage(browser, url, name, viewport = { width: 960, heig
     };
     ws.on("framesent", note(">"));
     ws.on("framereceived", note("<"));
+    const origin = new URL(ws.url()).host;
+    page.signalling.push(`${Date.now() - start} open ${origin}`);
+    ws.on("close", () => page.signalling.push(`${Date.now() - start} closed ${origin}`));
+  });
+  // A cluster node may send the page to another: the log says when and where.
+  page.on("framenavigated", (f) => {
+    if (f === page.mainFrame()) page.signalling.push(`${Date.now() - start} page ${f.url()}`);
   });
   await page.goto(url);
   // A link with a join token fills the name itself (read-only).
@@ -243,6 +250,11 @@ export async function frames(page, selector, n, ms) {
     });
     next();
   }), [selector, n, ms]);
+}
+
+// Resolves once the page has drawn twice: what is in its DOM now is laid out and painted.
+export async function rendered(page) {
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
 }
 
 // Waits until the element `selector` reads `text`; false after `ms`.

@@ -37,20 +37,45 @@ try {
   await ann.setInputFiles("#face-file", photo);
   const badge = (await waitForBadge(bob, "face-swapped")) ? "face-swapped" : null;
   console.log(`Bob sees Ann's badge "${badge}"`);
-  // A loaded server may pause the swap for a moment (Ann then reads that it is busy, and the
-  // others see her last swapped frame or her picture hidden): each capture waits until Ann's
-  // page says her face is swapped again, under one generous deadline each.
-  const swapped = async () => {
-    if (await waitForText(ann, "#face-state", SWAPPED)) return;
+  // A loaded server may pause the swap for a moment: Ann then reads that it is busy, and the
+  // others see her last swapped frame (held: still the swapped face, which is what a capture
+  // measures) or her picture hidden. A capture is taken only while her page says swapped or
+  // held, and kept only if that did not change between the check and the grab (Bob's five
+  // decoded frames in between carry what was in flight when it last changed).
+  const SHOWN = [
+    SWAPPED,
+    "Swap paused: the server is busy. The others see your last swapped frame.",
+    "Your face is not found: the others see your last swapped frame.",
+  ];
+  await ann.evaluate(() => {
+    const el = document.getElementById("face-state");
+    let last = el.textContent;
+    window.faceChanges = 0;
+    new MutationObserver(() => {
+      if (el.textContent !== last) { last = el.textContent; window.faceChanges += 1; }
+    }).observe(el, { childList: true, characterData: true, subtree: true });
+  });
+  const capture = async () => {
+    const deadline = Date.now() + 45_000;
+    while (Date.now() < deadline) {
+      const shown = await ann.waitForFunction((ok) => ok.includes(document.getElementById("face-state").textContent), SHOWN,
+        { timeout: Math.max(1, deadline - Date.now()) }).then(() => true, () => false);
+      if (!shown) break;
+      const before = await ann.evaluate(() => window.faceChanges);
+      if (!(await frames(bob, REMOTE, 5, 30_000))) throw new Error("Bob's video of Ann stopped");
+      const url = await grab(bob);
+      if ((await ann.evaluate(() => window.faceChanges)) === before) return url;
+    }
     throw new Error(`Ann's page does not say her face is swapped: "${await ann.textContent("#face-state")}"`);
   };
-  await swapped();
+  if (!(await waitForText(ann, "#face-state", SWAPPED))) {
+    throw new Error(`Ann's page does not say her face is swapped: "${await ann.textContent("#face-state")}"`);
+  }
   console.log(`Ann reads "${SWAPPED}"`);
   // Past the swap's first detections and the encoder's next keyframe: 60 more decoded frames.
   if (!(await frames(bob, REMOTE, 60, 30_000))) throw new Error("Bob's video of Ann stopped");
   for (let k = 0; k < Number(count); k++) {
-    await swapped();
-    const url = await grab(bob);
+    const url = await capture();
     writeFileSync(`${dir}/${prefix}-${k}.png`, Buffer.from(url.split(",")[1], "base64"));
     if (!(await frames(bob, REMOTE, 10, 30_000))) throw new Error("Bob's video of Ann stopped");
   }

@@ -8,7 +8,7 @@
 // Usage: FAKE_VIDEO=cam.y4m node tests/browser/reconnect_face.mjs URL DIR PHOTO PREFIX
 
 import { existsSync, writeFileSync } from "node:fs";
-import { annAndBob, launch, sleep, waitForBadge } from "./lib.mjs";
+import { annAndBob, frames, launch, sleep, waitForBadge } from "./lib.mjs";
 
 const [base, dir = "test-artifacts", photo, prefix = "reconnect"] = process.argv.slice(2);
 const browser = await launch();
@@ -31,8 +31,9 @@ async function grab(page) {
 let ok = false;
 try {
   const { ann, bob } = await annAndBob(browser, link);
-  // One frame of Ann's own face, before she picks one: the Rust test's yardstick.
-  await sleep(1500);
+  // One frame of Ann's own face, before she picks one (past the first 30 decoded frames of her
+  // video): the Rust test's yardstick.
+  if (!(await frames(bob, "figure:not([data-participant=self]) video", 30, 30_000))) throw new Error("Bob's video of Ann does not play");
   const own = await grab(bob);
   writeFileSync(`${dir}/${prefix}-before.png`, Buffer.from(own.png.split(",")[1], "base64"));
   await ann.click("#face");

@@ -5,7 +5,7 @@
 // a gallery face Bob picks in his invitation before joining, which he must still wear after a
 // cluster node sent him to another)
 
-import { launch, look, openPage, until, sleep } from "./lib.mjs";
+import { launch, look, openPage, transceivers, until } from "./lib.mjs";
 
 const base = process.argv[2];
 const dir = process.argv[3] ?? "test-artifacts";
@@ -36,9 +36,13 @@ try {
   const first = await until([alice, bob], (s) => s.remote.length === 1 && s.remote[0].width > 0 && s.framesDecoded > 0);
   if (first.ok) {
     const [a0, b0] = first.states;
-    await sleep(1500);
-    const [a1, b1] = [await look(alice), await look(bob)];
-    ok = sees("Bob")(a1) && sees("Alice")(b1) && a1.framesDecoded > a0.framesDecoded && b1.framesDecoded > b0.framesDecoded;
+    // Both keep playing: ten more decoded frames each, of the right person.
+    const [ma, mb] = await Promise.all([
+      until([alice], (s) => sees("Bob")(s) && s.framesDecoded >= a0.framesDecoded + 10),
+      until([bob], (s) => sees("Alice")(s) && s.framesDecoded >= b0.framesDecoded + 10),
+    ]);
+    const [a1, b1] = [ma.states[0], mb.states[0]];
+    ok = ma.ok && mb.ok;
     console.log(`Alice sees ${JSON.stringify(a1.remote)}; frames decoded ${a0.framesDecoded} -> ${a1.framesDecoded}`);
     console.log(`Bob sees ${JSON.stringify(b1.remote)}; frames decoded ${b0.framesDecoded} -> ${b1.framesDecoded}`);
     if (bobFace) {
@@ -51,6 +55,11 @@ try {
     }
   } else {
     console.log("not both playing within 30 s:", JSON.stringify(first.states));
+    // Where each page ended up and what it exchanged with the server (a move between nodes
+    // navigates the page: its signalling log starts again there).
+    for (const [name, page] of [["Alice", alice], ["Bob", bob]]) {
+      console.log(`${name} at ${page.url()}: signalling ${JSON.stringify(page.signalling)}; calls ${JSON.stringify(await transceivers(page).catch((e) => e.message))}`);
+    }
   }
   if (ok) {
     // The signalling connection drops: the page says so and rejoins by itself.
@@ -68,8 +77,12 @@ try {
     }
     console.log(`after a dropped connection: "${lost}"; then Alice sees ${names[0]}, Bob sees ${names[1]}`);
   }
-  await alice.click("#stats");
-  await sleep(1500);
+  if (ok) {
+    // The statistics overlay, once it shows figures (it is refreshed every second).
+    await alice.click("#stats");
+    await alice.waitForFunction(() => [...document.querySelectorAll("figure:not([data-participant=self]) .overlay")]
+      .some((o) => !o.hidden && / [1-9]\d* kb\/s/.test(o.textContent)), null, { timeout: 10_000 });
+  }
   const shot = process.env.SHOT ?? "room.png";
   await alice.screenshot({ path: `${dir}/${shot}` });
   console.log(`screenshot: ${dir}/${shot}`);

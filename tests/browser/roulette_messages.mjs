@@ -3,7 +3,7 @@
 // report's confirmation stays readable and is the only message; Stop leaves no error behind.
 // Usage: node tests/browser/roulette_messages.mjs http://127.0.0.1:PORT/ [ARTIFACT_DIR]
 
-import { fail, finish, launch, openPage, playing, sleep, until, waiting } from "./lib.mjs";
+import { fail, finish, launch, openPage, playing, until, waiting } from "./lib.mjs";
 
 const base = process.argv[2];
 const dir = process.argv[3] ?? "test-artifacts";
@@ -41,10 +41,10 @@ async function run() {
 
   // Report: one message, readable, no error; the two are never paired again.
   await ann.click("#report");
-  await sleep(1500);
+  // Waiting again: the server has taken the report (an error it sent would be shown by now).
+  r = await until([ann], waiting, 5_000);
   const reported = await shown(ann, "notice");
   const error = await shown(ann, "error");
-  r = await until([ann], waiting, 5_000);
   b = await buttons(ann);
   if (!/Reported/.test(reported ?? "") || error !== null) return fail("one message after a report", { reported, error });
   if (!r.ok || b.next || !b.report) return fail("after the report Ann waits: Next off, Report (the last partner) on", { b, states: r.states });
@@ -53,7 +53,7 @@ async function run() {
 
   // Stop: back on the landing page with no message left over.
   await ann.click("#leave");
-  await sleep(300);
+  await until([ann], (s) => /Not connected/.test(s.status), 5_000);
   const after = { error: await shown(ann, "error"), notice: await shown(ann, "notice") };
   if (after.error !== null || after.notice !== null) return fail("Stop leaves nothing behind", after);
   console.log("stop: no error, no notice");

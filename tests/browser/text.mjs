@@ -10,7 +10,7 @@
 // per screen, as one JSON line. Screenshot text-call.png (Ann's page).
 // Usage: node tests/browser/text.mjs http://127.0.0.1:PORT/ ARTIFACT_DIR
 
-import { fail, finish, launch, openPage, sleep, until, waiting } from "./lib.mjs";
+import { fail, finish, launch, openPage, until, waiting } from "./lib.mjs";
 
 const [base, dir = "test-artifacts"] = process.argv.slice(2);
 const browser = await launch();
@@ -134,7 +134,10 @@ async function run() {
   if (!(await waitIn(ann, () => document.getElementById("invite-preview").videoWidth > 0))) {
     return fail("the invitation shows Ann's camera", await read(ann, ["invite-camera"]));
   }
-  await sleep(500); // the gallery, where the server has one
+  // The gallery, where the server has one.
+  if (gallery && !(await waitIn(ann, () => document.querySelectorAll("#invite-gallery button").length > 0))) {
+    return fail("the invitation shows the gallery", null);
+  }
   await screen("invitation", ann);
   await expect("invitation", ann, {
     "landing-title": `⟦You are invited to room “${room}”⟧`,
@@ -148,7 +151,6 @@ async function run() {
     await tried.click();
     const previewing = await waitIn(ann, () => /through the server/.test(document.getElementById("invite-camera").textContent), null, 15_000);
     if (!previewing) return fail("the preview of the face starts", await read(ann, ["invite-camera", "invite-face-state"]));
-    await sleep(500);
     await screen("invitation preview", ann);
     await expect("invitation preview", ann, { "invite-camera": /^⟦You with .+'s face, through the server/ });
   }
@@ -212,7 +214,6 @@ async function run() {
   await robin.click("#roulette");
   r = await until([robin], waiting);
   if (!r.ok) return fail("the roulette waits", r.states);
-  await sleep(300);
   await screen("roulette", robin);
   await expect("roulette", robin, { leave: "⟦Stop⟧", next: "⟦Next⟧", report: "⟦Report⟧", block: "⟦Block⟧" });
 

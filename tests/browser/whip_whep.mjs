@@ -92,7 +92,6 @@ async function run() {
   const old = w.last.resource;
   const t0 = Date.now();
   const deleted = await whipEnd(publisher);
-  await sleep(500);
   const second = await whipPublish(publisher);
   if (second.status !== 201) return fail("WHIP again", second);
   w = await waitWatching(watch, 40_000, old);
