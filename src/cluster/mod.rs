@@ -101,19 +101,25 @@ pub trait NodeState: Send + Sync + 'static {
     fn rooms(&self) -> Vec<String>;
 }
 
-/// The least loaded node with room for one more, by participants then CPU; `here` wins ties,
-/// so that a join stays where it arrived when it can.
+/// Load averages per CPU closer than this count as equal: two nodes of one machine, or two
+/// readings a few seconds apart, differ by that much by chance, and a join is not sent to
+/// another node (a page reload for the joiner) for it.
+const CPU_MARGIN: f64 = 0.2;
+
+/// The least loaded node with room for one more, by participants then CPU; `here` wins when it
+/// has as few participants as the best and a CPU load within [`CPU_MARGIN`] of it, so that a
+/// join stays where it arrived when it can.
 pub(crate) fn least_loaded<'a>(nodes: &'a [(String, Load)], here: &str) -> Option<&'a str> {
-    nodes
-        .iter()
-        .filter(|(_, l)| l.participants < l.capacity)
-        .min_by(|(a, la), (b, lb)| {
-            la.participants
-                .cmp(&lb.participants)
-                .then(la.cpu.total_cmp(&lb.cpu))
-                .then((a != here).cmp(&(b != here)))
-        })
-        .map(|(id, _)| id.as_str())
+    let open = || nodes.iter().filter(|(_, l)| l.participants < l.capacity);
+    let (best, least) = open().min_by(|(_, a), (_, b)| {
+        a.participants
+            .cmp(&b.participants)
+            .then(a.cpu.total_cmp(&b.cpu))
+    })?;
+    let here_as_good = open().find(|(id, _)| id == here).filter(|(_, l)| {
+        l.participants == least.participants && l.cpu <= least.cpu + CPU_MARGIN
+    });
+    Some(here_as_good.map_or(best, |(id, _)| id).as_str())
 }
 
 /// This machine's one-minute load average per CPU (0 where it cannot be read).
@@ -145,7 +151,7 @@ mod tests {
     }
 
     #[test]
-    fn rooms_go_to_the_least_loaded_node_with_room_and_stay_here_on_a_tie() {
+    fn rooms_go_to_the_least_loaded_node_with_room_and_stay_here_on_a_tie_or_near_one() {
         let nodes = [
             node("a", 5, 10, 0.1),
             node("b", 2, 10, 0.9),
@@ -155,6 +161,15 @@ mod tests {
         let tie = [node("a", 2, 10, 0.2), node("b", 2, 10, 0.2)];
         assert_eq!(least_loaded(&tie, "b"), Some("b"));
         assert_eq!(least_loaded(&tie, "a"), Some("a"));
+        // CPU readings a little apart are a tie too; clearly apart, the idler node wins.
+        let near = [node("a", 2, 10, 0.35), node("b", 2, 10, 0.2)];
+        assert_eq!(least_loaded(&near, "a"), Some("a"));
+        assert_eq!(least_loaded(&near, "b"), Some("b"));
+        let apart = [node("a", 2, 10, 0.6), node("b", 2, 10, 0.2)];
+        assert_eq!(least_loaded(&apart, "a"), Some("b"));
+        // Fewer participants elsewhere wins whatever the CPU.
+        let fewer = [node("a", 3, 10, 0.0), node("b", 2, 10, 0.9)];
+        assert_eq!(least_loaded(&fewer, "a"), Some("b"));
         let full = [node("a", 10, 10, 0.0), node("b", 3, 3, 0.0)];
         assert_eq!(least_loaded(&full, "a"), None);
         assert_eq!(least_loaded(&[], "a"), None);
