@@ -16,6 +16,8 @@ export async function launch() {
       ...(process.env.CHROMIUM_HOST_RULES ? [`--host-resolver-rules=${process.env.CHROMIUM_HOST_RULES}`] : []),
       // A y4m file as the camera instead of Chromium's test pattern (FAKE_VIDEO=path).
       ...(process.env.FAKE_VIDEO ? [`--use-file-for-fake-video-capture=${process.env.FAKE_VIDEO}`] : []),
+      // A WAV file as the microphone instead of Chromium's beeps (FAKE_AUDIO=path; it loops).
+      ...(process.env.FAKE_AUDIO ? [`--use-file-for-fake-audio-capture=${process.env.FAKE_AUDIO}`] : []),
     ],
   });
 }

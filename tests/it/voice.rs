@@ -4,6 +4,7 @@
 //! no click or gap added; without a preset the packets arrive byte for byte; a disguise that
 //! fails sends silence and says so.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -403,4 +404,84 @@ async fn the_voice_api_names_the_presets_and_refuses_unknown_ones() {
     assert_eq!(json["voice"], "robot");
     a.close().await;
     server.shutdown().await.expect("clean shutdown");
+}
+
+/// `samples` (mono, `rate` Hz) as a 16-bit PCM WAV file: a browser's fake microphone.
+fn write_wav(path: &Path, samples: &[f32], rate: u32) {
+    let data: Vec<u8> = samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect();
+    let mut wav = Vec::with_capacity(44 + data.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).unwrap();
+}
+
+/// In Debian Chromium: Ann's microphone speaks (espeak-ng's speech as the fake microphone); Bob
+/// records what he receives of her, first her own voice, then, after she picks `higher` in her
+/// face panel and her tile shows the "voice disguised" badge, the disguise. Her own voice
+/// arrives at its own pitch (within 5 %: the recording path is faithful), the disguise at the
+/// preset's ratio to it (within 5 %).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voice_picked_in_chromium_reaches_the_other_page_disguised_with_its_badge() {
+    let _serial = crate::support::serial().await;
+    let artifacts = crate::browser::root().join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let voice = speech();
+    let wav = artifacts.join("voice-speech.wav");
+    write_wav(&wav, &voice, 48_000);
+    let preset = Voice::Higher;
+    let dir = crate::browser::run_browser_script_env(
+        "voice.mjs",
+        Swap::none(),
+        &[
+            Path::new(preset.as_str()),
+            Path::new("voice-chromium"),
+            Path::new("6"),
+        ],
+        &[("FAKE_AUDIO", &wav)],
+    )
+    .await;
+    let said: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("voice-chromium.json")).unwrap()).unwrap();
+    let rate = said["rate"].as_u64().expect("the recording's rate") as u32;
+    let read = |name: String| -> Vec<f32> {
+        std::fs::read(dir.join(name))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let own = read("voice-chromium-own.f32".into());
+    let disguised = read(format!("voice-chromium-{}.f32", preset.as_str()));
+    let spoken = analysis::median_pitch(&voice, 48_000).expect("espeak's speech is voiced");
+    let heard_own = analysis::median_pitch(&own, rate).expect("Bob hears Ann's own voice");
+    let heard = analysis::median_pitch(&disguised, rate).expect("Bob hears Ann's disguised voice");
+    let want = preset.preset().unwrap().pitch;
+    println!(
+        "chromium voice: spoken {spoken:.1} Hz, Bob hears {heard_own:.1} Hz, then {heard:.1} Hz disguised ({}: ×{:.3}, want ×{want})",
+        preset.as_str(),
+        heard / heard_own
+    );
+    assert!(
+        (heard_own / spoken - 1.0).abs() <= 0.05,
+        "Ann's own voice arrives at {heard_own:.1} Hz, spoken at {spoken:.1} Hz"
+    );
+    assert!(
+        (heard / heard_own / want - 1.0).abs() <= 0.05,
+        "the disguise moves the pitch ×{:.3}, want ×{want}",
+        heard / heard_own
+    );
 }
