@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: the Python tools' (tools/tests), the compose file's validity, the
-# Dockerfile's install steps (scripts/check-image.sh), then unit tests (among them the fuzz
-# smoke run: every fuzz target's seeds and local corpus replayed and mutated), integration
-# tests (WebRTC clients on loopback, a Redis cluster, aiortc over WHIP/WHEP) and the browser
-# tests (Debian Chromium with a fake camera). Installs what is missing first. Prints each
-# phase with its duration and, at the end, the ten slowest tests; the last line is the
-# summary. Extra arguments go to the test runner (cargo nextest run, or cargo test where
-# nextest is missing), e.g. `scripts/test.sh -E 'test(roulette)'`.
+# Runs every test: the compose file's validity, the Dockerfile's install steps
+# (scripts/check-image.sh), the Python tools' (tools/tests, while the Rust code builds), then
+# unit tests (among them the fuzz smoke run: every fuzz target's seeds and local corpus replayed
+# and mutated), integration tests (WebRTC clients on loopback, a Redis cluster, aiortc over
+# WHIP/WHEP) and the browser tests (Debian Chromium with a fake camera). Installs what is
+# missing first. Prints each phase with its duration and, at the end, the ten slowest tests;
+# the last line is the summary. Extra arguments go to the test runner (cargo nextest run, or
+# cargo test where nextest is missing), e.g. `scripts/test.sh -E 'test(roulette)'`.
 #
 #   FUZZ_SECONDS=N scripts/test.sh   also runs each fuzz target under libFuzzer for N s
 #                                    (scripts/fuzz.sh; the long runs: docs/fuzzing.md)
@@ -27,6 +27,7 @@ phase() { # phase NAME: ends the running phase, starts NAME
 print_phases() {
     echo "test: phases"
     for p in "${phases[@]}"; do echo "  $p"; done
+    if [ -n "${tools_secs:-}" ]; then printf '  %-34s %5d s\n' "(python tool tests, beside it)" "$tools_secs"; fi
     printf '  %-34s %5d s\n' "total" "$SECONDS"
 }
 
@@ -34,10 +35,9 @@ phase "installs"
 scripts/setup.sh test
 # aiortc, the WebRTC stack of the WHIP/WHEP interop test (tests/interop), into the same venv.
 scripts/venv-models.sh tests/interop/requirements.txt
-phase "python tool tests"
-# The tools' tests read nothing but tools/, models/ (the manifest, the fixtures, the packaged
-# set), scripts/ and their venv. When none of that changed since they last passed here, they
-# are not run again (a fresh clone has no record and runs them); FACERELAY_TEST_TOOLS=always
+# The Python tools' tests. They read nothing but tools/, models/ (the manifest, the fixtures, the
+# packaged set), scripts/ and their venv. When none of that changed since they last passed here,
+# they are not run again (a fresh clone has no record and runs them); FACERELAY_TEST_TOOLS=always
 # runs them anyway.
 tools_key() { # a digest of everything the tools' tests read; a fresh one each call outside git
     {
@@ -49,12 +49,17 @@ tools_key() { # a digest of everything the tools' tests read; a fresh one each c
     } 2>&1 | sha256sum | cut -c1-64
 }
 tools_pass=target/tool-tests.pass
-if [ "${FACERELAY_TEST_TOOLS:-}" != always ] && [ "$(cat "$tools_pass" 2>/dev/null)" = "$(tools_key)" ]; then
-    echo "test: python tool tests passed on $(date -r "$tools_pass" '+%F %T') with these very inputs; not run again (FACERELAY_TEST_TOOLS=always runs them)"
-else
-    scripts/test-tools.sh -q
-    mkdir -p target && tools_key >"$tools_pass"
-fi
+# Read here and taken out of the environment: the server refuses FACERELAY_* variables it does
+# not know, and the tests start servers.
+tools_always="${FACERELAY_TEST_TOOLS:-}"
+unset FACERELAY_TEST_TOOLS
+tool_tests() {
+    if [ "$tools_always" != always ] && [ "$(cat "$tools_pass" 2>/dev/null)" = "$(tools_key)" ]; then
+        echo "test: python tool tests passed on $(date -r "$tools_pass" '+%F %T') with these very inputs; not run again (FACERELAY_TEST_TOOLS=always runs them)"
+    else
+        scripts/test-tools.sh -q && mkdir -p target && tools_key >"$tools_pass"
+    fi
+}
 phase "compose and Dockerfile checks"
 # The compose file must be valid (Debian's docker-compose; no engine needed).
 echo "test: docker-compose.yml"
@@ -75,9 +80,30 @@ fi
 export RUST_BACKTRACE=0
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    phase "build (server and tests)"
+    phase "build, python tool tests beside it"
+    # The Python tool tests run while Cargo builds (the build leaves a core idle for much of its
+    # time, and the tool tests need nothing it makes); their output follows the build's.
+    mkdir -p target
+    tools_start=$SECONDS
+    (
+        if tool_tests >target/tool-tests.log 2>&1; then r=0; else r=$?; fi
+        echo "$r $((SECONDS - tools_start))" >target/tool-tests.status
+    ) &
+    tools_job=$!
     # The `tests` profile: release code, incremental (Cargo.toml), in target/tests/.
-    cargo nextest run --cargo-profile tests --locked --no-run
+    cargo nextest run --cargo-profile tests --locked --no-run || status=$?
+    wait "$tools_job" || true
+    read -r tools_status tools_secs <target/tool-tests.status
+    echo "test: python tool tests ($tools_secs s, beside the build):"
+    cat target/tool-tests.log
+    tools_said="python tool tests passed"
+    if [ "$tools_status" != 0 ]; then tools_said="python tool tests FAILED (their output is above)"; fi
+    if [ "$status" != 0 ]; then
+        phase ""
+        print_phases
+        echo "test: $tools_said; the build FAILED (its output is above)"
+        exit "$status"
+    fi
     phase "unit, integration and browser tests"
     # One process per test, two at a time (.config/nextest.toml), every test run even after a
     # failure; the failures are listed again at the end.
@@ -93,9 +119,13 @@ for t, name in sorted(cases, reverse=True)[:10]:
 PY
     print_phases
     summary=$(grep -E '^ *Summary ' target/test-run.log | tail -1 | sed 's/^ *//')
+    [ "$tools_status" = 0 ] || status=1
+    echo "test: $tools_said"
     echo "test: ${summary:-no summary from nextest (it did not run to the end)}"
 else
     echo "test: cargo-nextest is missing; running cargo test (no per-test durations)"
+    phase "python tool tests"
+    tool_tests || status=$?
     phase "release build and tests (cargo test)"
     cargo test --profile tests --locked "$@" || status=$?
     phase ""
