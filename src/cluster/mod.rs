@@ -116,9 +116,9 @@ pub(crate) fn least_loaded<'a>(nodes: &'a [(String, Load)], here: &str) -> Optio
             .cmp(&b.participants)
             .then(a.cpu.total_cmp(&b.cpu))
     })?;
-    let here_as_good = open().find(|(id, _)| id == here).filter(|(_, l)| {
-        l.participants == least.participants && l.cpu <= least.cpu + CPU_MARGIN
-    });
+    let here_as_good = open()
+        .find(|(id, _)| id == here)
+        .filter(|(_, l)| l.participants == least.participants && l.cpu <= least.cpu + CPU_MARGIN);
     Some(here_as_good.map_or(best, |(id, _)| id).as_str())
 }
 

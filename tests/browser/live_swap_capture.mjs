@@ -55,6 +55,7 @@ try {
       if (el.textContent !== last) { last = el.textContent; window.faceChanges += 1; }
     }).observe(el, { childList: true, characterData: true, subtree: true });
   });
+  const notSwapped = async () => new Error(`Ann's page does not say her face is swapped: "${await ann.textContent("#face-state")}"`);
   const capture = async () => {
     const deadline = Date.now() + 45_000;
     while (Date.now() < deadline) {
@@ -66,10 +67,10 @@ try {
       const url = await grab(bob);
       if ((await ann.evaluate(() => window.faceChanges)) === before) return url;
     }
-    throw new Error(`Ann's page does not say her face is swapped: "${await ann.textContent("#face-state")}"`);
+    throw await notSwapped();
   };
   if (!(await waitForText(ann, "#face-state", SWAPPED))) {
-    throw new Error(`Ann's page does not say her face is swapped: "${await ann.textContent("#face-state")}"`);
+    throw await notSwapped();
   }
   console.log(`Ann reads "${SWAPPED}"`);
   // Past the swap's first detections and the encoder's next keyframe: 60 more decoded frames.

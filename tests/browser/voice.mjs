@@ -57,7 +57,7 @@ await finish(browser, async () => {
   if (!(await waitForBadge(bob, "voice disguised"))) return fail("Bob sees Ann's voice badge", null);
   const changed = await record(bob, seconds);
   writeFileSync(`${dir}/${prefix}-${voice}.f32`, Buffer.from(changed.samples, "base64"));
-  const said = { rate: own.rate, annReads: await ann.textContent("#voice-state"), badge: "voice disguised" };
+  const said = { rate: own.rate, annReads: await ann.textContent("#voice-state") };
   writeFileSync(`${dir}/${prefix}.json`, JSON.stringify(said));
   console.log(`recorded ${seconds} s of Ann's own voice and ${seconds} s disguised (${voice}) at ${own.rate} Hz; Ann reads "${said.annReads}"`);
   await bob.screenshot({ path: `${dir}/${prefix}.png` });
