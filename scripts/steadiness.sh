@@ -19,7 +19,7 @@ if [ "$load" = 1 ] && ! command -v stress-ng >/dev/null; then
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends stress-ng >/dev/null
 fi
-cargo nextest run --cargo-profile tests --locked --no-run
+cargo nextest run --cargo-profile tests --no-default-features --locked --no-run
 stress=""
 if [ "$load" = 1 ]; then
     stress-ng --cpu 2 --quiet &
@@ -34,7 +34,7 @@ for i in $(seq 1 "$runs"); do
     rc=0
     # A run that fails before writing its report must not be read as the last run's report.
     rm -f target/nextest/default/junit.xml
-    cargo nextest run --cargo-profile tests --locked --no-fail-fast -E 'kind(test)' \
+    cargo nextest run --cargo-profile tests --no-default-features --locked --no-fail-fast -E 'kind(test)' \
         >"target/steadiness-run-$i.log" 2>&1 || rc=$?
     took=$((SECONDS - start))
     failed=$(python3 - target/nextest/default/junit.xml <<'PY'

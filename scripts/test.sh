@@ -79,6 +79,11 @@ fi
 # one test by hand with RUST_BACKTRACE=1 for one).
 export RUST_BACKTRACE=0
 status=0
+# The `tests` profile: release code, incremental, no debug info (Cargo.toml), in target/tests/.
+# Without the default `jemalloc` feature: the tested program allocates with the system's
+# malloc, the one difference from the shipped one; building jemalloc's C sources took about a
+# tenth of a cold build's CPU time. `cargo build --release` (the server command) builds it.
+cargo_args=(--cargo-profile tests --locked --no-default-features)
 if cargo nextest --version >/dev/null 2>&1; then
     phase "build, python tool tests beside it"
     # The Python tool tests run while Cargo builds (the build leaves a core idle for much of its
@@ -90,8 +95,7 @@ if cargo nextest --version >/dev/null 2>&1; then
         echo "$r $((SECONDS - tools_start))" >target/tool-tests.status
     ) &
     tools_job=$!
-    # The `tests` profile: release code, incremental (Cargo.toml), in target/tests/.
-    cargo nextest run --cargo-profile tests --locked --no-run || status=$?
+    cargo nextest run "${cargo_args[@]}" --no-run || status=$?
     wait "$tools_job" || true
     read -r tools_status tools_secs <target/tool-tests.status
     echo "test: python tool tests ($tools_secs s, beside the build):"
@@ -107,7 +111,7 @@ if cargo nextest --version >/dev/null 2>&1; then
     phase "unit, integration and browser tests"
     # One process per test, two at a time (.config/nextest.toml), every test run even after a
     # failure; the failures are listed again at the end.
-    cargo nextest run --cargo-profile tests --locked --no-fail-fast "$@" 2>&1 | tee target/test-run.log || status=$?
+    cargo nextest run "${cargo_args[@]}" --no-fail-fast "$@" 2>&1 | tee target/test-run.log || status=$?
     phase ""
     # The ten slowest, from nextest's JUnit report.
     python3 - target/nextest/default/junit.xml <<'PY' || true
@@ -127,7 +131,7 @@ else
     phase "python tool tests"
     tool_tests || status=$?
     phase "release build and tests (cargo test)"
-    cargo test --profile tests --locked "$@" || status=$?
+    cargo test --profile tests --locked --no-default-features "$@" || status=$?
     phase ""
     print_phases
     echo "test: cargo test exited with $status"

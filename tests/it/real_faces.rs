@@ -471,8 +471,22 @@ async fn face_survives(restart: bool) {
     // The last five frames (fewer on a slow machine: two seconds of them): swapped, each more
     // like the chosen face than the camera's, and by a clear margin in the median (one frame
     // caught mid-motion, or while the encoder ramps up after the reconnection, can be softer).
+    // A frame like neither face (under 0.3 to both) is one the server blurred because it was
+    // busy: that is what it promises under overload, so it is left out, but at least three
+    // of the five must show the swapped face.
     let mut margins = Vec::new();
-    for (badge, like_face, like_camera) in likes.iter().rev().take(5) {
+    let last: Vec<_> = likes.iter().rev().take(5).collect();
+    let shown: Vec<_> = last
+        .iter()
+        .filter(|(_, like_face, like_camera)| like_face.max(*like_camera) >= 0.3)
+        .collect();
+    assert!(
+        shown.len() >= 3,
+        "only {} of the last {} frames show a face",
+        shown.len(),
+        last.len()
+    );
+    for (badge, like_face, like_camera) in shown {
         assert_eq!(badge.as_deref(), Some("face-swapped"));
         assert!(
             like_face > like_camera,
